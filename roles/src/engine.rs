@@ -1,0 +1,299 @@
+//! The engine: plans and applies a desired state, role by role, then runs notified handlers.
+//!
+//! It knows no resource's specifics. Its rules are about order and failure: resources apply in
+//! order; a failure skips the rest of its role and every role that depends on it; other roles go
+//! on. Notifications are persisted the moment they happen, so a crash or a failed run never loses
+//! a restart; a handler leaves the pending list only after it succeeded. Handlers do not run after
+//! a run with failures (the configuration may be half-applied); they stay pending for the next run.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::fsutil;
+use crate::host::Host;
+use crate::resource::{Applied, DynResource};
+
+pub struct Item {
+    pub resource: Box<dyn DynResource>,
+    pub notify: Vec<String>,
+    /// Where it was declared, "roles/web/role.yaml:12", for reports.
+    pub origin: String,
+}
+
+pub struct RolePlan {
+    pub name: String,
+    pub depends: Vec<String>,
+    pub items: Vec<Item>,
+}
+
+pub struct Handler {
+    pub name: String,
+    pub role: String,
+    pub resource: Box<dyn DynResource>,
+}
+
+#[derive(Default)]
+pub struct Desired {
+    pub roles: Vec<RolePlan>,
+    /// In declaration order, which is the order they run in.
+    pub handlers: Vec<Handler>,
+}
+
+impl Desired {
+    pub fn resource_count(&self) -> usize {
+        self.roles.iter().map(|r| r.items.len()).sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Unchanged,
+    Changed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ResourceReport {
+    pub role: String,
+    pub kind: String,
+    pub id: String,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub handler: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    pub resources: Vec<ResourceReport>,
+    /// Handlers still owed a run (notified, not yet succeeded).
+    pub pending_handlers: Vec<String>,
+    /// Errors not tied to one resource, e.g. the pending-handler file could not be written.
+    pub errors: Vec<String>,
+}
+
+impl RunSummary {
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.resources.iter().filter(|r| r.outcome == outcome).count()
+    }
+    pub fn changed(&self) -> usize {
+        self.count(Outcome::Changed)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(Outcome::Failed) + self.errors.len()
+    }
+}
+
+/// Called after each resource, with (done, total, report): progress for sd-notify and logs.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &ResourceReport);
+
+/// Pending notifications, persisted as a JSON list of handler names.
+pub struct PendingHandlers {
+    path: Option<PathBuf>,
+    names: BTreeSet<String>,
+}
+
+impl PendingHandlers {
+    /// `None` keeps them in memory only (check mode, tests).
+    pub fn load(path: Option<&Path>) -> Self {
+        let names = path
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            .unwrap_or_default();
+        Self { path: path.map(Path::to_path_buf), names: names.into_iter().collect() }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.names.iter().cloned().collect()
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let json = serde_json::to_vec(&self.names()).expect("a list of strings serializes");
+        fsutil::atomic_write(path, &json, fsutil::Meta { mode: Some(0o600), ..Default::default() })
+    }
+
+    fn add(&mut self, names: &[String]) -> std::io::Result<()> {
+        let before = self.names.len();
+        self.names.extend(names.iter().cloned());
+        if self.names.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> std::io::Result<()> {
+        if self.names.remove(name) {
+            self.save()?;
+        }
+        Ok(())
+    }
+}
+
+/// Plans and (unless `host.check`) applies `desired`. `pending_path` is where notifications persist.
+pub fn converge(desired: &Desired, host: &Host, pending_path: Option<&Path>, progress: Progress) -> RunSummary {
+    let mut summary = RunSummary::default();
+    let persist = if host.check { None } else { pending_path };
+    let mut pending = PendingHandlers::load(pending_path);
+    // In check mode, notifications are collected here and never written.
+    let mut would_notify: BTreeSet<String> = BTreeSet::new();
+    let mut failed_roles: BTreeSet<&str> = BTreeSet::new();
+    let total = desired.resource_count();
+    let mut done = 0;
+    if persist.is_none() {
+        pending.path = None;
+    }
+
+    for role in &desired.roles {
+        let blocked_by = role.depends.iter().find(|d| failed_roles.contains(d.as_str()));
+        let mut skip_reason = blocked_by.map(|d| format!("skipped: depends on role '{d}', which failed"));
+        for item in &role.items {
+            let mut report = ResourceReport {
+                role: role.name.clone(),
+                kind: item.resource.kind().to_string(),
+                id: host.redact(&item.resource.id()),
+                outcome: Outcome::Unchanged,
+                summary: None,
+                diff: None,
+                error: None,
+                origin: Some(item.origin.clone()),
+                handler: false,
+            };
+            if let Some(reason) = &skip_reason {
+                report.outcome = Outcome::Skipped;
+                report.summary = Some(reason.clone());
+            } else {
+                match step(item.resource.as_ref(), host) {
+                    Step::Unchanged => {}
+                    Step::Changed(summary_line, diff) => {
+                        report.outcome = Outcome::Changed;
+                        report.summary = Some(summary_line);
+                        report.diff = diff;
+                        if host.check {
+                            would_notify.extend(item.notify.iter().cloned());
+                        } else if let Err(e) = pending.add(&item.notify) {
+                            summary.errors.push(format!("cannot persist pending handlers: {e}"));
+                        }
+                    }
+                    Step::Skipped(reason) => {
+                        report.outcome = Outcome::Skipped;
+                        report.summary = Some(reason);
+                    }
+                    Step::Failed(error) => {
+                        report.outcome = Outcome::Failed;
+                        report.error = Some(host.redact(&error));
+                        skip_reason = Some(format!("skipped: an earlier resource of role '{}' failed", role.name));
+                    }
+                }
+            }
+            done += 1;
+            progress(done, total, &report);
+            summary.resources.push(report);
+        }
+        if skip_reason.is_some() {
+            failed_roles.insert(role.name.as_str());
+        }
+    }
+
+    run_handlers(desired, host, &mut pending, &would_notify, &mut summary);
+    summary.pending_handlers = pending.names();
+    summary
+}
+
+enum Step {
+    Unchanged,
+    Changed(String, Option<String>),
+    Skipped(String),
+    Failed(String),
+}
+
+fn step(resource: &dyn DynResource, host: &Host) -> Step {
+    let plan = match resource.plan(host) {
+        Ok(plan) => plan,
+        Err(e) => return Step::Failed(e.to_string()),
+    };
+    let Some(change) = plan.change.clone() else { return Step::Unchanged };
+    let summary = host.redact(&change.summary);
+    let diff = change.diff.as_deref().map(|d| host.redact(d));
+    if host.check {
+        return Step::Changed(summary, diff);
+    }
+    match plan.apply(host) {
+        Ok(Applied::Done) => Step::Changed(summary, diff),
+        Ok(Applied::Skipped(reason)) => Step::Skipped(host.redact(&reason)),
+        Err(e) => Step::Failed(e.to_string()),
+    }
+}
+
+fn run_handlers(
+    desired: &Desired,
+    host: &Host,
+    pending: &mut PendingHandlers,
+    would_notify: &BTreeSet<String>,
+    summary: &mut RunSummary,
+) {
+    let known: BTreeSet<&str> = desired.handlers.iter().map(|h| h.name.as_str()).collect();
+    for stale in pending.names() {
+        if !known.contains(stale.as_str()) {
+            tracing::warn!(handler = %stale, "dropping a pending handler that the fleet repo no longer declares");
+            if let Err(e) = pending.remove(&stale) {
+                summary.errors.push(format!("cannot persist pending handlers: {e}"));
+            }
+        }
+    }
+    let run_failed = summary.failed() > 0;
+    for handler in &desired.handlers {
+        let notified = pending.names.contains(&handler.name) || would_notify.contains(&handler.name);
+        if !notified {
+            continue;
+        }
+        let mut report = ResourceReport {
+            role: handler.role.clone(),
+            kind: handler.resource.kind().to_string(),
+            id: host.redact(&handler.resource.id()),
+            outcome: Outcome::Skipped,
+            summary: None,
+            diff: None,
+            error: None,
+            origin: Some(format!("handler '{}'", handler.name)),
+            handler: true,
+        };
+        if run_failed {
+            report.summary = Some("deferred: the run had failures; the handler stays pending".into());
+        } else {
+            match step(handler.resource.as_ref(), host) {
+                Step::Unchanged => report.outcome = Outcome::Unchanged,
+                Step::Changed(s, d) => {
+                    report.outcome = Outcome::Changed;
+                    report.summary = Some(if host.check { format!("would run: {s}") } else { s });
+                    report.diff = d;
+                }
+                Step::Skipped(reason) => report.summary = Some(reason),
+                Step::Failed(e) => {
+                    report.outcome = Outcome::Failed;
+                    report.error = Some(host.redact(&e));
+                }
+            }
+            if !host.check && report.outcome != Outcome::Failed {
+                if let Err(e) = pending.remove(&handler.name) {
+                    summary.errors.push(format!("cannot persist pending handlers: {e}"));
+                }
+            }
+        }
+        summary.resources.push(report);
+    }
+}

@@ -1,0 +1,22 @@
+//! tend's resource engine and its declarative resource types.
+//!
+//! Why a separate crate: the engine must know no resource's specifics, and a resource type must know
+//! nothing of fleets, git or vars. The agent renders a fleet repo into concrete resource specs; this
+//! crate turns each spec into a [`Resource`], reads the actual state under a root, diffs, and applies.
+
+pub mod engine;
+pub mod error;
+pub mod fsutil;
+pub mod host;
+pub mod platform;
+pub mod redact;
+pub mod registry;
+pub mod resource;
+pub mod types;
+
+pub use engine::{converge, Desired, Handler, Item, Outcome, ResourceReport, RolePlan, RunSummary};
+pub use error::{ResourceError, SpecError};
+pub use host::Host;
+pub use redact::Redactor;
+pub use registry::{find_type, resource_types, ResourceType, Sources};
+pub use resource::{Applied, Change, DynResource, Plan, Resource};

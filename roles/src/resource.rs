@@ -1,0 +1,88 @@
+//! The one trait every resource type implements, and its object-safe face for the engine.
+//!
+//! A resource reads its actual state under the host's root, diffs it against what it wants, and
+//! applies the difference. Splitting read and diff from apply is what makes `--check` free of side
+//! effects: check mode stops after the diff.
+
+use crate::error::ResourceError;
+use crate::host::Host;
+
+/// What applying would change, in words an operator reads in a report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// One line, e.g. "content changed, mode 0644 -> 0755".
+    pub summary: String,
+    /// A unified diff for file content, already redacted.
+    pub diff: Option<String>,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>) -> Self {
+        Self { summary: summary.into(), diff: None }
+    }
+    pub fn with_diff(mut self, diff: Option<String>) -> Self {
+        self.diff = diff;
+        self
+    }
+}
+
+/// How an apply ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// Not done, on purpose: e.g. a restart while systemd is not running ("offline").
+    Skipped(String),
+}
+
+/// A resource type. `Actual` is whatever `read` finds on the device.
+pub trait Resource: Send + Sync {
+    type Actual;
+
+    /// The type name as written in role.yaml, e.g. "file".
+    fn kind(&self) -> &'static str;
+    /// What this instance manages, e.g. "/etc/motd"; (kind, id) is unique in a desired state.
+    fn id(&self) -> String;
+    /// Reads the actual state. Never changes anything.
+    fn read(&self, host: &Host) -> Result<Self::Actual, ResourceError>;
+    /// None when the actual state is already the desired one.
+    fn diff(&self, actual: &Self::Actual, host: &Host) -> Option<Change>;
+    /// Brings the device to the desired state. Called only when `diff` returned a change.
+    fn apply(&self, actual: Self::Actual, host: &Host) -> Result<Applied, ResourceError>;
+}
+
+/// A planned change, holding what `read` found so that `apply` need not read again.
+pub struct Plan<'a> {
+    pub change: Option<Change>,
+    apply: Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>,
+}
+
+impl Plan<'_> {
+    pub fn apply(self, host: &Host) -> Result<Applied, ResourceError> {
+        (self.apply)(host)
+    }
+}
+
+/// The engine's view of a resource: no associated types, so resources of all types share a list.
+pub trait DynResource: Send + Sync {
+    fn kind(&self) -> &'static str;
+    fn id(&self) -> String;
+    fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
+}
+
+impl<R> DynResource for R
+where
+    R: Resource,
+    R::Actual: 'static,
+{
+    fn kind(&self) -> &'static str {
+        Resource::kind(self)
+    }
+    fn id(&self) -> String {
+        Resource::id(self)
+    }
+    fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
+        let actual = self.read(host)?;
+        let change = self.diff(&actual, host);
+        Ok(Plan { change, apply: Box::new(move |h: &Host| self.apply(actual, h)) })
+    }
+}
