@@ -1,1 +1,25 @@
-pub fn x(){}
+//! tend, the agent: the pipeline from a fleet repo to a converged device, as a library.
+//!
+//! The pipeline is a straight line, one module per step: load → validate → apply → report
+//! (fetch and verify join it with `tend run`). `cli` is a thin shim over it, so every step can be
+//! driven from tests against a tempdir or chroot root.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod diag;
+pub mod exit;
+pub mod facts;
+pub mod identity;
+pub mod inspect;
+pub mod load;
+pub mod logging;
+pub mod model;
+pub mod render;
+pub mod report;
+pub mod resolve;
+pub mod state;
+pub mod tree;
+pub mod validate;
+pub mod vars;
+pub mod yaml;

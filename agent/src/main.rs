@@ -1,1 +1,5 @@
-fn main(){}
+//! The `tend` binary: everything lives in the library; this only hands over.
+
+fn main() -> std::process::ExitCode {
+    tend_agent::cli::main()
+}

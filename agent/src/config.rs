@@ -1,0 +1,220 @@
+//! The device's own configuration: vendor defaults, then /etc, then drop-ins, later wins key by key.
+//!
+//! Like systemd and Zincati: `/usr/lib/tend/tend.yaml` ships with the package, `/etc/tend/tend.yaml`
+//! is the admin's, and `/etc/tend/tend.d/*.yaml` (in name order) lets an image or a provisioning
+//! step add one setting without owning the whole file. Each fragment is checked on its own, so an
+//! error names the fragment and line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::diag::Diagnostic;
+use crate::yaml;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fragment {
+    device: Option<DeviceFragment>,
+    vars_files: Option<Vec<String>>,
+    state_dir: Option<String>,
+    apt: Option<AptFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFragment {
+    /// `auto` (the default) or a fixed id.
+    id: Option<String>,
+    #[serde(rename = "type")]
+    device_type: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AptFragment {
+    /// Seconds apt waits for dpkg's lock.
+    lock_timeout: Option<u64>,
+    /// Seconds after which package lists are refreshed before an install.
+    lists_max_age: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A fixed device id; None means auto-detect.
+    pub device_id: Option<String>,
+    pub device_type: Option<String>,
+    /// Device paths or globs (`*` in the last component) of local vars files.
+    pub vars_files: Vec<String>,
+    /// Device path of the state directory.
+    pub state_dir: String,
+    pub apt_lock_timeout: Duration,
+    pub apt_lists_max_age: Duration,
+    /// The fragments that were read, in order.
+    pub fragments: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            device_id: None,
+            device_type: None,
+            vars_files: vec!["/etc/tend/vars.d/*.yaml".into()],
+            state_dir: "/var/lib/tend".into(),
+            apt_lock_timeout: Duration::from_secs(120),
+            apt_lists_max_age: Duration::from_secs(24 * 3600),
+            fragments: Vec::new(),
+        }
+    }
+}
+
+pub const VENDOR_CONFIG: &str = "usr/lib/tend/tend.yaml";
+pub const ADMIN_CONFIG: &str = "etc/tend/tend.yaml";
+pub const DROPIN_DIR: &str = "etc/tend/tend.d";
+
+/// The fragments under `root`, in the order they apply.
+pub fn fragment_paths(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in [VENDOR_CONFIG, ADMIN_CONFIG] {
+        let p = root.join(p);
+        if p.is_file() {
+            out.push(p);
+        }
+    }
+    let mut dropins: Vec<PathBuf> = std::fs::read_dir(root.join(DROPIN_DIR))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml") && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    dropins.sort();
+    out.extend(dropins);
+    out
+}
+
+impl Config {
+    pub fn load(root: &Path) -> Result<Self, Diagnostic> {
+        let mut cfg = Config::default();
+        for path in fragment_paths(root) {
+            let bytes = std::fs::read(&path)
+                .map_err(|e| Diagnostic::new(path.display().to_string(), 0, e.to_string()))?;
+            let frag: Fragment = yaml::parse(&path.display().to_string(), &bytes)?;
+            cfg.merge(frag, &path)?;
+            cfg.fragments.push(path);
+        }
+        Ok(cfg)
+    }
+
+    fn merge(&mut self, f: Fragment, path: &Path) -> Result<(), Diagnostic> {
+        if let Some(d) = f.device {
+            if let Some(id) = d.id {
+                self.device_id = (id != "auto").then_some(id);
+            }
+            if d.device_type.is_some() {
+                self.device_type = d.device_type;
+            }
+        }
+        if let Some(v) = f.vars_files {
+            self.vars_files = v;
+        }
+        if let Some(s) = f.state_dir {
+            if !s.starts_with('/') {
+                return Err(Diagnostic::new(
+                    path.display().to_string(),
+                    0,
+                    format!("state_dir '{s}' is not an absolute path"),
+                )
+                .fix("write an absolute path such as /var/lib/tend or /data/tend"));
+            }
+            self.state_dir = s;
+        }
+        if let Some(a) = f.apt {
+            if let Some(t) = a.lock_timeout {
+                self.apt_lock_timeout = Duration::from_secs(t);
+            }
+            if let Some(t) = a.lists_max_age {
+                self.apt_lists_max_age = Duration::from_secs(t);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Expands device paths with a `*` in their last component, under `root`, sorted.
+pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for pat in patterns {
+        let (dir, name) = pat.rsplit_once('/').unwrap_or(("", pat.as_str()));
+        if !name.contains('*') {
+            if root.join(pat.trim_start_matches('/')).is_file() {
+                out.push(pat.clone());
+            }
+            continue;
+        }
+        let (prefix, suffix) = name.split_once('*').unwrap_or((name, ""));
+        let mut found: Vec<String> = std::fs::read_dir(root.join(dir.trim_start_matches('/')))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix) && n.ends_with(suffix) && !n.starts_with('.'))
+                    .map(|n| format!("{dir}/{n}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        out.extend(found);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropins_override_key_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, s: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        w(
+            VENDOR_CONFIG,
+            "state_dir: /var/lib/tend\napt: {lock_timeout: 60}\n",
+        );
+        w(ADMIN_CONFIG, "device: {id: pi-1}\n");
+        w("etc/tend/tend.d/10-data.yaml", "state_dir: /data/tend\n");
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.state_dir, "/data/tend");
+        assert_eq!(c.device_id.as_deref(), Some("pi-1"));
+        assert_eq!(c.apt_lock_timeout, Duration::from_secs(60));
+        assert_eq!(c.fragments.len(), 3);
+    }
+
+    #[test]
+    fn unknown_key_names_fragment_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+        std::fs::write(d.path().join(ADMIN_CONFIG), "device:\n  idd: x\n").unwrap();
+        let e = Config::load(d.path()).unwrap_err();
+        assert!(e.file.ends_with("etc/tend/tend.yaml") && e.line == 2, "{e}");
+        assert!(e.message.contains("idd"), "{e}");
+    }
+
+    #[test]
+    fn globs_expand_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend/vars.d")).unwrap();
+        std::fs::write(d.path().join("etc/tend/vars.d/b.yaml"), "").unwrap();
+        std::fs::write(d.path().join("etc/tend/vars.d/a.yaml"), "").unwrap();
+        std::fs::write(d.path().join("etc/tend/vars.d/c.txt"), "").unwrap();
+        let v = expand_globs(
+            d.path(),
+            &["/etc/tend/vars.d/*.yaml".into(), "/missing.json".into()],
+        );
+        assert_eq!(v, ["/etc/tend/vars.d/a.yaml", "/etc/tend/vars.d/b.yaml"]);
+    }
+}

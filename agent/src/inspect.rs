@@ -1,0 +1,116 @@
+//! `tend validate` and `tend render`: offline views of a fleet repo, for its CI and its authors.
+//!
+//! Validation renders devices with placeholder values for vars that only exist on devices (local
+//! and secret vars), because the repo's CI never sees a device's secrets.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::facts::Facts;
+use crate::load::Fleet;
+use crate::tree::{DirTree, Tree};
+use crate::validate::{validate, Inputs, Validated};
+use crate::vars::Mode;
+
+/// Facts used when a repo is checked away from any device.
+pub fn offline_facts(device_id: &str) -> Facts {
+    Facts {
+        os_id: "debian".into(),
+        os_codename: "bookworm".into(),
+        os_version_id: "12".into(),
+        architecture: "arm64".into(),
+        hostname: device_id.into(),
+        device_id: device_id.into(),
+        device_type: None,
+        interfaces: Vec::new(),
+        tend_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+pub fn open(dir: &Path) -> Result<Arc<dyn Tree>, Diagnostic> {
+    DirTree::new(dir)
+        .map(|t| Arc::new(t) as Arc<dyn Tree>)
+        .map_err(|e| {
+            Diagnostic::new(dir.display().to_string(), 0, e.to_string())
+                .fix("pass the path of a fleet repo")
+        })
+}
+
+fn render_device(tree: &Arc<dyn Tree>, id: &str) -> Result<Validated, Diagnostics> {
+    validate(Inputs {
+        tree: tree.clone(),
+        device_id: id.to_string(),
+        facts: offline_facts(id),
+        root: Path::new("/nonexistent"),
+        vars_files: Vec::new(),
+        mode: Mode::Placeholders,
+    })
+}
+
+/// Validates the named devices, or every device file plus a device with no file of its own.
+/// Returns every diagnostic found, deduplicated.
+pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnostics), Diagnostic> {
+    let tree = open(dir)?;
+    let mut all = Diagnostics::default();
+    let ids: Vec<String> = if devices.is_empty() {
+        let fleet = match Fleet::open(tree.as_ref()) {
+            Ok(f) => f,
+            Err(d) => return Ok((0, d.into())),
+        };
+        let (mut ids, notes) = fleet.list_yaml("devices").map_err(|d| d)?;
+        for n in notes {
+            all.push(n);
+        }
+        for (name, kind) in tree.list("devices").unwrap_or_default() {
+            let _ = kind;
+            if name.ends_with(".yaml")
+                && crate::load::check_device_id(name.trim_end_matches(".yaml")).is_err()
+            {
+                all.push(
+                    Diagnostic::new(
+                        format!("devices/{name}"),
+                        0,
+                        "the file name is not a valid device id",
+                    )
+                    .fix("name device files <device-id>.yaml"),
+                );
+            }
+        }
+        ids.retain(|id| crate::load::check_device_id(id).is_ok());
+        // A device without a file of its own gets the fleet-wide roles: check that too.
+        ids.push("tend-validate-default-device".into());
+        ids
+    } else {
+        devices.to_vec()
+    };
+    for id in &ids {
+        if let Err(ds) = render_device(&tree, id) {
+            for d in ds.0 {
+                all.push(d);
+            }
+        }
+    }
+    Ok((ids.len(), all))
+}
+
+pub fn render(dir: &Path, device: &str, out: &mut dyn Write) -> Result<(), Diagnostics> {
+    let tree = open(dir)?;
+    let v = render_device(&tree, device)?;
+    let doc = json!({
+        "device": v.device_id,
+        "groups": v.groups,
+        "subscribed_branch": v.subscribed_branch,
+        "facts": v.facts,
+        "vars": v.vars.redacted(),
+        "var_origins": v.vars.origin,
+        "roles": v.desired.roles.iter().map(|r| json!({"name": r.name, "depends": r.depends})).collect::<Vec<_>>(),
+        "resources": v.specs,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    let _ = writeln!(out, "{text}");
+    Ok(())
+}

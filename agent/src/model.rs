@@ -1,0 +1,166 @@
+//! The fleet repo's files as typed structs.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a typo never silently does nothing. Values
+//! that later errors must point at are `Spanned`, which carries their line.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::Spanned;
+
+/// The major version of the fleet format this tend reads.
+pub const FORMAT_MAJOR: u64 = 1;
+
+/// A YAML mapping whose key order and key lines are kept (handlers run in declaration order).
+#[derive(Debug)]
+pub struct Keyed<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<V> Default for Keyed<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Keyed<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyedVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for KeyedVisitor<V> {
+            type Value = Keyed<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keyed<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<Spanned<String>, V>()? {
+                    entries.push(entry);
+                }
+                Ok(Keyed(entries))
+            }
+        }
+        d.deserialize_map(KeyedVisitor(PhantomData))
+    }
+}
+
+pub type Value = serde_json::Value;
+/// Vars as written: name (with its line) → value.
+pub type Vars = Keyed<Value>;
+pub type Names = Vec<Spanned<String>>;
+
+/// Only the format version, read before anything else so that a repo written for a newer tend
+/// says "upgrade tend" instead of listing keys this tend does not know.
+#[derive(Deserialize)]
+pub struct FormatOnly {
+    pub format: Option<Spanned<Value>>,
+}
+
+/// `fleet.yaml`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    pub format: Spanned<Value>,
+    #[serde(default)]
+    pub vars: Vars,
+    /// Vars that a device's local vars files may set.
+    #[serde(default)]
+    pub local: Names,
+    /// Vars whose values are redacted in logs, diffs and reports.
+    #[serde(default)]
+    pub secret: Names,
+    /// Roles every device gets.
+    #[serde(default)]
+    pub roles: Names,
+}
+
+/// `groups/<name>.yaml`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    #[serde(default)]
+    pub vars: Vars,
+    #[serde(default)]
+    pub roles: Names,
+}
+
+/// `devices/<id>.yaml`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFile {
+    /// The branch this device follows from its next run on.
+    pub subscribed_branch: Option<Spanned<String>>,
+    /// Groups in increasing precedence: a later group's vars win over an earlier one's.
+    #[serde(default)]
+    pub groups: Names,
+    #[serde(default)]
+    pub vars: Vars,
+    #[serde(default)]
+    pub roles: Names,
+}
+
+/// One entry of `resources:` or one handler: the type key (`file: /etc/x`), its keys, and tend's
+/// common keys (`when`, `loop`, `notify`), each with its line.
+pub type Entry = Spanned<Keyed<Spanned<Value>>>;
+
+/// `roles/<name>/role.yaml`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    /// Roles applied before this one; if one of them fails, this one is skipped.
+    #[serde(default)]
+    pub depends: Names,
+    /// Lowest-precedence vars.
+    #[serde(default)]
+    pub defaults: Vars,
+    #[serde(default)]
+    pub local: Names,
+    #[serde(default)]
+    pub secret: Names,
+    #[serde(default)]
+    pub resources: Vec<Entry>,
+    #[serde(default)]
+    pub handlers: Keyed<Entry>,
+}
+
+/// Parses a format version written as `1`, `"1"` or `"1.2"` into (major, minor).
+pub fn parse_format(v: &Value) -> Option<(u64, u64)> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|m| (m, 0)).or_else(|| {
+            let f = n.as_f64()?;
+            let s = format!("{f}");
+            parse_format(&Value::String(s))
+        }),
+        Value::String(s) => {
+            let mut parts = s.trim().splitn(2, '.');
+            let major = parts.next()?.parse().ok()?;
+            let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
+            Some((major, minor))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_versions() {
+        assert_eq!(parse_format(&serde_json::json!(1)), Some((1, 0)));
+        assert_eq!(parse_format(&serde_json::json!("1.3")), Some((1, 3)));
+        assert_eq!(parse_format(&serde_json::json!(2.1)), Some((2, 1)));
+        assert_eq!(parse_format(&serde_json::json!("one")), None);
+    }
+
+    #[test]
+    fn entries_keep_key_order_and_lines() {
+        let y = b"resources:\n  - file: /etc/x\n    mode: 0644\nhandlers:\n  b: {command: x}\n  a: {command: y}\n";
+        let r: RoleFile = crate::yaml::parse("role.yaml", y).unwrap();
+        let e = &r.resources[0];
+        assert_eq!(e.referenced.line(), 2);
+        assert_eq!(e.value.0[1].0.value, "mode");
+        assert_eq!(e.value.0[1].1.value, serde_json::json!("0644"));
+        let names: Vec<_> = r.handlers.0.iter().map(|(k, _)| k.value.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+}

@@ -1,0 +1,200 @@
+//! Pipeline step "report": the run report, written atomically to the state dir.
+//!
+//! The report is the device's answer to "what did you apply, from what, and how did it go". It is
+//! versioned (`schema`) so that readers (status, the Mender inventory script, fleet tooling) can
+//! evolve with it; fields are only ever added.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tend_roles::{fsutil, Outcome, ResourceReport, RunSummary};
+
+use crate::diag::Diagnostic;
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Converged, nothing changed.
+    Ok,
+    Changed,
+    Failed,
+    /// The fleet repo was invalid for this device; nothing was applied.
+    Invalid,
+    /// The run could not start (bad config, unreadable state).
+    Error,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub unchanged: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// "path" for `apply --path`.
+    pub kind: String,
+    pub location: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub tend_version: String,
+    pub command: String,
+    pub source: SourceInfo,
+    pub device: DeviceInfo,
+    /// Seconds since the Unix epoch, UTC.
+    pub started: u64,
+    pub finished: u64,
+    pub duration_ms: u64,
+    pub result: RunResult,
+    pub counts: Counts,
+    pub resources: Vec<serde_json::Value>,
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(default)]
+    pub pending_handlers: Vec<String>,
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn counts(resources: &[ResourceReport]) -> Counts {
+    let mut c = Counts::default();
+    for r in resources {
+        match r.outcome {
+            Outcome::Unchanged => c.unchanged += 1,
+            Outcome::Changed => c.changed += 1,
+            Outcome::Failed => c.failed += 1,
+            Outcome::Skipped => c.skipped += 1,
+        }
+    }
+    c
+}
+
+pub struct RunFacts {
+    pub command: String,
+    pub source: SourceInfo,
+    pub device: DeviceInfo,
+    pub started: SystemTime,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
+        let counts = counts(&summary.resources);
+        let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
+            (_, true) => RunResult::Failed,
+            (true, false) => RunResult::Changed,
+            (false, false) => RunResult::Ok,
+        };
+        Self {
+            schema: SCHEMA,
+            tend_version: env!("CARGO_PKG_VERSION").into(),
+            command: run.command,
+            source: run.source,
+            device: run.device,
+            started: unix_seconds(run.started),
+            finished: unix_seconds(run.started + run.elapsed),
+            duration_ms: run.elapsed.as_millis() as u64,
+            result,
+            counts,
+            resources: summary
+                .resources
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .collect(),
+            errors: summary.errors.clone(),
+            diagnostics: Vec::new(),
+            pending_handlers: summary.pending_handlers.clone(),
+        }
+    }
+
+    pub fn invalid(run: RunFacts, diagnostics: Vec<Diagnostic>) -> Self {
+        Self {
+            schema: SCHEMA,
+            tend_version: env!("CARGO_PKG_VERSION").into(),
+            command: run.command,
+            source: run.source,
+            device: run.device,
+            started: unix_seconds(run.started),
+            finished: unix_seconds(run.started + run.elapsed),
+            duration_ms: run.elapsed.as_millis() as u64,
+            result: RunResult::Invalid,
+            counts: Counts::default(),
+            resources: Vec::new(),
+            errors: diagnostics.iter().map(|d| d.to_string()).collect(),
+            diagnostics,
+            pending_handlers: Vec::new(),
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        json.push(b'\n');
+        fsutil::atomic_write(
+            path,
+            &json,
+            fsutil::Meta {
+                mode: Some(0o644),
+                ..Default::default()
+            },
+        )
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trips_through_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunFacts {
+            command: "apply".into(),
+            source: SourceInfo {
+                kind: "path".into(),
+                location: "/fleet".into(),
+            },
+            device: DeviceInfo {
+                id: "pi-1".into(),
+                ..Default::default()
+            },
+            started: SystemTime::now(),
+            elapsed: Duration::from_millis(12),
+        };
+        let r = Report::invalid(
+            run,
+            vec![Diagnostic::new("fleet.yaml", 3, "bad").fix("good")],
+        );
+        let p = d.path().join("report.json");
+        r.write(&p).unwrap();
+        let back = Report::read(&p).unwrap();
+        assert_eq!(back.result, RunResult::Invalid);
+        assert_eq!(back.diagnostics[0].line, 3);
+        assert_eq!(back.errors[0], "fleet.yaml:3: bad (fix: good)");
+    }
+}

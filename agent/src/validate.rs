@@ -1,0 +1,489 @@
+//! Pipeline step "validate": the whole repo, for this device, is resolved, rendered and built into
+//! resources before the first change. Every problem is collected; one is enough to apply nothing.
+//!
+//! Output is the desired state the engine converges to, plus the rendered specs that
+//! `tend render` shows.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tend_roles::{
+    find_type, resource_types, Desired, DynResource, Handler, Item, Redactor, RolePlan, Sources,
+};
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::facts::Facts;
+use crate::load::{Fleet, FLEET_FILE};
+use crate::model::Entry;
+use crate::render::{RenderError, RoleEnv};
+use crate::resolve::{resolve, LoadedRole};
+use crate::tree::{check_relative, Tree};
+use crate::vars::{Mode, VarSet};
+
+/// Keys tend understands on every resource; all others belong to the resource type.
+const COMMON_KEYS: &[&str] = &["when", "loop", "notify"];
+
+pub struct Inputs<'a> {
+    pub tree: Arc<dyn Tree>,
+    pub device_id: String,
+    pub facts: Facts,
+    /// Where device-local vars files are read from.
+    pub root: &'a Path,
+    /// Device paths of local vars files (already expanded).
+    pub vars_files: Vec<String>,
+    pub mode: Mode,
+}
+
+/// One resource as rendered, for `tend render`.
+#[derive(Debug, Serialize)]
+pub struct RenderedSpec {
+    pub role: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub spec: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
+    pub origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+}
+
+pub struct Validated {
+    pub device_id: String,
+    pub facts: Facts,
+    pub vars: VarSet,
+    pub groups: Vec<String>,
+    pub subscribed_branch: Option<String>,
+    pub desired: Desired,
+    pub specs: Vec<RenderedSpec>,
+    pub redactor: Redactor,
+}
+
+pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let tree = inputs.tree.clone();
+    let fleet = Fleet::open(tree.as_ref())?;
+    let resolved = resolve(
+        &fleet,
+        &inputs.device_id,
+        inputs.facts.device_type.as_deref(),
+        &mut diags,
+    );
+
+    let mut vars = VarSet::from_repo(&fleet, &resolved, &mut diags);
+    match inputs.mode {
+        Mode::Device => vars.apply_local_files(inputs.root, &inputs.vars_files, &mut diags),
+        Mode::Placeholders => vars.fill_placeholders(),
+    }
+    let redactor = Redactor::new(vars.secret_values());
+
+    let mut ctx_map: Map<String, Value> = vars.values.clone();
+    ctx_map.insert(
+        "facts".into(),
+        serde_json::to_value(&inputs.facts).unwrap_or(Value::Null),
+    );
+    let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx_map));
+
+    let handler_names = collect_handler_names(&resolved.roles, &mut diags);
+
+    let mut desired = Desired::default();
+    let mut specs = Vec::new();
+    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+    for role in &resolved.roles {
+        let env = RoleEnv::new(tree.clone(), &role.name);
+        let path = role.path();
+        let mut plan = RolePlan {
+            name: role.name.clone(),
+            depends: role.file.depends.iter().map(|d| d.value.clone()).collect(),
+            items: Vec::new(),
+        };
+        for entry in &role.file.resources {
+            let built = expand(
+                Ctx {
+                    tree: &tree,
+                    role: &role.name,
+                    path: &path,
+                    env: &env,
+                    ctx: &ctx,
+                    handler: None,
+                },
+                entry,
+                &mut diags,
+            );
+            for b in built {
+                for (name, line) in &b.notify {
+                    if !handler_names.contains_key(name) {
+                        diags.push(
+                            Diagnostic::new(
+                                &path,
+                                *line,
+                                format!("notifies handler '{name}', which no role declares"),
+                            )
+                            .fix("declare it under `handlers:` in a role, or correct the name"),
+                        );
+                    }
+                }
+                let key = (b.resource.kind().to_string(), b.resource.id());
+                if let Some(first) = seen.get(&key) {
+                    diags.push(
+                        Diagnostic::new(
+                            &path,
+                            b.line,
+                            format!("{} '{}' is also declared at {first}", key.0, key.1),
+                        )
+                        .fix("declare each resource once; two declarations would fight over it"),
+                    );
+                } else {
+                    seen.insert(key, b.origin.clone());
+                }
+                let notify: Vec<String> = b.notify.iter().map(|(n, _)| n.clone()).collect();
+                specs.push(RenderedSpec {
+                    role: role.name.clone(),
+                    kind: b.resource.kind().to_string(),
+                    spec: redact_value(&b.spec, &redactor),
+                    notify: notify.clone(),
+                    origin: b.origin.clone(),
+                    handler: None,
+                });
+                plan.items.push(Item {
+                    resource: b.resource,
+                    notify,
+                    origin: b.origin,
+                });
+            }
+        }
+        desired.roles.push(plan);
+    }
+
+    for role in &resolved.roles {
+        let env = RoleEnv::new(tree.clone(), &role.name);
+        let path = role.path();
+        for (name, entry) in &role.file.handlers.0 {
+            let c = Ctx {
+                tree: &tree,
+                role: &role.name,
+                path: &path,
+                env: &env,
+                ctx: &ctx,
+                handler: Some(&name.value),
+            };
+            let mut built = expand(c, entry, &mut diags);
+            if built.len() > 1 {
+                diags.push(Diagnostic::new(
+                    &path,
+                    entry.referenced.line(),
+                    "a handler is one resource; `loop` is not allowed here",
+                ));
+                continue;
+            }
+            if let Some(b) = built.pop() {
+                specs.push(RenderedSpec {
+                    role: role.name.clone(),
+                    kind: b.resource.kind().to_string(),
+                    spec: redact_value(&b.spec, &redactor),
+                    notify: Vec::new(),
+                    origin: b.origin,
+                    handler: Some(name.value.clone()),
+                });
+                desired.handlers.push(Handler {
+                    name: name.value.clone(),
+                    role: role.name.clone(),
+                    resource: b.resource,
+                });
+            }
+        }
+    }
+
+    let groups = resolved.groups.iter().map(|g| g.name.clone()).collect();
+    let subscribed_branch = resolved
+        .device
+        .as_ref()
+        .and_then(|d| d.subscribed_branch.as_ref().map(|b| b.value.clone()));
+    diags.into_result(Validated {
+        device_id: inputs.device_id,
+        facts: inputs.facts,
+        vars,
+        groups,
+        subscribed_branch,
+        desired,
+        specs,
+        redactor,
+    })
+}
+
+fn collect_handler_names(
+    roles: &[LoadedRole],
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, String> {
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for role in roles {
+        let path = role.path();
+        for (name, _) in &role.file.handlers.0 {
+            let here = format!("{path}:{}", name.referenced.line());
+            if let Some(first) = names.get(&name.value) {
+                diags.push(
+                    Diagnostic::new(
+                        &path,
+                        name.referenced.line(),
+                        format!("handler '{}' is also declared at {first}", name.value),
+                    )
+                    .fix("handler names are fleet-wide; rename one of them"),
+                );
+            } else {
+                names.insert(name.value.clone(), here);
+            }
+        }
+    }
+    names
+}
+
+struct Ctx<'a> {
+    tree: &'a Arc<dyn Tree>,
+    role: &'a str,
+    path: &'a str,
+    env: &'a RoleEnv,
+    ctx: &'a minijinja::Value,
+    /// The handler's name when building a handler.
+    handler: Option<&'a str>,
+}
+
+struct Built {
+    resource: Box<dyn DynResource>,
+    spec: Value,
+    notify: Vec<(String, u64)>,
+    origin: String,
+    line: u64,
+}
+
+/// What a resource reads from its role while it is built.
+struct RoleSources<'a> {
+    c: &'a Ctx<'a>,
+    ctx: &'a minijinja::Value,
+}
+
+impl Sources for RoleSources<'_> {
+    fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+        check_relative(name).map_err(|e| e.to_string())?;
+        let path = format!("roles/{}/files/{name}", self.c.role);
+        match self.c.tree.read(&path) {
+            Ok(Some(b)) => Ok(b),
+            Ok(None) => Err(format!("{path} does not exist")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn template(&self, name: &str) -> Result<String, String> {
+        check_relative(name).map_err(|e| e.to_string())?;
+        self.c
+            .env
+            .template(name, self.ctx)
+            .map_err(|e| match e.file {
+                Some(_) => e.to_string(),
+                None => format!("roles/{}/templates/{name}: {}", self.c.role, e.message),
+            })
+    }
+
+    fn in_handler(&self) -> bool {
+        self.c.handler.is_some()
+    }
+}
+
+fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {
+    match e.file {
+        Some(_) => Diagnostic::new(path, line, format!("in `{key}`: {e}")),
+        None => Diagnostic::new(path, line, format!("in `{key}`: {}", e.message)),
+    }
+}
+
+/// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
+fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
+    let path = c.path;
+    let entry_line = entry.referenced.line();
+    let keys = &entry.value.0;
+    let line_of = |key: &str| {
+        keys.iter()
+            .find(|(k, _)| k.value == key)
+            .map(|(k, _)| k.referenced.line())
+            .unwrap_or(entry_line)
+    };
+
+    let types: Vec<&str> = keys
+        .iter()
+        .map(|(k, _)| k.value.as_str())
+        .filter(|k| find_type(k).is_some())
+        .collect();
+    let rtype = match types.as_slice() {
+        [one] => find_type(one).expect("found above"),
+        [] => {
+            let names: Vec<&str> = resource_types().iter().map(|t| t.name).collect();
+            diags.push(
+                Diagnostic::new(path, entry_line, "this entry names no resource type")
+                    .fix(format!("start it with one of: {}", names.join(", "))),
+            );
+            return Vec::new();
+        }
+        many => {
+            diags.push(
+                Diagnostic::new(
+                    path,
+                    entry_line,
+                    format!("one entry declares several resources ({})", many.join(", ")),
+                )
+                .fix("split it into one list entry per resource"),
+            );
+            return Vec::new();
+        }
+    };
+    if c.handler.is_some() {
+        for k in ["loop", "notify"] {
+            if keys.iter().any(|(x, _)| x.value == k) {
+                diags.push(
+                    Diagnostic::new(
+                        path,
+                        line_of(k),
+                        format!("`{k}` is not allowed on a handler"),
+                    )
+                    .fix(format!("remove `{k}`")),
+                );
+                return Vec::new();
+            }
+        }
+    }
+
+    let get = |key: &str| {
+        keys.iter()
+            .find(|(k, _)| k.value == key)
+            .map(|(_, v)| &v.value)
+    };
+    let notify = match get("notify") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![(s.clone(), line_of("notify"))],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .map(|v| {
+                (
+                    v.as_str().unwrap_or_default().to_string(),
+                    line_of("notify"),
+                )
+            })
+            .collect(),
+        Some(_) => {
+            diags.push(Diagnostic::new(
+                path,
+                line_of("notify"),
+                "`notify` must be a handler name or a list of names",
+            ));
+            return Vec::new();
+        }
+    };
+
+    let items: Vec<Option<Value>> = match get("loop") {
+        None => vec![None],
+        Some(l) => match c.env.items(l, c.ctx) {
+            Ok(items) => items.into_iter().map(Some).collect(),
+            Err(e) => {
+                diags.push(render_error(path, line_of("loop"), "loop", e));
+                return Vec::new();
+            }
+        },
+    };
+
+    let mut out = Vec::new();
+    for item in items {
+        let ctx = match &item {
+            None => c.ctx.clone(),
+            Some(i) => {
+                minijinja::context! { item => minijinja::Value::from(minijinja::value::Serde(i)), ..c.ctx.clone() }
+            }
+        };
+        if let Some(w) = get("when") {
+            match c.env.condition(w, &ctx) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    diags.push(render_error(path, line_of("when"), "when", e));
+                    continue;
+                }
+            }
+        }
+        let mut spec = Map::new();
+        let mut failed = false;
+        for (k, v) in keys {
+            if COMMON_KEYS.contains(&k.value.as_str()) {
+                continue;
+            }
+            let field = if k.value == rtype.name {
+                rtype.primary
+            } else {
+                k.value.as_str()
+            };
+            match c.env.value(&v.value, &ctx) {
+                Ok(r) => {
+                    spec.insert(field.to_string(), r);
+                }
+                Err(e) => {
+                    diags.push(render_error(path, k.referenced.line(), &k.value, e));
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            continue;
+        }
+        let spec = Value::Object(spec);
+        let sources = RoleSources { c: &c, ctx: &ctx };
+        match (rtype.build)(spec.clone(), &sources) {
+            Ok(resource) => {
+                let origin = match &item {
+                    None => format!("{path}:{entry_line}"),
+                    Some(i) => format!("{path}:{entry_line} (item {i})"),
+                };
+                out.push(Built {
+                    resource,
+                    spec,
+                    notify: notify.clone(),
+                    origin,
+                    line: entry_line,
+                });
+            }
+            Err(e) => {
+                let key = e
+                    .key
+                    .as_deref()
+                    .map(|k| if k == rtype.primary { rtype.name } else { k });
+                let line = key.map(line_of).unwrap_or(entry_line);
+                diags.push(Diagnostic::new(
+                    path,
+                    line,
+                    format!("{}: {}", rtype.name, e.message),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Replaces secret values inside a rendered spec, for display.
+fn redact_value(v: &Value, r: &Redactor) -> Value {
+    if r.is_empty() {
+        return v.clone();
+    }
+    match v {
+        Value::String(s) => Value::String(r.redact(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(x, r)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), redact_value(x, r)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether the repo at `tree` has a fleet.yaml; used to give `validate` a clear first error.
+pub fn is_fleet_repo(tree: &dyn Tree) -> bool {
+    matches!(tree.read(FLEET_FILE), Ok(Some(_)))
+}
