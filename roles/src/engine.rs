@@ -297,3 +297,161 @@ fn run_handlers(
         summary.resources.push(report);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ResourceError;
+    use crate::resource::{Change, Resource};
+    use std::fs;
+
+    /// A file under the root with fixed content; fails when the content is "FAIL".
+    struct Marker {
+        path: &'static str,
+        content: &'static str,
+    }
+
+    impl Resource for Marker {
+        type Actual = Option<String>;
+        fn kind(&self) -> &'static str {
+            "marker"
+        }
+        fn id(&self) -> String {
+            self.path.to_string()
+        }
+        fn read(&self, host: &Host) -> Result<Self::Actual, ResourceError> {
+            Ok(fs::read_to_string(host.path(self.path)?).ok())
+        }
+        fn diff(&self, actual: &Self::Actual, _: &Host) -> Option<Change> {
+            (actual.as_deref() != Some(self.content)).then(|| Change::new("content"))
+        }
+        fn apply(&self, _: Self::Actual, host: &Host) -> Result<Applied, ResourceError> {
+            if self.content == "FAIL" {
+                return Err(ResourceError::other("told to fail"));
+            }
+            fs::write(host.path(self.path)?, self.content).map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
+            Ok(Applied::Done)
+        }
+    }
+
+    /// Appends a line to a file every time it runs: counts handler runs.
+    struct Counter(&'static str);
+
+    impl Resource for Counter {
+        type Actual = ();
+        fn kind(&self) -> &'static str {
+            "counter"
+        }
+        fn id(&self) -> String {
+            self.0.to_string()
+        }
+        fn read(&self, _: &Host) -> Result<(), ResourceError> {
+            Ok(())
+        }
+        fn diff(&self, _: &(), _: &Host) -> Option<Change> {
+            Some(Change::new("run"))
+        }
+        fn apply(&self, _: (), host: &Host) -> Result<Applied, ResourceError> {
+            let p = host.path(self.0)?;
+            let mut text = fs::read_to_string(&p).unwrap_or_default();
+            text.push_str("ran\n");
+            fs::write(&p, text).map_err(|e| ResourceError::io(&p, e))?;
+            Ok(Applied::Done)
+        }
+    }
+
+    fn item(path: &'static str, content: &'static str, notify: &[&str]) -> Item {
+        Item {
+            resource: Box::new(Marker { path, content }),
+            notify: notify.iter().map(|s| s.to_string()).collect(),
+            origin: "test".into(),
+        }
+    }
+
+    fn role(name: &str, depends: &[&str], items: Vec<Item>) -> RolePlan {
+        RolePlan { name: name.into(), depends: depends.iter().map(|s| s.to_string()).collect(), items }
+    }
+
+    fn handler(name: &str, path: &'static str) -> Handler {
+        Handler { name: name.into(), role: "r".into(), resource: Box::new(Counter(path)) }
+    }
+
+    fn runs(root: &std::path::Path, file: &str) -> usize {
+        fs::read_to_string(root.join(file)).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    #[test]
+    fn failure_skips_rest_of_role_and_dependents_but_not_others() {
+        let d = tempfile::tempdir().unwrap();
+        let desired = Desired {
+            roles: vec![
+                role("a", &[], vec![item("/a1", "x", &[]), item("/a2", "FAIL", &[]), item("/a3", "x", &[])]),
+                role("b", &["a"], vec![item("/b1", "x", &[])]),
+                role("c", &[], vec![item("/c1", "x", &[])]),
+            ],
+            handlers: vec![],
+        };
+        let s = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+        let outcomes: Vec<Outcome> = s.resources.iter().map(|r| r.outcome).collect();
+        use Outcome::*;
+        assert_eq!(outcomes, [Changed, Failed, Skipped, Skipped, Changed]);
+        assert!(!d.path().join("a3").exists() && !d.path().join("b1").exists());
+        assert!(d.path().join("c1").exists(), "an independent role goes on");
+    }
+
+    #[test]
+    fn handlers_run_once_at_the_end_in_declaration_order() {
+        let d = tempfile::tempdir().unwrap();
+        let desired = Desired {
+            roles: vec![role("r", &[], vec![item("/1", "x", &["second", "first"]), item("/2", "y", &["first"])])],
+            handlers: vec![handler("first", "/h1"), handler("second", "/h2")],
+        };
+        let pending = d.path().join("pending.json");
+        let s = converge(&desired, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        assert_eq!(runs(d.path(), "h1"), 1, "notified twice, runs once");
+        assert_eq!(runs(d.path(), "h2"), 1);
+        let order: Vec<&str> = s.resources.iter().filter(|r| r.handler).map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["/h1", "/h2"]);
+        assert!(s.pending_handlers.is_empty());
+        // Converged: the second run notifies nothing.
+        converge(&desired, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        assert_eq!(runs(d.path(), "h1"), 1);
+    }
+
+    #[test]
+    fn handler_notified_in_a_failed_run_runs_on_the_next_run() {
+        let d = tempfile::tempdir().unwrap();
+        let pending = d.path().join("pending.json");
+        let failing = Desired {
+            roles: vec![role("r", &[], vec![item("/1", "x", &["restart"])]), role("s", &[], vec![item("/2", "FAIL", &[])])],
+            handlers: vec![handler("restart", "/h")],
+        };
+        let s = converge(&failing, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        assert_eq!(runs(d.path(), "h"), 0, "handlers wait after a failed run");
+        assert_eq!(s.pending_handlers, ["restart"]);
+        assert!(fs::read_to_string(&pending).unwrap().contains("restart"), "persisted");
+        let fixed = Desired {
+            roles: vec![role("r", &[], vec![item("/1", "x", &["restart"])]), role("s", &[], vec![item("/2", "ok", &[])])],
+            handlers: vec![handler("restart", "/h")],
+        };
+        let s = converge(&fixed, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        assert_eq!(runs(d.path(), "h"), 1, "the pending handler ran although /1 no longer changed");
+        assert!(s.pending_handlers.is_empty());
+        assert_eq!(fs::read_to_string(&pending).unwrap(), "[]");
+    }
+
+    #[test]
+    fn check_mode_writes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let pending = d.path().join("pending.json");
+        let desired = Desired {
+            roles: vec![role("r", &[], vec![item("/1", "x", &["h"])])],
+            handlers: vec![handler("h", "/h")],
+        };
+        let mut host = Host::new(d.path());
+        host.check = true;
+        let s = converge(&desired, &host, Some(&pending), &mut |_, _, _| {});
+        assert_eq!(s.changed(), 2, "the resource and its handler would change");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0, "nothing written, not even pending handlers");
+    }
+}

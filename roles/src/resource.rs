@@ -50,10 +50,12 @@ pub trait Resource: Send + Sync {
     fn apply(&self, actual: Self::Actual, host: &Host) -> Result<Applied, ResourceError>;
 }
 
+type ApplyFn<'a> = Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>;
+
 /// A planned change, holding what `read` found so that `apply` need not read again.
 pub struct Plan<'a> {
     pub change: Option<Change>,
-    apply: Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>,
+    apply: ApplyFn<'a>,
 }
 
 impl Plan<'_> {

@@ -101,6 +101,31 @@ pub fn gid_of(host: &Host, group: &str) -> Result<u32, ResourceError> {
         .ok_or_else(|| ResourceError::other(format!("group '{group}' does not exist on the device; create it with a `group` resource first")))
 }
 
+/// Checks a user or group name against Debian's conservative rule (adduser's NAME_REGEX, plus a
+/// leading underscore): `^[a-z_][-a-z0-9_]*\$?$`, at most 32 characters. Names outside it work
+/// badly with other tools (a leading digit reads as an id, capitals confuse mail and NSS).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let mut chars = body.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !first_ok || !rest_ok {
+        return Err(format!(
+            "'{name}' is not a valid account name: use lowercase letters, digits, '-' and '_', starting with a letter or '_' (an optional trailing '$' is allowed)"
+        ));
+    }
+    if name.len() > 32 {
+        return Err(format!(
+            "'{name}' is {} characters long; account names have at most 32",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
 pub fn user_name(host: &Host, uid: u32) -> Result<Option<String>, ResourceError> {
     Ok(users(host)?.into_iter().find(|u| u.uid == uid).map(|u| u.name))
 }
@@ -122,6 +147,37 @@ mod tests {
         let g = parse_group("sudo:x:27:pi,admin\nstaff:x:50:\n");
         assert_eq!(g[0].members, vec!["pi", "admin"]);
         assert!(g[1].members.is_empty());
+    }
+
+    #[test]
+    fn account_names_follow_debian_rules() {
+        let long = "a".repeat(32);
+        for ok in [
+            "kiosk",
+            "_apt",
+            "systemd-timesync",
+            "www-data",
+            "host$",
+            "a",
+            &long,
+        ] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        let too_long = "a".repeat(33);
+        for bad in [
+            "",
+            "Kiosk",
+            "1pi",
+            "-x",
+            "a b",
+            "a:b",
+            "a$b",
+            "$",
+            "caf\u{e9}",
+            &too_long,
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

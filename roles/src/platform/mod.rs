@@ -4,4 +4,5 @@
 pub mod accounts;
 pub mod apt;
 pub mod deb822;
+pub mod diff;
 pub mod dpkg;

@@ -1,3 +1,1002 @@
-//! (being written)
-use crate::registry::ResourceType;
-pub const TYPE: ResourceType = ResourceType { name: "service", primary: "name", build: |_, _| Err(crate::SpecError::new("service: not built yet")) };
+//! `service`: a systemd unit's enablement, masking and running state.
+//!
+//! ```yaml
+//! - service: nginx     # unit name; ".service" is appended when it has no unit suffix
+//!   enabled: true      # optional: true | false
+//!   masked: false      # optional: true | false
+//!   state: started     # optional: started | stopped | restarted | reloaded
+//! ```
+//!
+//! Enablement is read with `systemctl is-enabled`, which works on unit files and so also in a
+//! chroot or an image build; an alias name is followed to the unit it points to. Whether a unit
+//! runs is asked only when systemd is PID 1 of the root (`host.systemd_running`).
+//!
+//! Offline (a chroot, an image build) enable/disable/mask/unmask are real, but nothing is ever
+//! started, stopped, restarted or reloaded: a change that consists only of that is reported as
+//! skipped, on every run; `state: stopped` is already true, as no unit runs without systemd.
+//! Online, a pending unit-file change (`units_changed`) is made known with a daemon-reload first.
+//! `restarted` and `reloaded` are actions, not states: they always change, so they belong in
+//! handlers (`restart lightdm: {service: lightdm, state: restarted}`). `reloaded` starts a unit
+//! that is not running. A static, generated or transient unit cannot be enabled or disabled: it is
+//! left as it is (mask it to keep it from starting). A masked unit is only unmasked when
+//! `masked: false` says so; `enabled: true` or `state: started` on a masked unit is an error.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ResourceError, SpecError};
+use crate::host::Host;
+use crate::registry::{parse_spec, ResourceType, Sources};
+use crate::resource::{Applied, Change, DynResource, Resource};
+
+pub const TYPE: ResourceType = ResourceType {
+    name: "service",
+    primary: "name",
+    build,
+};
+
+/// Unit types systemd knows (systemd.unit(5)); any other suffix is part of a service's name.
+const UNIT_TYPES: &[&str] = &[
+    "service",
+    "socket",
+    "device",
+    "mount",
+    "automount",
+    "swap",
+    "target",
+    "path",
+    "timer",
+    "slice",
+    "scope",
+];
+
+/// Where an alias symlink may live, in systemd's lookup order (systemd.unit(5)).
+const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    name: String,
+    enabled: Option<bool>,
+    masked: Option<bool>,
+    state: Option<State>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Started,
+    Stopped,
+    Restarted,
+    Reloaded,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    unit: String,
+    enabled: Option<bool>,
+    masked: Option<bool>,
+    state: Option<State>,
+}
+
+/// A unit file's state as `systemctl is-enabled` prints it (systemctl(1), table 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enablement {
+    Enabled,
+    EnabledRuntime,
+    Linked,
+    LinkedRuntime,
+    Alias,
+    Masked,
+    MaskedRuntime,
+    Static,
+    Indirect,
+    Disabled,
+    Generated,
+    Transient,
+    Bad,
+    NotFound,
+}
+
+impl Enablement {
+    fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "enabled" => Self::Enabled,
+            "enabled-runtime" => Self::EnabledRuntime,
+            "linked" => Self::Linked,
+            "linked-runtime" => Self::LinkedRuntime,
+            "alias" => Self::Alias,
+            "masked" => Self::Masked,
+            "masked-runtime" => Self::MaskedRuntime,
+            "static" => Self::Static,
+            "indirect" => Self::Indirect,
+            "disabled" => Self::Disabled,
+            "generated" => Self::Generated,
+            "transient" => Self::Transient,
+            "bad" => Self::Bad,
+            "not-found" => Self::NotFound,
+            _ => return None,
+        })
+    }
+
+    fn is_masked(self) -> bool {
+        matches!(self, Self::Masked | Self::MaskedRuntime)
+    }
+}
+
+/// Reads `systemctl is-enabled` output. Its exit status says nothing useful (disabled, masked and
+/// linked all exit non-zero), so only the text counts: the state is stdout's last line (sysv
+/// scripts add chatter before it); systemd before 253 reports a missing unit on stderr only.
+pub fn parse_is_enabled(stdout: &str, stderr: &str) -> Option<Enablement> {
+    let last = stdout.lines().map(str::trim).rfind(|l| !l.is_empty());
+    if let Some(state) = last.and_then(Enablement::from_word) {
+        return Some(state);
+    }
+    let missing = stderr.lines().any(|l| {
+        l.starts_with("Failed to get unit file state for")
+            && l.ends_with("No such file or directory")
+    });
+    missing.then_some(Enablement::NotFound)
+}
+
+/// What `read` found: the unit acted on (an alias resolved), its enablement, and, only when
+/// systemd runs, its `is-active` state.
+#[derive(Clone, Debug)]
+pub struct Actual {
+    unit: String,
+    enablement: Enablement,
+    active: Option<String>,
+}
+
+/// One systemctl action, in the order they are applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Unmask { runtime: bool },
+    Enable,
+    Disable { runtime: bool },
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Mask,
+}
+
+impl Op {
+    /// Acts on the running system: impossible, and skipped, without systemd.
+    fn is_runtime(self) -> bool {
+        matches!(self, Op::Start | Op::Stop | Op::Restart | Op::Reload)
+    }
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Unmask { .. } => "unmask",
+            Op::Enable => "enable",
+            Op::Disable { .. } => "disable",
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+            Op::Reload => "reload",
+            Op::Mask => "mask",
+        }
+    }
+    fn past(self) -> &'static str {
+        match self {
+            Op::Unmask { .. } => "unmasked",
+            Op::Enable => "enabled",
+            Op::Disable { .. } => "disabled",
+            Op::Start => "started",
+            Op::Stop => "stopped",
+            Op::Restart => "restarted",
+            Op::Reload => "reloaded",
+            Op::Mask => "masked",
+        }
+    }
+    fn runtime_only(self) -> bool {
+        matches!(
+            self,
+            Op::Unmask { runtime: true } | Op::Disable { runtime: true }
+        )
+    }
+}
+
+fn build(spec: serde_json::Value, _: &dyn Sources) -> Result<Box<dyn DynResource>, SpecError> {
+    Ok(Box::new(Service::from_spec(parse_spec(spec)?)?))
+}
+
+/// The full unit name for `name`, or why it is not one.
+fn unit_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(['-', '.'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":_.\\@-".contains(c));
+    if !valid {
+        return Err(format!(
+            "'{name}' is not a systemd unit name; write the unit as `systemctl list-unit-files` shows it, \
+             e.g. `service: nginx` or `service: fstrim.timer`"
+        ));
+    }
+    let typed = name
+        .rsplit_once('.')
+        .is_some_and(|(stem, ext)| !stem.is_empty() && UNIT_TYPES.contains(&ext));
+    Ok(if typed {
+        name.to_string()
+    } else {
+        format!("{name}.service")
+    })
+}
+
+impl Service {
+    fn from_spec(spec: Spec) -> Result<Self, SpecError> {
+        let unit = unit_name(&spec.name).map_err(|m| SpecError::at_key("service", m))?;
+        if spec.enabled.is_none() && spec.masked.is_none() && spec.state.is_none() {
+            return Err(SpecError::at_key(
+                "service",
+                format!("nothing to manage for {unit}: set `enabled`, `masked` or `state`"),
+            ));
+        }
+        if spec.masked == Some(true) {
+            if spec.enabled == Some(true) {
+                return Err(SpecError::at_key(
+                    "masked",
+                    "a masked unit cannot be enabled; drop `enabled: true` or `masked: true`",
+                ));
+            }
+            if matches!(
+                spec.state,
+                Some(State::Started | State::Restarted | State::Reloaded)
+            ) {
+                return Err(SpecError::at_key(
+                    "state",
+                    "a masked unit cannot run; use `state: stopped` or drop `masked: true`",
+                ));
+            }
+        }
+        Ok(Service {
+            unit,
+            enabled: spec.enabled,
+            masked: spec.masked,
+            state: spec.state,
+        })
+    }
+
+    fn wants_unit(&self) -> bool {
+        self.enabled == Some(true)
+            || matches!(
+                self.state,
+                Some(State::Started | State::Restarted | State::Reloaded)
+            )
+    }
+
+    /// Refuses states the spec cannot be applied to, with the fix. In check mode a missing unit
+    /// is not an error: an earlier `package` resource would have installed it.
+    fn check_usable(&self, actual: &Actual, check: bool) -> Result<(), ResourceError> {
+        let unit = &actual.unit;
+        match actual.enablement {
+            Enablement::Bad => Err(ResourceError::other(format!(
+                "systemd cannot load {unit}: its unit file is invalid; check it with `systemd-analyze verify {unit}`"
+            ))),
+            Enablement::NotFound if self.wants_unit() && !check => {
+                let package = unit.split(['@', '.']).next().unwrap_or(unit);
+                Err(ResourceError::other(format!(
+                    "{unit} does not exist on the device (no unit file of that name is installed); install the \
+                     package that ships it in an earlier resource (e.g. `package: {package}`), or check the name \
+                     with `systemctl list-unit-files`"
+                )))
+            }
+            e if e.is_masked() && self.masked != Some(false) && self.wants_unit() => Err(ResourceError::other(format!(
+                "{unit} is masked on the device, so it cannot be enabled or started; add `masked: false` to unmask it"
+            ))),
+            Enablement::Indirect if self.enabled == Some(true) => Err(ResourceError::other(format!(
+                "{unit} is not enabled itself but through other units (is-enabled says indirect: its [Install] \
+                 section only has Also=, or it is a template); enable the unit it names instead, e.g. its \
+                 .socket or .timer, or an instance such as name@instance.service"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The actions that bring `actual` to the spec. `online`: systemd runs in the root.
+    fn ops(&self, actual: &Actual, online: bool) -> Vec<Op> {
+        use Enablement as E;
+        let e = actual.enablement;
+        let mut ops = Vec::new();
+        let unmasking = self.masked == Some(false) && e.is_masked();
+        if unmasking {
+            ops.push(Op::Unmask {
+                runtime: e == E::MaskedRuntime,
+            });
+        }
+        // Once unmasked, the enablement underneath is unknown; enable and disable are idempotent.
+        match self.enabled {
+            Some(true)
+                if unmasking
+                    || matches!(
+                        e,
+                        E::Disabled
+                            | E::Linked
+                            | E::LinkedRuntime
+                            | E::EnabledRuntime
+                            | E::NotFound
+                    ) =>
+            {
+                ops.push(Op::Enable)
+            }
+            Some(false) if unmasking || e == E::Enabled => ops.push(Op::Disable { runtime: false }),
+            Some(false) if e == E::EnabledRuntime => ops.push(Op::Disable { runtime: true }),
+            _ => {}
+        }
+        let active = actual.active.as_deref().unwrap_or("inactive");
+        let up = matches!(active, "active" | "activating" | "reloading" | "refreshing");
+        let down = matches!(active, "inactive" | "failed");
+        match (self.state, online) {
+            (None, _) | (Some(State::Stopped), false) => {}
+            (Some(State::Started), false) => ops.push(Op::Start),
+            (Some(State::Restarted), false) => ops.push(Op::Restart),
+            (Some(State::Reloaded), false) => ops.push(Op::Reload),
+            (Some(State::Started), true) if !up => ops.push(Op::Start),
+            (Some(State::Stopped), true) if !down => ops.push(Op::Stop),
+            (Some(State::Restarted), true) => ops.push(Op::Restart),
+            (Some(State::Reloaded), true) => ops.push(if up { Op::Reload } else { Op::Start }),
+            _ => {}
+        }
+        if self.masked == Some(true) && e != E::Masked {
+            ops.push(Op::Mask);
+        }
+        ops
+    }
+
+    fn summary(&self, actual: &Actual, ops: &[Op], online: bool, reload: bool) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if online && reload {
+            parts.push("daemon-reload".into());
+        }
+        for op in ops {
+            parts.push(match (op.is_runtime() && !online, op.runtime_only()) {
+                (true, _) => format!("{} skipped (offline)", op.verb()),
+                (false, true) => format!("{} (runtime)", op.past()),
+                (false, false) => op.past().to_string(),
+            });
+        }
+        let mut text = parts.join("; ");
+        if actual.unit != self.unit {
+            text.push_str(&format!(" ({} is an alias of {})", self.unit, actual.unit));
+        }
+        if actual.enablement == Enablement::NotFound {
+            text.push_str(&format!(" ({} is not installed yet)", actual.unit));
+        }
+        text
+    }
+
+    /// is-enabled, following an alias to its unit so that enablement is read and changed there.
+    fn enablement(&self, host: &Host) -> Result<(String, Enablement), ResourceError> {
+        let mut unit = self.unit.clone();
+        for _ in 0..8 {
+            let state = is_enabled(host, &unit)?;
+            if state != Enablement::Alias {
+                return Ok((unit, state));
+            }
+            match alias_target(host, &unit)? {
+                Some(target) if target != unit => unit = target,
+                _ => break,
+            }
+        }
+        Err(ResourceError::other(format!(
+            "{unit} is an alias whose unit tend cannot find in {}; name the unit it points to instead",
+            UNIT_DIRS.join(", ")
+        )))
+    }
+}
+
+/// A systemctl command in the root. Offline, SYSTEMD_OFFLINE=1 keeps systemctl from talking to
+/// any PID 1 it might reach through a bind-mounted /run, and makes it work on unit files only.
+fn systemctl(host: &Host, args: &[&str]) -> std::process::Command {
+    let argv: Vec<&str> = ["systemctl", "--no-ask-password"]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+    let mut cmd = host.command(&argv);
+    if !host.systemd_running {
+        cmd.env("SYSTEMD_OFFLINE", "1");
+    }
+    cmd
+}
+
+/// Runs a query whose exit status is part of its answer; returns stdout, stderr and the output.
+fn query(
+    host: &Host,
+    args: &[&str],
+) -> Result<(String, String, std::process::Output), ResourceError> {
+    let shown = format!("systemctl {}", args.join(" "));
+    let not_installed = || {
+        ResourceError::other(format!(
+            "systemctl is not installed in {}; the service resource needs systemd there (e.g. `package: systemd` first)",
+            host.root().display()
+        ))
+    };
+    let out = systemctl(host, args).output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_installed(),
+        _ => ResourceError::other(format!("cannot run `{shown}`: {e}")),
+    })?;
+    // chroot(8) exits 127 when the command does not exist inside the root.
+    if out.status.code() == Some(127) && out.stdout.is_empty() {
+        return Err(not_installed());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    Ok((stdout, stderr, out))
+}
+
+fn is_enabled(host: &Host, unit: &str) -> Result<Enablement, ResourceError> {
+    let (stdout, stderr, out) = query(host, &["is-enabled", unit])?;
+    parse_is_enabled(&stdout, &stderr)
+        .ok_or_else(|| host.command_error(&format!("systemctl is-enabled {unit}"), &out))
+}
+
+fn is_active(host: &Host, unit: &str) -> Result<String, ResourceError> {
+    let (stdout, _, out) = query(host, &["is-active", unit])?;
+    match stdout.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(state) => Ok(state.to_string()),
+        None => Err(host.command_error(&format!("systemctl is-active {unit}"), &out)),
+    }
+}
+
+/// The unit an alias symlink points to, looked up in the root's unit directories. An alias of a
+/// template instance (`a@x.service` -> `b@.service`) keeps its instance.
+fn alias_target(host: &Host, unit: &str) -> Result<Option<String>, ResourceError> {
+    for dir in UNIT_DIRS {
+        let path = host.path(&format!("{dir}/{unit}"))?;
+        let Ok(target) = std::fs::read_link(&path) else {
+            continue;
+        };
+        let Some(name) = target.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if Path::new(name) == Path::new("null") {
+            return Ok(None);
+        }
+        let instance = unit
+            .split_once('@')
+            .and_then(|(_, rest)| rest.rsplit_once('.'))
+            .map(|(i, _)| i);
+        return Ok(Some(match instance {
+            Some(i) if !i.is_empty() && name.contains("@.") => {
+                name.replacen("@.", &format!("@{i}."), 1)
+            }
+            _ => name.to_string(),
+        }));
+    }
+    Ok(None)
+}
+
+impl Resource for Service {
+    type Actual = Actual;
+
+    fn kind(&self) -> &'static str {
+        "service"
+    }
+
+    fn id(&self) -> String {
+        self.unit.clone()
+    }
+
+    fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
+        let (unit, enablement) = self.enablement(host)?;
+        let mut actual = Actual {
+            unit,
+            enablement,
+            active: None,
+        };
+        self.check_usable(&actual, host.check)?;
+        if host.systemd_running && self.state.is_some() {
+            actual.active = Some(is_active(host, &actual.unit)?);
+        }
+        Ok(actual)
+    }
+
+    fn diff(&self, actual: &Actual, host: &Host) -> Option<Change> {
+        let online = host.systemd_running;
+        let ops = self.ops(actual, online);
+        if ops.is_empty() {
+            return None;
+        }
+        let reload = host.flags().units_changed;
+        Some(Change::new(self.summary(actual, &ops, online, reload)))
+    }
+
+    fn apply(&self, actual: Actual, host: &Host) -> Result<Applied, ResourceError> {
+        let online = host.systemd_running;
+        let ops = self.ops(&actual, online);
+        if !online && ops.iter().all(|op| op.is_runtime()) {
+            let verbs: Vec<&str> = ops.iter().map(|op| op.verb()).collect();
+            return Ok(Applied::Skipped(format!(
+                "offline: systemd is not running; {} skipped",
+                verbs.join(", ")
+            )));
+        }
+        let reload = online && host.flags().units_changed;
+        if reload {
+            host.run_command(
+                systemctl(host, &["daemon-reload"]),
+                "systemctl daemon-reload",
+            )?;
+            host.flags().units_changed = false;
+        }
+        for op in ops.into_iter().filter(|op| online || !op.is_runtime()) {
+            let mut args = vec![op.verb()];
+            if op.runtime_only() {
+                args.push("--runtime");
+            }
+            args.push(&actual.unit);
+            host.run_command(
+                systemctl(host, &args),
+                &format!("systemctl {}", args.join(" ")),
+            )?;
+        }
+        Ok(Applied::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct NoSources;
+    impl Sources for NoSources {
+        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no file {name}"))
+        }
+        fn template(&self, name: &str) -> Result<String, String> {
+            Err(format!("no template {name}"))
+        }
+    }
+
+    fn service(spec: serde_json::Value) -> Service {
+        Service::from_spec(parse_spec(spec).unwrap()).unwrap()
+    }
+
+    fn actual(unit: &str, enablement: Enablement, active: Option<&str>) -> Actual {
+        Actual {
+            unit: unit.into(),
+            enablement,
+            active: active.map(str::to_string),
+        }
+    }
+
+    /// A root whose systemd is (`online`) or is not running; diff reads nothing else of it.
+    fn host(online: bool) -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        let mut host = Host::new(d.path());
+        host.systemd_running = online;
+        (d, host)
+    }
+
+    fn summary(s: &Service, a: &Actual, host: &Host) -> Option<String> {
+        s.diff(a, host).map(|c| c.summary)
+    }
+
+    #[test]
+    fn parses_is_enabled_output() {
+        use Enablement as E;
+        for (out, want) in [
+            ("enabled\n", E::Enabled),
+            ("enabled-runtime\n", E::EnabledRuntime),
+            ("disabled\n", E::Disabled),
+            ("masked\n", E::Masked),
+            ("masked-runtime\n", E::MaskedRuntime),
+            ("static\n", E::Static),
+            ("alias\n", E::Alias),
+            ("indirect\n", E::Indirect),
+            ("generated\n", E::Generated),
+            ("linked\n", E::Linked),
+            ("not-found\n", E::NotFound),
+        ] {
+            assert_eq!(parse_is_enabled(out, ""), Some(want), "{out}");
+        }
+        // systemd 252 (bookworm): a missing unit is an error message on stderr, exit 1.
+        let stderr = "Failed to get unit file state for nginx.service: No such file or directory\n";
+        assert_eq!(parse_is_enabled("", stderr), Some(E::NotFound));
+        // A sysv script: systemd-sysv-install talks first, the state comes last.
+        let sysv = "foo.service is not a native service, redirecting to systemd-sysv-install.\n\
+                    Executing: /lib/systemd/systemd-sysv-install is-enabled foo\n";
+        assert_eq!(parse_is_enabled("disabled\n", sysv), Some(E::Disabled));
+        assert_eq!(
+            parse_is_enabled("", "Failed to connect to bus: No such file or directory\n"),
+            None
+        );
+        assert_eq!(parse_is_enabled("wat\n", ""), None);
+    }
+
+    /// Real systemctl output on a real unit tree, through `--root` so nothing outside the tempdir
+    /// is touched. Skipped where systemctl is not installed.
+    #[test]
+    fn parses_real_systemctl_output() {
+        let d = tempfile::tempdir().unwrap();
+        let lib = d.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/systemd/system")).unwrap();
+        std::fs::write(
+            lib.join("demo.service"),
+            "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        std::fs::write(
+            lib.join("helper.service"),
+            "[Service]\nExecStart=/bin/true\n",
+        )
+        .unwrap();
+        let root = format!("--root={}", d.path().display());
+        let systemctl = |args: &[&str]| {
+            std::process::Command::new("systemctl")
+                .arg(&root)
+                .args(args)
+                .env("SYSTEMD_OFFLINE", "1")
+                .output()
+        };
+        let state = |unit: &str| {
+            let out = systemctl(&["is-enabled", unit]).unwrap();
+            parse_is_enabled(
+                &String::from_utf8_lossy(&out.stdout),
+                &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        if systemctl(&["--version"]).is_err() {
+            eprintln!("systemctl is not installed here; skipping");
+            return;
+        }
+        assert_eq!(state("demo.service"), Some(Enablement::Disabled));
+        assert_eq!(state("helper.service"), Some(Enablement::Static));
+        assert_eq!(state("absent.service"), Some(Enablement::NotFound));
+        assert!(systemctl(&["enable", "demo.service"])
+            .unwrap()
+            .status
+            .success());
+        assert_eq!(state("demo.service"), Some(Enablement::Enabled));
+        assert!(systemctl(&["mask", "helper.service"])
+            .unwrap()
+            .status
+            .success());
+        assert_eq!(state("helper.service"), Some(Enablement::Masked));
+    }
+
+    #[test]
+    fn unit_names_get_a_service_suffix_only_when_untyped() {
+        assert_eq!(
+            service(json!({"name": "nginx", "enabled": true})).unit,
+            "nginx.service"
+        );
+        assert_eq!(
+            service(json!({"name": "fstrim.timer", "enabled": true})).unit,
+            "fstrim.timer"
+        );
+        assert_eq!(
+            service(json!({"name": "getty@tty1", "enabled": true})).unit,
+            "getty@tty1.service"
+        );
+        assert_eq!(
+            service(json!({"name": "my.app", "enabled": true})).unit,
+            "my.app.service"
+        );
+        assert_eq!(
+            service(json!({"name": "ssh.service", "state": "started"})).unit,
+            "ssh.service"
+        );
+    }
+
+    #[test]
+    fn contradictory_or_empty_specs_are_refused_at_build() {
+        let key = |v| {
+            (TYPE.build)(v, &NoSources)
+                .err()
+                .map(|e| e.key.unwrap_or_default())
+        };
+        assert_eq!(
+            key(json!({"name": "a b", "enabled": true})).as_deref(),
+            Some("service")
+        );
+        assert_eq!(key(json!({"name": "nginx"})).as_deref(), Some("service"));
+        assert_eq!(
+            key(json!({"name": "x", "masked": true, "enabled": true})).as_deref(),
+            Some("masked")
+        );
+        assert_eq!(
+            key(json!({"name": "x", "masked": true, "state": "started"})).as_deref(),
+            Some("state")
+        );
+        assert_eq!(
+            key(json!({"name": "x", "state": "running"})),
+            Some(String::new()),
+            "serde names the variants"
+        );
+        assert_eq!(
+            key(json!({"name": "x", "enable": true})).as_deref(),
+            Some("enable")
+        );
+        assert_eq!(
+            key(json!({"name": "x", "masked": true, "state": "stopped", "enabled": false})),
+            None
+        );
+    }
+
+    #[test]
+    fn offline_start_is_skipped_on_every_run() {
+        let (_d, host) = host(false);
+        let s = service(json!({"name": "nginx", "enabled": true, "state": "started"}));
+        let a = actual("nginx.service", Enablement::Enabled, None);
+        assert_eq!(summary(&s, &a, &host).unwrap(), "start skipped (offline)");
+        assert_eq!(
+            s.apply(a, &host).unwrap(),
+            Applied::Skipped("offline: systemd is not running; start skipped".into())
+        );
+        let restart = service(json!({"name": "lightdm", "state": "restarted"}));
+        let a = actual("lightdm.service", Enablement::Enabled, None);
+        assert_eq!(
+            restart.apply(a, &host).unwrap(),
+            Applied::Skipped("offline: systemd is not running; restart skipped".into())
+        );
+    }
+
+    #[test]
+    fn offline_enable_is_done_and_the_start_reported_skipped() {
+        let (_d, host) = host(false);
+        let s = service(json!({"name": "nginx", "enabled": true, "state": "started"}));
+        let a = actual("nginx.service", Enablement::Disabled, None);
+        assert_eq!(
+            summary(&s, &a, &host).unwrap(),
+            "enabled; start skipped (offline)"
+        );
+        assert_eq!(s.ops(&a, false), [Op::Enable, Op::Start]);
+    }
+
+    #[test]
+    fn offline_stopped_is_already_true() {
+        let (_d, host) = host(false);
+        let s = service(json!({"name": "nginx", "enabled": false, "state": "stopped"}));
+        assert_eq!(
+            summary(
+                &s,
+                &actual("nginx.service", Enablement::Disabled, None),
+                &host
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn online_start_and_stop_follow_is_active() {
+        let (_d, host) = host(true);
+        let started = service(json!({"name": "nginx", "state": "started"}));
+        assert_eq!(
+            summary(
+                &started,
+                &actual("nginx.service", Enablement::Enabled, Some("active")),
+                &host
+            ),
+            None
+        );
+        assert_eq!(
+            summary(
+                &started,
+                &actual("nginx.service", Enablement::Enabled, Some("failed")),
+                &host
+            )
+            .unwrap(),
+            "started"
+        );
+        let stopped = service(json!({"name": "nginx", "state": "stopped"}));
+        assert_eq!(
+            summary(
+                &stopped,
+                &actual("nginx.service", Enablement::Enabled, Some("failed")),
+                &host
+            ),
+            None
+        );
+        assert_eq!(
+            summary(
+                &stopped,
+                &actual("nginx.service", Enablement::Enabled, Some("deactivating")),
+                &host
+            )
+            .unwrap(),
+            "stopped"
+        );
+    }
+
+    #[test]
+    fn restarted_and_reloaded_always_change() {
+        let (_d, host) = host(true);
+        let a = actual("lightdm.service", Enablement::Enabled, Some("active"));
+        let restart = service(json!({"name": "lightdm", "state": "restarted"}));
+        assert_eq!(summary(&restart, &a, &host).unwrap(), "restarted");
+        let reload = service(json!({"name": "lightdm", "state": "reloaded"}));
+        assert_eq!(summary(&reload, &a, &host).unwrap(), "reloaded");
+        let idle = actual("lightdm.service", Enablement::Enabled, Some("inactive"));
+        assert_eq!(
+            summary(&reload, &idle, &host).unwrap(),
+            "started",
+            "reloading a stopped unit starts it"
+        );
+    }
+
+    #[test]
+    fn daemon_reload_is_announced_when_units_changed() {
+        let (_d, host) = host(true);
+        host.flags().units_changed = true;
+        let s = service(json!({"name": "nginx", "enabled": true, "state": "started"}));
+        let a = actual("nginx.service", Enablement::Disabled, Some("inactive"));
+        assert_eq!(
+            summary(&s, &a, &host).unwrap(),
+            "daemon-reload; enabled; started"
+        );
+        let converged = actual("nginx.service", Enablement::Enabled, Some("active"));
+        assert_eq!(summary(&s, &converged, &host), None, "no reload on its own");
+    }
+
+    #[test]
+    fn enablement_states_that_cannot_change_are_converged() {
+        let (_d, host) = host(false);
+        for e in [
+            Enablement::Static,
+            Enablement::Generated,
+            Enablement::Transient,
+        ] {
+            for enabled in [true, false] {
+                let s = service(json!({"name": "x", "enabled": enabled}));
+                assert_eq!(
+                    summary(&s, &actual("x.service", e, None), &host),
+                    None,
+                    "{e:?} {enabled}"
+                );
+            }
+        }
+        let off = service(json!({"name": "x", "enabled": false}));
+        assert_eq!(
+            summary(&off, &actual("x.service", Enablement::Masked, None), &host),
+            None
+        );
+        assert_eq!(
+            off.ops(
+                &actual("x.service", Enablement::EnabledRuntime, None),
+                false
+            ),
+            [Op::Disable { runtime: true }]
+        );
+    }
+
+    #[test]
+    fn masking_and_unmasking() {
+        let (_d, host) = host(false);
+        let unmask = service(json!({"name": "x", "masked": false, "enabled": true}));
+        assert_eq!(
+            summary(
+                &unmask,
+                &actual("x.service", Enablement::Masked, None),
+                &host
+            )
+            .unwrap(),
+            "unmasked; enabled"
+        );
+        let mask = service(json!({"name": "x", "masked": true, "enabled": false}));
+        assert_eq!(
+            summary(
+                &mask,
+                &actual("x.service", Enablement::Enabled, None),
+                &host
+            )
+            .unwrap(),
+            "disabled; masked"
+        );
+        assert_eq!(
+            summary(&mask, &actual("x.service", Enablement::Masked, None), &host),
+            None
+        );
+        assert_eq!(
+            summary(
+                &mask,
+                &actual("x.service", Enablement::MaskedRuntime, None),
+                &host
+            )
+            .unwrap(),
+            "masked"
+        );
+        let unmask_rt = service(json!({"name": "x", "masked": false}));
+        assert_eq!(
+            summary(
+                &unmask_rt,
+                &actual("x.service", Enablement::MaskedRuntime, None),
+                &host
+            )
+            .unwrap(),
+            "unmasked (runtime)"
+        );
+    }
+
+    #[test]
+    fn missing_unit_names_the_unit_and_a_package() {
+        let s = service(json!({"name": "nginx", "enabled": true}));
+        let a = actual("nginx.service", Enablement::NotFound, None);
+        let err = s.check_usable(&a, false).unwrap_err().to_string();
+        assert!(
+            err.contains("nginx.service does not exist") && err.contains("`package: nginx`"),
+            "{err}"
+        );
+        s.check_usable(&a, true)
+            .expect("check mode: an earlier package resource would install it");
+        let (_d, host) = host(false);
+        assert_eq!(
+            summary(&s, &a, &host).unwrap(),
+            "enabled (nginx.service is not installed yet)"
+        );
+        let off = service(json!({"name": "nginx", "enabled": false, "state": "stopped"}));
+        off.check_usable(&a, false).expect("nothing to disable");
+        assert_eq!(summary(&off, &a, &host), None);
+    }
+
+    #[test]
+    fn masked_indirect_and_bad_units_are_refused_with_a_fix() {
+        let enable = service(json!({"name": "pcscd", "enabled": true}));
+        let err = enable
+            .check_usable(&actual("pcscd.service", Enablement::Masked, None), false)
+            .unwrap_err();
+        assert!(err.to_string().contains("masked: false"), "{err}");
+        let err = enable
+            .check_usable(&actual("pcscd.service", Enablement::Indirect, None), false)
+            .unwrap_err();
+        assert!(err.to_string().contains(".socket"), "{err}");
+        let err = enable
+            .check_usable(&actual("pcscd.service", Enablement::Bad, None), false)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("systemd-analyze verify pcscd.service"),
+            "{err}"
+        );
+        let stop = service(json!({"name": "pcscd", "state": "stopped"}));
+        stop.check_usable(&actual("pcscd.service", Enablement::Masked, None), false)
+            .unwrap();
+    }
+
+    #[test]
+    fn aliases_resolve_to_their_unit_in_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let etc = d.path().join("etc/systemd/system");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::os::unix::fs::symlink("/lib/systemd/system/ssh.service", etc.join("sshd.service"))
+            .unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/serial-getty@.service",
+            etc.join("console@ttyS0.service"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/null", etc.join("masked.service")).unwrap();
+        let root = Host::new(d.path());
+        assert_eq!(
+            alias_target(&root, "sshd.service").unwrap().as_deref(),
+            Some("ssh.service")
+        );
+        assert_eq!(
+            alias_target(&root, "console@ttyS0.service")
+                .unwrap()
+                .as_deref(),
+            Some("serial-getty@ttyS0.service")
+        );
+        assert_eq!(alias_target(&root, "masked.service").unwrap(), None);
+        assert_eq!(alias_target(&root, "absent.service").unwrap(), None);
+
+        let s = service(json!({"name": "sshd", "enabled": false}));
+        assert_eq!(
+            summary(&s, &actual("ssh.service", Enablement::Enabled, None), &root).unwrap(),
+            "disabled (sshd.service is an alias of ssh.service)"
+        );
+    }
+}

@@ -1,3 +1,654 @@
-//! (being written)
-use crate::registry::ResourceType;
-pub const TYPE: ResourceType = ResourceType { name: "user", primary: "name", build: |_, _| Err(crate::SpecError::new("user: not built yet")) };
+//! `user`: a local account in /etc/passwd of the managed root.
+//!
+//! ```yaml
+//! - user: kiosk              # the login name
+//!   uid: 1100                # optional
+//!   group: kiosk             # optional primary group (name or gid)
+//!   groups: [video, audio]   # optional; the EXACT supplementary set: the user is removed from
+//!                            # any group not listed ([] removes them all). Omit to leave it alone.
+//!   home: /home/kiosk        # optional; changing it moves the old home there (usermod -m),
+//!                            # or just points at it when it already exists
+//!   shell: /bin/bash         # optional
+//!   comment: Kiosk user      # optional (GECOS)
+//!   system: false            # only used at creation (useradd --system)
+//!   create_home: true        # only used at creation; default true, false for system users
+//!   state: present           # present (default) | absent
+//! ```
+//!
+//! Only the keys that are set are compared, so a role can own a user's groups without owning its
+//! shell. State is read from the root's /etc/passwd and /etc/group (supplementary membership is
+//! the groups' member lists); changes go through useradd/usermod/userdel inside the root.
+//! Without `group`, creation follows useradd's USERGROUPS behaviour (a group named like the user),
+//! except that a group of that name which already exists is used instead of failing.
+//! Removing a user keeps its home directory. Changing `uid` re-owns the files in its home only
+//! (usermod(8)). Password hashes are deliberately not managed.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ResourceError, SpecError};
+use crate::host::Host;
+use crate::platform::accounts::{self, GroupEntry, PasswdEntry};
+use crate::registry::{parse_spec, ResourceType, Sources};
+use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::types::group::Presence;
+
+pub const TYPE: ResourceType = ResourceType {
+    name: "user",
+    primary: "name",
+    build,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    name: String,
+    uid: Option<u32>,
+    group: Option<String>,
+    groups: Option<Vec<String>>,
+    home: Option<String>,
+    shell: Option<String>,
+    comment: Option<String>,
+    #[serde(default)]
+    system: bool,
+    create_home: Option<bool>,
+    #[serde(default)]
+    state: Presence,
+}
+
+#[derive(Debug)]
+pub struct User {
+    name: String,
+    uid: Option<u32>,
+    group: Option<String>,
+    groups: Option<BTreeSet<String>>,
+    home: Option<String>,
+    shell: Option<String>,
+    comment: Option<String>,
+    system: bool,
+    create_home: bool,
+    state: Presence,
+}
+
+/// The account as found: its passwd line (if any) and the whole group database, which holds both
+/// the primary group's name and the supplementary memberships.
+pub struct Actual {
+    entry: Option<PasswdEntry>,
+    groups: Vec<GroupEntry>,
+    /// Only when `home` is to change.
+    home: Option<HomeMove>,
+}
+
+/// What is on disk when the home directory changes. usermod writes /etc/passwd before it moves
+/// the directory, so a move it cannot do must be refused before it runs, not after.
+#[derive(Clone, Copy, Debug, Default)]
+struct HomeMove {
+    old_exists: bool,
+    new_exists: bool,
+    new_parent_exists: bool,
+}
+
+fn is_in_root(host: &Host, path: &str) -> bool {
+    path.starts_with('/') && host.path(path).is_ok_and(|p| p.symlink_metadata().is_ok())
+}
+
+fn build(spec: serde_json::Value, _: &dyn Sources) -> Result<Box<dyn DynResource>, SpecError> {
+    Ok(Box::new(User::from_spec(parse_spec(spec)?)?))
+}
+
+impl User {
+    fn from_spec(spec: Spec) -> Result<Self, SpecError> {
+        accounts::check_name(&spec.name).map_err(|m| SpecError::at_key("user", m))?;
+        if let Some(g) = &spec.group {
+            if g.parse::<u32>().is_err() {
+                accounts::check_name(g).map_err(|m| SpecError::at_key("group", m))?;
+            }
+        }
+        if let Some(groups) = &spec.groups {
+            for g in groups {
+                accounts::check_name(g).map_err(|m| {
+                    SpecError::at_key("groups", format!("{m}; list supplementary groups by name"))
+                })?;
+            }
+        }
+        for (key, value) in [("home", &spec.home), ("shell", &spec.shell)] {
+            if let Some(v) = value {
+                if !v.starts_with('/') || v.contains([':', '\n']) {
+                    return Err(SpecError::at_key(
+                        key,
+                        format!(
+                            "{key} must be an absolute path without ':' or newlines, got '{v}'"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(c) = &spec.comment {
+            if c.contains([':', '\n']) {
+                return Err(SpecError::at_key(
+                    "comment",
+                    "a comment cannot contain ':' or a newline (it is a field of /etc/passwd)",
+                ));
+            }
+        }
+        Ok(User {
+            create_home: spec.create_home.unwrap_or(!spec.system),
+            name: spec.name,
+            uid: spec.uid,
+            group: spec.group,
+            groups: spec.groups.map(|g| g.into_iter().collect()),
+            home: spec.home,
+            shell: spec.shell,
+            comment: spec.comment,
+            system: spec.system,
+            state: spec.state,
+        })
+    }
+
+    /// The supplementary groups `name` is listed in.
+    fn member_of(&self, groups: &[GroupEntry]) -> BTreeSet<String> {
+        groups
+            .iter()
+            .filter(|g| g.members.contains(&self.name))
+            .map(|g| g.name.clone())
+            .collect()
+    }
+
+    /// Whether the actual primary gid is the wanted group (by number, or by name in the root).
+    fn primary_matches(&self, gid: u32, groups: &[GroupEntry]) -> bool {
+        match &self.group {
+            None => true,
+            Some(want) => match want.parse::<u32>() {
+                Ok(n) => n == gid,
+                Err(_) => groups.iter().any(|g| g.gid == gid && &g.name == want),
+            },
+        }
+    }
+
+    /// What differs on an existing account, as usermod options and as report phrases.
+    fn modifications(&self, entry: &PasswdEntry, actual: &Actual) -> (Vec<String>, Vec<String>) {
+        let groups = &actual.groups;
+        let mut args: Vec<String> = Vec::new();
+        let mut said: Vec<String> = Vec::new();
+        if let Some(uid) = self.uid.filter(|u| *u != entry.uid) {
+            args.extend(["--uid".into(), uid.to_string()]);
+            said.push(format!("uid {} -> {uid}", entry.uid));
+        }
+        if let Some(group) = self
+            .group
+            .as_ref()
+            .filter(|_| !self.primary_matches(entry.gid, groups))
+        {
+            args.extend(["--gid".into(), group.clone()]);
+            let old = groups
+                .iter()
+                .find(|g| g.gid == entry.gid)
+                .map_or(entry.gid.to_string(), |g| g.name.clone());
+            said.push(format!("group {old} -> {group}"));
+        }
+        if let Some(want) = &self.groups {
+            let have = self.member_of(groups);
+            if &have != want {
+                let added: Vec<&str> = want.difference(&have).map(String::as_str).collect();
+                let removed: Vec<&str> = have.difference(want).map(String::as_str).collect();
+                let mut phrase = String::from("groups");
+                if !added.is_empty() {
+                    phrase.push_str(&format!(" +{}", added.join(",")));
+                }
+                if !removed.is_empty() {
+                    phrase.push_str(&format!(" -{}", removed.join(",")));
+                }
+                args.extend(["--groups".into(), join(want)]);
+                said.push(phrase);
+            }
+        }
+        if let Some(home) = self.home.as_ref().filter(|h| **h != entry.home) {
+            args.extend(["--home".into(), home.clone()]);
+            let facts = actual.home.unwrap_or_default();
+            if facts.old_exists && !facts.new_exists {
+                args.push("--move-home".into());
+                said.push(format!("home {} -> {home} (moved)", entry.home));
+            } else if facts.old_exists {
+                said.push(format!(
+                    "home {} -> {home} (exists already; {} is left as it is)",
+                    entry.home, entry.home
+                ));
+            } else {
+                said.push(format!("home {} -> {home}", entry.home));
+            }
+        }
+        if let Some(shell) = self.shell.as_ref().filter(|s| **s != entry.shell) {
+            args.extend(["--shell".into(), shell.clone()]);
+            said.push(format!("shell {} -> {shell}", entry.shell));
+        }
+        if let Some(comment) = self.comment.as_ref().filter(|c| **c != entry.gecos) {
+            args.extend(["--comment".into(), comment.clone()]);
+            said.push(format!("comment '{}' -> '{comment}'", entry.gecos));
+        }
+        (args, said)
+    }
+
+    /// The useradd invocation for a new account.
+    fn useradd(&self, groups: &[GroupEntry]) -> Vec<String> {
+        let mut argv: Vec<String> = vec!["useradd".into()];
+        if self.system {
+            argv.push("--system".into());
+        }
+        if let Some(uid) = self.uid {
+            argv.extend(["--uid".into(), uid.to_string()]);
+        }
+        match &self.group {
+            Some(g) => argv.extend(["--gid".into(), g.clone()]),
+            // useradd refuses to create the user group when it already exists; use it instead.
+            None if groups.iter().any(|g| g.name == self.name) => {
+                argv.extend(["--gid".into(), self.name.clone()])
+            }
+            None => {}
+        }
+        if let Some(groups) = self.groups.as_ref().filter(|g| !g.is_empty()) {
+            argv.extend(["--groups".into(), join(groups)]);
+        }
+        if let Some(home) = &self.home {
+            argv.extend(["--home-dir".into(), home.clone()]);
+        }
+        if let Some(shell) = &self.shell {
+            argv.extend(["--shell".into(), shell.clone()]);
+        }
+        if let Some(comment) = &self.comment {
+            argv.extend(["--comment".into(), comment.clone()]);
+        }
+        argv.push(
+            if self.create_home {
+                "--create-home"
+            } else {
+                "--no-create-home"
+            }
+            .into(),
+        );
+        argv.push(self.name.clone());
+        argv
+    }
+
+    /// Fails with a fix when a group the account needs is missing, before the shadow tools would
+    /// fail with less context.
+    fn check_groups_exist(&self, groups: &[GroupEntry]) -> Result<(), ResourceError> {
+        let missing: Vec<&str> = self
+            .group
+            .iter()
+            .filter(|g| g.parse::<u32>().is_err())
+            .chain(self.groups.iter().flatten())
+            .filter(|want| !groups.iter().any(|g| &&g.name == want))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ResourceError::other(format!(
+            "user {}: group(s) {} do not exist on the device; create them with `group` resources before this user",
+            self.name,
+            missing.join(", ")
+        )))
+    }
+
+    fn check_home_move(&self, facts: Option<HomeMove>) -> Result<(), ResourceError> {
+        let (Some(f), Some(home)) = (facts, &self.home) else {
+            return Ok(());
+        };
+        if f.old_exists && !f.new_exists && !f.new_parent_exists {
+            let parent = Path::new(home)
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            return Err(ResourceError::other(format!(
+                "user {}: cannot move the home directory to {home}: {parent} does not exist on the device; create \
+                 it first (a `file` resource with `state: directory`)",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn join(groups: &BTreeSet<String>) -> String {
+    groups
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Resource for User {
+    type Actual = Actual;
+
+    fn kind(&self) -> &'static str {
+        "user"
+    }
+
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
+        let entry = accounts::users(host)?
+            .into_iter()
+            .find(|u| u.name == self.name);
+        let home = match (&entry, &self.home) {
+            (Some(e), Some(home)) if e.home != *home => Some(HomeMove {
+                old_exists: is_in_root(host, &e.home),
+                new_exists: is_in_root(host, home),
+                new_parent_exists: Path::new(home)
+                    .parent()
+                    .is_some_and(|p| is_in_root(host, &p.to_string_lossy())),
+            }),
+            _ => None,
+        };
+        Ok(Actual {
+            entry,
+            groups: accounts::groups(host)?,
+            home,
+        })
+    }
+
+    fn diff(&self, actual: &Actual, _: &Host) -> Option<Change> {
+        match (self.state, &actual.entry) {
+            (Presence::Absent, None) => None,
+            (Presence::Absent, Some(_)) => Some(Change::new(format!(
+                "remove user {} (home kept)",
+                self.name
+            ))),
+            (Presence::Present, None) => Some(Change::new(format!("create user {}", self.name))),
+            (Presence::Present, Some(entry)) => {
+                let (_, said) = self.modifications(entry, actual);
+                (!said.is_empty()).then(|| Change::new(said.join("; ")))
+            }
+        }
+    }
+
+    fn apply(&self, actual: Actual, host: &Host) -> Result<Applied, ResourceError> {
+        let argv = match (self.state, &actual.entry) {
+            (Presence::Absent, _) => vec!["userdel".to_string(), self.name.clone()],
+            (Presence::Present, None) => {
+                self.check_groups_exist(&actual.groups)?;
+                self.useradd(&actual.groups)
+            }
+            (Presence::Present, Some(entry)) => {
+                self.check_groups_exist(&actual.groups)?;
+                self.check_home_move(actual.home)?;
+                let (args, _) = self.modifications(entry, &actual);
+                std::iter::once("usermod".to_string())
+                    .chain(args)
+                    .chain([self.name.clone()])
+                    .collect()
+            }
+        };
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        host.run(&argv)?;
+        Ok(Applied::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        kiosk:x:1000:1000:Kiosk,,,:/home/kiosk:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\naudio:x:29:kiosk\nvideo:x:44:\nplugdev:x:46:kiosk\nkiosk:x:1000:\nstaff:x:50:\n";
+
+    fn user(spec: serde_json::Value) -> User {
+        User::from_spec(parse_spec(spec).unwrap()).unwrap()
+    }
+
+    fn root(passwd: &str, group: &str) -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), passwd).unwrap();
+        std::fs::write(d.path().join("etc/group"), group).unwrap();
+        let host = Host::new(d.path());
+        (d, host)
+    }
+
+    fn summary(u: &User, host: &Host) -> Option<String> {
+        u.diff(&u.read(host).unwrap(), host).map(|c| c.summary)
+    }
+
+    #[test]
+    fn only_keys_that_are_set_are_compared() {
+        let (_d, host) = root(PASSWD, GROUP);
+        assert_eq!(summary(&user(json!({"name": "kiosk"})), &host), None);
+        assert_eq!(
+            summary(
+                &user(json!({"name": "kiosk", "uid": 1000, "group": "kiosk"})),
+                &host
+            ),
+            None
+        );
+        assert_eq!(
+            summary(&user(json!({"name": "kiosk", "group": "1000"})), &host),
+            None,
+            "a gid works too"
+        );
+        assert_eq!(
+            summary(
+                &user(json!({"name": "kiosk", "shell": "/bin/bash", "comment": "Kiosk user"})),
+                &host
+            )
+            .unwrap(),
+            "shell /bin/sh -> /bin/bash; comment 'Kiosk,,,' -> 'Kiosk user'"
+        );
+    }
+
+    #[test]
+    fn supplementary_groups_are_the_exact_set() {
+        let (_d, host) = root(PASSWD, GROUP);
+        let u = user(json!({"name": "kiosk", "groups": ["video", "audio"]}));
+        let actual = u.read(&host).unwrap();
+        assert_eq!(
+            u.diff(&actual, &host).unwrap().summary,
+            "groups +video -plugdev"
+        );
+        let (args, _) = u.modifications(actual.entry.as_ref().unwrap(), &actual);
+        assert_eq!(args, ["--groups", "audio,video"]);
+
+        assert_eq!(
+            summary(
+                &user(json!({"name": "kiosk", "groups": ["plugdev", "audio"]})),
+                &host
+            ),
+            None
+        );
+        assert_eq!(
+            summary(&user(json!({"name": "kiosk", "groups": []})), &host).unwrap(),
+            "groups -audio,plugdev"
+        );
+    }
+
+    #[test]
+    fn primary_group_uid_and_home_changes_become_one_usermod() {
+        let (d, host) = root(PASSWD, GROUP);
+        std::fs::create_dir_all(d.path().join("home/kiosk")).unwrap();
+        std::fs::create_dir_all(d.path().join("srv")).unwrap();
+        let u = user(json!({"name": "kiosk", "uid": 1100, "group": "staff", "home": "/srv/kiosk"}));
+        let actual = u.read(&host).unwrap();
+        assert_eq!(
+            u.diff(&actual, &host).unwrap().summary,
+            "uid 1000 -> 1100; group kiosk -> staff; home /home/kiosk -> /srv/kiosk (moved)"
+        );
+        let (args, _) = u.modifications(actual.entry.as_ref().unwrap(), &actual);
+        assert_eq!(
+            args,
+            [
+                "--uid",
+                "1100",
+                "--gid",
+                "staff",
+                "--home",
+                "/srv/kiosk",
+                "--move-home"
+            ]
+        );
+        u.check_home_move(actual.home).unwrap();
+    }
+
+    /// usermod rewrites /etc/passwd before it moves the directory: a move that cannot happen left
+    /// the account pointing at a home that does not exist, and the next run saw nothing to do.
+    #[test]
+    fn home_move_to_a_missing_parent_is_refused_before_usermod_runs() {
+        let (d, host) = root(PASSWD, GROUP);
+        std::fs::create_dir_all(d.path().join("home/kiosk")).unwrap();
+        let u = user(json!({"name": "kiosk", "home": "/srv/kiosk"}));
+        let actual = u.read(&host).unwrap();
+        let err = u.apply(actual, &host).unwrap_err().to_string();
+        assert!(
+            err.contains("/srv does not exist") && err.contains("state: directory"),
+            "{err}"
+        );
+        assert!(std::fs::read_to_string(d.path().join("etc/passwd"))
+            .unwrap()
+            .contains(":/home/kiosk:"));
+    }
+
+    #[test]
+    fn home_change_without_a_move_when_either_side_is_missing_or_taken() {
+        let (d, host) = root(PASSWD, GROUP);
+        let u = user(json!({"name": "kiosk", "home": "/srv/kiosk"}));
+        let actual = u.read(&host).unwrap();
+        assert_eq!(
+            u.diff(&actual, &host).unwrap().summary,
+            "home /home/kiosk -> /srv/kiosk",
+            "no old home"
+        );
+        let (args, _) = u.modifications(actual.entry.as_ref().unwrap(), &actual);
+        assert_eq!(args, ["--home", "/srv/kiosk"]);
+        u.check_home_move(actual.home).unwrap();
+
+        std::fs::create_dir_all(d.path().join("home/kiosk")).unwrap();
+        std::fs::create_dir_all(d.path().join("srv/kiosk")).unwrap();
+        let actual = u.read(&host).unwrap();
+        assert!(u
+            .diff(&actual, &host)
+            .unwrap()
+            .summary
+            .contains("exists already"));
+        let (args, _) = u.modifications(actual.entry.as_ref().unwrap(), &actual);
+        assert_eq!(args, ["--home", "/srv/kiosk"]);
+    }
+
+    #[test]
+    fn creation_uses_the_existing_user_group_and_create_home_defaults() {
+        let (_d, host) = root(PASSWD, GROUP);
+        let u = user(json!({"name": "staff", "groups": ["video"], "shell": "/bin/bash"}));
+        let actual = u.read(&host).unwrap();
+        assert_eq!(u.diff(&actual, &host).unwrap().summary, "create user staff");
+        assert_eq!(
+            u.useradd(&actual.groups),
+            [
+                "useradd",
+                "--gid",
+                "staff",
+                "--groups",
+                "video",
+                "--shell",
+                "/bin/bash",
+                "--create-home",
+                "staff"
+            ]
+        );
+        let sys = user(json!({"name": "svc", "system": true, "uid": 990}));
+        assert_eq!(
+            sys.useradd(&actual.groups),
+            [
+                "useradd",
+                "--system",
+                "--uid",
+                "990",
+                "--no-create-home",
+                "svc"
+            ]
+        );
+        let sys_home = user(json!({"name": "svc", "system": true, "create_home": true}));
+        assert!(sys_home
+            .useradd(&actual.groups)
+            .contains(&"--create-home".to_string()));
+    }
+
+    #[test]
+    fn missing_groups_fail_with_a_fix_before_usermod_runs() {
+        let (_d, host) = root(PASSWD, GROUP);
+        let u = user(json!({"name": "kiosk", "groups": ["video", "gpio"], "group": "kiosk"}));
+        let actual = u.read(&host).unwrap();
+        let err = u.apply(actual, &host).unwrap_err().to_string();
+        assert!(
+            err.contains("gpio") && err.contains("`group` resources"),
+            "{err}"
+        );
+        assert!(!err.contains("video"), "{err}");
+    }
+
+    #[test]
+    fn absent_user_is_removed_once() {
+        let (_d, host) = root(PASSWD, GROUP);
+        assert_eq!(
+            summary(&user(json!({"name": "kiosk", "state": "absent"})), &host).unwrap(),
+            "remove user kiosk (home kept)"
+        );
+        assert_eq!(
+            summary(&user(json!({"name": "nobody2", "state": "absent"})), &host),
+            None
+        );
+    }
+
+    #[test]
+    fn invalid_names_and_fields_are_refused_at_build() {
+        let build = |v| {
+            (TYPE.build)(v, &NoSources)
+                .err()
+                .map(|e| (e.key.unwrap_or_default(), e.message))
+        };
+        assert_eq!(build(json!({"name": "Kiosk"})).unwrap().0, "user");
+        assert_eq!(build(json!({"name": &"k".repeat(33)})).unwrap().0, "user");
+        assert_eq!(
+            build(json!({"name": "kiosk", "groups": ["Video"]}))
+                .unwrap()
+                .0,
+            "groups"
+        );
+        assert_eq!(
+            build(json!({"name": "kiosk", "group": "bad group"}))
+                .unwrap()
+                .0,
+            "group"
+        );
+        assert_eq!(
+            build(json!({"name": "kiosk", "shell": "bash"})).unwrap().0,
+            "shell"
+        );
+        assert_eq!(
+            build(json!({"name": "kiosk", "comment": "a:b"})).unwrap().0,
+            "comment"
+        );
+        assert_eq!(
+            build(json!({"name": "kiosk", "password": "$6$x"}))
+                .unwrap()
+                .0,
+            "password"
+        );
+        assert!(build(
+            json!({"name": "kiosk", "group": "1000", "groups": ["video"], "home": "/home/k"})
+        )
+        .is_none());
+    }
+
+    struct NoSources;
+    impl Sources for NoSources {
+        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no file {name}"))
+        }
+        fn template(&self, name: &str) -> Result<String, String> {
+            Err(format!("no template {name}"))
+        }
+    }
+}
