@@ -1,1 +1,603 @@
-//! (being written)
+//! apt-get and apt-cache, run inside the root through the host.
+//!
+//! Every call is unattended and conservative: no prompts, existing config files are kept
+//! (confdef/confold), no recommends unless asked, and apt waits a bounded time for dpkg's lock so
+//! a run never hangs behind unattended-upgrades. apt's failures are turned into errors that say
+//! what to do; the two that are not the fleet repo's fault (a held lock, an interrupted dpkg) say so.
+//!
+//! Package lists are refreshed only when a source changed or they are older than the host's
+//! limit. apt gives list files the server's Last-Modified time, so a rarely published repository
+//! would look stale forever; a successful full update is therefore also recorded in
+//! `/var/lib/apt/periodic/update-success-stamp`, the stamp Debian tools already use for that.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::ResourceError;
+use crate::host::Host;
+use crate::platform::dpkg;
+
+pub const LISTS: &str = "/var/lib/apt/lists";
+const LISTS_LOCK: &str = "/var/lib/apt/lists/lock";
+const PERIODIC: &str = "/var/lib/apt/periodic";
+/// Touched by tend after a complete update (the name Ubuntu's update-notifier also uses).
+const SUCCESS_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
+/// Touched by Debian's apt-daily after its own successful update.
+const DAILY_STAMP: &str = "/var/lib/apt/periodic/update-stamp";
+
+/// The options every apt-get call gets, after `apt-get <subcommand>`.
+fn common_options(host: &Host, recommends: bool) -> Vec<String> {
+    [
+        "-y".to_string(),
+        "-q".to_string(),
+        "-o".to_string(),
+        format!("DPkg::Lock::Timeout={}", host.dpkg_lock_timeout.as_secs()),
+        "-o".to_string(),
+        "Dpkg::Options::=--force-confold".to_string(),
+        "-o".to_string(),
+        "Dpkg::Options::=--force-confdef".to_string(),
+        "-o".to_string(),
+        format!("APT::Install-Recommends={recommends}"),
+    ]
+    .into()
+}
+
+/// An apt-get invocation: `subcommand`, options, then operands. `shown` in errors is the short
+/// form an operator would type.
+fn apt_get(
+    host: &Host,
+    subcommand: &str,
+    extra: &[&str],
+    operands: &[&str],
+    recommends: bool,
+) -> Result<Output, ResourceError> {
+    let mut argv: Vec<String> = vec!["apt-get".into(), subcommand.into()];
+    argv.extend(common_options(host, recommends));
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.extend(operands.iter().map(|s| s.to_string()));
+    let shown = std::iter::once(format!("apt-get {subcommand}"))
+        .chain(operands.iter().map(|s| s.to_string()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    run(host, &argv, &shown)
+}
+
+fn run(host: &Host, argv: &[String], shown: &str) -> Result<Output, ResourceError> {
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    tracing::debug!(command = %host.redact(&refs.join(" ")), "running apt");
+    let out = host
+        .command(&refs)
+        .output()
+        .map_err(|e| ResourceError::other(format!("cannot run `{}`: {e}", host.redact(shown))))?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(failure(host, shown, &out))
+    }
+}
+
+/// The lines of apt's output that explain a failure: its errors and warnings, and dpkg's own.
+fn explaining_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = Vec::new();
+    for l in text.lines().map(str::trim_end) {
+        if (l.starts_with("E: ") || l.starts_with("W: ") || l.starts_with("dpkg: "))
+            && !lines.contains(&l)
+        {
+            lines.push(l);
+        }
+    }
+    if lines.len() > 12 {
+        lines.drain(..lines.len() - 12);
+    }
+    lines
+}
+
+/// Turns a failed apt run into an error that says what to do.
+fn failure(host: &Host, shown: &str, out: &Output) -> ResourceError {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    classify(host, shown, &out.status.to_string(), &text)
+}
+
+fn classify(host: &Host, shown: &str, status: &str, text: &str) -> ResourceError {
+    let errors: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("E:"))
+        .collect();
+    let lock = errors
+        .iter()
+        .find(|l| l.contains("Could not get lock"))
+        .or_else(|| {
+            errors.iter().find(|l| {
+                l.contains("Unable to acquire the dpkg frontend lock")
+                    || l.contains("Unable to lock")
+            })
+        });
+    if let Some(line) = lock {
+        let what = if line.contains("/lists") {
+            "apt's package lists are"
+        } else {
+            "dpkg is"
+        };
+        return ResourceError::other(host.redact(&format!(
+            "{what} locked by another process (held longer than {} s): {line}; tend will retry on its next run",
+            host.dpkg_lock_timeout.as_secs()
+        )));
+    }
+    if let Some(line) = errors.iter().find(|l| l.contains("dpkg was interrupted")) {
+        return ResourceError::other(host.redact(&format!(
+            "dpkg was interrupted: run `dpkg --configure -a` on the device to finish it; tend does not do that by itself, and will continue on its next run ({line})"
+        )));
+    }
+    let lines = explaining_lines(text);
+    let output = if lines.is_empty() {
+        let tail: Vec<&str> = text.trim().lines().rev().take(8).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    } else {
+        lines.join("\n")
+    };
+    ResourceError::Command {
+        command: host.redact(shown),
+        status: status.to_string(),
+        output: host.redact(&output),
+    }
+}
+
+/// True when apt-get update left some index out ("W: Failed to fetch", "Some index files failed").
+fn incomplete_update(out: &Output) -> bool {
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines().any(|l| {
+        l.starts_with("W: Failed to fetch")
+            || l.starts_with("W: Some index files failed")
+            || l.starts_with("E: ")
+    })
+}
+
+/// `apt-get update` of every source. Like apt, a source that cannot be fetched only warns (its old
+/// lists stay in use), so an unreachable mirror does not stop packages that are already known.
+pub fn update(host: &Host) -> Result<(), ResourceError> {
+    wait_for_lists_lock(host);
+    let out = apt_get(host, "update", &[], &[], false)?;
+    {
+        let mut flags = host.flags();
+        flags.apt_updated = true;
+        flags.apt_sources_changed = false;
+    }
+    if incomplete_update(&out) {
+        tracing::warn!(warnings = %host.redact(&explaining_lines(&String::from_utf8_lossy(&out.stderr)).join("; ")), "apt-get update left some sources out");
+    } else if let Err(e) = touch_stamp(host) {
+        tracing::warn!(error = %e, "cannot record the package list refresh in {SUCCESS_STAMP}");
+    }
+    Ok(())
+}
+
+/// `apt-get update` of one `.sources` file only (a device path), failing on any error, even a
+/// transient one: this is how a new or changed source proves that its URIs, suites and key work,
+/// without other sources' troubles being blamed on it. Other sources' lists are left alone, and
+/// the package caches are not rewritten with this one source only.
+pub fn update_source(host: &Host, sources_file: &str) -> Result<(), ResourceError> {
+    let list = format!("Dir::Etc::SourceList={sources_file}");
+    let extra = [
+        "--error-on=any",
+        "-o",
+        &list,
+        "-o",
+        "Dir::Etc::SourceParts=-",
+        "-o",
+        "APT::Get::List-Cleanup=false",
+        "-o",
+        "Dir::Cache::pkgcache=",
+        "-o",
+        "Dir::Cache::srcpkgcache=",
+    ];
+    let mut argv: Vec<String> = vec!["apt-get".into(), "update".into()];
+    argv.extend(common_options(host, false));
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    wait_for_lists_lock(host);
+    run(
+        host,
+        &argv,
+        &format!("apt-get update (of {sources_file} only)"),
+    )?;
+    Ok(())
+}
+
+/// apt-get update does not wait for the lists lock as apt-get install waits for dpkg's (it fails
+/// at once), so tend waits for it the same bounded time, e.g. behind apt-daily's update.
+fn wait_for_lists_lock(host: &Host) {
+    let Ok(lock) = host.path(LISTS_LOCK) else {
+        return;
+    };
+    let start = Instant::now();
+    while dpkg::record_lock_held(&lock) && start.elapsed() < host.dpkg_lock_timeout {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Records a complete update; creates apt's periodic directory when an image lacks it.
+fn touch_stamp(host: &Host) -> std::io::Result<()> {
+    let dir = host.path(PERIODIC).map_err(std::io::Error::other)?;
+    fs::create_dir_all(&dir)?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(host.path(SUCCESS_STAMP).map_err(std::io::Error::other)?)?;
+    f.set_modified(SystemTime::now())
+}
+
+/// The time of the last known refresh of the package lists: the newest Release/InRelease file,
+/// or a stamp of a complete update, whichever is newer. None when there are no lists at all.
+pub fn lists_refreshed_at(host: &Host) -> Result<Option<SystemTime>, ResourceError> {
+    let dir = host.path(LISTS)?;
+    let mut newest: Option<SystemTime> = None;
+    let mut any_list = false;
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries.filter_map(Result::ok) {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if !(name.ends_with("_InRelease") || name.ends_with("_Release")) {
+                    continue;
+                }
+                any_list = true;
+                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                    newest = newest.max(Some(t));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ResourceError::io(Path::new(LISTS), e)),
+    }
+    if !any_list {
+        // A stamp without lists (an image with its lists removed) proves nothing.
+        return Ok(None);
+    }
+    let stamps = [SUCCESS_STAMP, DAILY_STAMP]
+        .into_iter()
+        .filter_map(|s| fs::metadata(host.path(s).ok()?).ok()?.modified().ok());
+    Ok(stamps.fold(newest, |n, t| n.max(Some(t))))
+}
+
+/// True when the lists must be refreshed before they are trusted: none at all, or older than
+/// `max_age` as of `now`. A time in the future (a clock set back) counts as fresh.
+pub fn lists_stale(refreshed: Option<SystemTime>, max_age: Duration, now: SystemTime) -> bool {
+    match refreshed {
+        None => true,
+        Some(t) => now.duration_since(t).is_ok_and(|age| age > max_age),
+    }
+}
+
+/// Runs `apt-get update` when a source changed in this run, or when the lists are stale and no
+/// update ran yet in this run. Returns whether it ran.
+pub fn ensure_fresh_lists(host: &Host) -> Result<bool, ResourceError> {
+    let (sources_changed, updated) = {
+        let f = host.flags();
+        (f.apt_sources_changed, f.apt_updated)
+    };
+    let needed = sources_changed
+        || (!updated
+            && lists_stale(
+                lists_refreshed_at(host)?,
+                host.apt_lists_max_age,
+                SystemTime::now(),
+            ));
+    if needed {
+        update(host)?;
+    }
+    Ok(needed)
+}
+
+/// `apt-get install` of specs ("curl", "hello=1.0-1", "libc6:armhf"). A pinned version may be
+/// older than the installed one, which apt refuses under -y without --allow-downgrades.
+pub fn install(host: &Host, specs: &[&str], recommends: bool) -> Result<(), ResourceError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let extra: &[&str] = if specs.iter().any(|s| s.contains('=')) {
+        &["--allow-downgrades"]
+    } else {
+        &[]
+    };
+    apt_get(host, "install", extra, specs, recommends)?;
+    Ok(())
+}
+
+/// `apt-get remove`, or `apt-get purge` to drop configuration files too.
+pub fn remove(host: &Host, names: &[&str], purge: bool) -> Result<(), ResourceError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    apt_get(
+        host,
+        if purge { "purge" } else { "remove" },
+        &[],
+        names,
+        false,
+    )?;
+    Ok(())
+}
+
+/// The candidate version apt would install for each name, from `apt-cache policy`. A name apt does
+/// not know is missing from the map; one without a candidate maps to None.
+pub fn candidates(
+    host: &Host,
+    names: &[&str],
+) -> Result<HashMap<String, Option<String>>, ResourceError> {
+    if names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut argv: Vec<String> = vec!["apt-cache".into()];
+    if host.check {
+        // apt-cache rewrites a stale package cache; check mode leaves even that alone.
+        argv.extend(
+            [
+                "-o",
+                "Dir::Cache::pkgcache=",
+                "-o",
+                "Dir::Cache::srcpkgcache=",
+            ]
+            .map(String::from),
+        );
+    }
+    argv.push("policy".into());
+    argv.extend(names.iter().map(|s| s.to_string()));
+    let out = run(
+        host,
+        &argv,
+        &format!("apt-cache policy {}", names.join(" ")),
+    )?;
+    Ok(parse_policy(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `apt-cache policy` output: an unindented "name:" line per package (a foreign
+/// architecture shows as "name:arch:"), then indented "Installed:" and "Candidate:" lines.
+pub fn parse_policy(text: &str) -> HashMap<String, Option<String>> {
+    let mut out = HashMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        if !line.starts_with([' ', '\t']) {
+            current = line.trim_end().strip_suffix(':');
+            continue;
+        }
+        if let (Some(name), Some(v)) = (current, line.trim_start().strip_prefix("Candidate:")) {
+            let v = v.trim();
+            out.insert(
+                name.to_string(),
+                (v != "(none)" && !v.is_empty()).then(|| v.to_string()),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp_host() -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::new(d.path());
+        (d, host)
+    }
+
+    #[test]
+    fn parses_candidates_from_apt_cache_policy() {
+        let text = "\
+curl:
+  Installed: 7.88.1-10+deb12u5
+  Candidate: 7.88.1-10+deb12u15
+  Version table:
+     7.88.1-10+deb12u15 500
+        500 http://deb.debian.org/debian bookworm/main arm64 Packages
+ *** 7.88.1-10+deb12u5 100
+        100 /var/lib/dpkg/status
+libc6:armhf:
+  Installed: (none)
+  Candidate: 2.36-9
+  Version table:
+mail-transport-agent:
+  Installed: (none)
+  Candidate: (none)
+  Version table:
+";
+        let c = parse_policy(text);
+        assert_eq!(c.get("curl"), Some(&Some("7.88.1-10+deb12u15".to_string())));
+        assert_eq!(c.get("libc6:armhf"), Some(&Some("2.36-9".to_string())));
+        assert_eq!(c.get("mail-transport-agent"), Some(&None));
+        assert_eq!(c.get("doesnotexist"), None);
+    }
+
+    #[test]
+    fn common_options_carry_the_lock_timeout_and_recommends() {
+        let (_d, mut host) = tmp_host();
+        host.dpkg_lock_timeout = Duration::from_secs(42);
+        let o = common_options(&host, true).join(" ");
+        assert_eq!(o, "-y -q -o DPkg::Lock::Timeout=42 -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef -o APT::Install-Recommends=true");
+        assert!(common_options(&host, false)
+            .join(" ")
+            .ends_with("APT::Install-Recommends=false"));
+    }
+
+    #[test]
+    fn lock_failures_say_retry_with_apts_line() {
+        let (_d, mut host) = tmp_host();
+        host.dpkg_lock_timeout = Duration::from_secs(120);
+        let text = "Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 77 (unattended-upgr)...\n\
+E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 77 (unattended-upgr)\n\
+E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is another process using it?\n";
+        let e = classify(&host, "apt-get install curl", "exit status: 100", text).to_string();
+        assert_eq!(
+            e,
+            "dpkg is locked by another process (held longer than 120 s): E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 77 (unattended-upgr); tend will retry on its next run"
+        );
+        let lists = classify(&host, "apt-get update", "exit status: 100", "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 9 (apt-get)\nE: Unable to lock directory /var/lib/apt/lists/\n");
+        assert!(
+            lists
+                .to_string()
+                .starts_with("apt's package lists are locked"),
+            "{lists}"
+        );
+    }
+
+    #[test]
+    fn interrupted_dpkg_says_configure_a() {
+        let (_d, host) = tmp_host();
+        let e = classify(&host, "apt-get install curl", "exit status: 100", "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem. \n").to_string();
+        assert!(
+            e.starts_with("dpkg was interrupted: run `dpkg --configure -a`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_failures_keep_apts_and_dpkgs_own_lines() {
+        let (_d, host) = tmp_host();
+        let text = "Reading package lists...\nBuilding dependency tree...\nE: Version '9.9' for 'hello' was not found\n";
+        let e = classify(&host, "apt-get install hello=9.9", "exit status: 100", text).to_string();
+        assert_eq!(e, "`apt-get install hello=9.9` failed (exit status: 100): E: Version '9.9' for 'hello' was not found");
+        let text = "Setting up x (1.0) ...\ndpkg: error processing package x (--configure):\n installed x package post-installation script subprocess returned error exit status 1\nErrors were encountered while processing:\n x\nE: Sub-process /usr/bin/dpkg returned an error code (1)\n";
+        let e = classify(&host, "apt-get install x", "exit status: 100", text).to_string();
+        assert!(
+            e.contains("dpkg: error processing package x") && e.contains("E: Sub-process"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_lists_are_stale_and_old_lists_are_stale() {
+        let (d, host) = tmp_host();
+        assert_eq!(lists_refreshed_at(&host).unwrap(), None);
+        let day = Duration::from_secs(86400);
+        assert!(lists_stale(None, day, SystemTime::now()));
+        let lists = d.path().join("var/lib/apt/lists");
+        fs::create_dir_all(&lists).unwrap();
+        fs::write(
+            lists.join("deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            lists_refreshed_at(&host).unwrap(),
+            None,
+            "Packages files alone do not date a refresh"
+        );
+        let old = SystemTime::now() - 3 * day;
+        let f =
+            fs::File::create(lists.join("deb.debian.org_debian_dists_bookworm_InRelease")).unwrap();
+        f.set_modified(old).unwrap();
+        let at = lists_refreshed_at(&host).unwrap();
+        assert_eq!(at, Some(old));
+        assert!(lists_stale(at, day, SystemTime::now()));
+        assert!(!lists_stale(at, 4 * day, SystemTime::now()));
+        assert!(
+            !lists_stale(Some(SystemTime::now() + day), day, SystemTime::now()),
+            "a clock set back is no reason to update"
+        );
+    }
+
+    #[test]
+    fn a_success_stamp_makes_old_server_dated_lists_fresh() {
+        let (d, host) = tmp_host();
+        let lists = d.path().join("var/lib/apt/lists");
+        fs::create_dir_all(&lists).unwrap();
+        let f =
+            fs::File::create(lists.join("127.0.0.1:8080_debian_dists_bookworm_Release")).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(400 * 86400))
+            .unwrap();
+        touch_stamp(&host).unwrap();
+        assert!(d
+            .path()
+            .join("var/lib/apt/periodic/update-success-stamp")
+            .is_file());
+        let at = lists_refreshed_at(&host).unwrap();
+        assert!(!lists_stale(
+            at,
+            Duration::from_secs(3600),
+            SystemTime::now()
+        ));
+    }
+
+    #[test]
+    fn fresh_lists_need_no_update_and_no_apt_call() {
+        let (d, host) = tmp_host();
+        let lists = d.path().join("var/lib/apt/lists");
+        fs::create_dir_all(&lists).unwrap();
+        fs::write(
+            lists.join("deb.debian.org_debian_dists_bookworm_InRelease"),
+            "",
+        )
+        .unwrap();
+        // apt cannot run inside this tempdir root: a call would fail, so Ok(false) proves none was made.
+        assert!(!ensure_fresh_lists(&host).unwrap());
+        host.flags().apt_updated = true;
+        fs::File::options()
+            .write(true)
+            .open(lists.join("deb.debian.org_debian_dists_bookworm_InRelease"))
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(90 * 86400))
+            .unwrap();
+        assert!(
+            !ensure_fresh_lists(&host).unwrap(),
+            "lists are refreshed at most once per run"
+        );
+        host.flags().apt_sources_changed = true;
+        assert!(
+            ensure_fresh_lists(&host).is_err(),
+            "a changed source forces an update (which cannot run here)"
+        );
+    }
+
+    #[test]
+    fn update_waits_a_bounded_time_for_the_lists_lock() {
+        let Some(python) = ["/usr/bin/python3", "/bin/python3"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            return;
+        };
+        let (d, mut host) = tmp_host();
+        let lock = d.path().join("var/lib/apt/lists/lock");
+        fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        fs::write(&lock, "").unwrap();
+        let script = format!(
+            "import fcntl,time\nf=open('{}','w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)\n",
+            lock.display()
+        );
+        let mut child = std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        host.dpkg_lock_timeout = Duration::from_secs(1);
+        let start = Instant::now();
+        wait_for_lists_lock(&host);
+        let waited = start.elapsed();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        let start = Instant::now();
+        wait_for_lists_lock(&host);
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "no wait once the lock is free"
+        );
+    }
+}

@@ -1,1 +1,790 @@
-//! (being written)
+//! dpkg's status database, read straight from the root, and Debian version ordering.
+//!
+//! The package resource decides from this file alone whether apt must run at all, on a Pi, every
+//! few minutes, so the parser borrows from the file's text and allocates only for packages that are
+//! present. dpkg writes changes to a journal (`updates/`) before merging them into `status`; the
+//! journal is laid over the file as dpkg itself does, and a leftover journal means dpkg was
+//! interrupted.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::error::ResourceError;
+use crate::host::Host;
+
+pub const STATUS: &str = "/var/lib/dpkg/status";
+const UPDATES: &str = "/var/lib/dpkg/updates";
+const LOCKS: [&str; 2] = ["/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledPkg {
+    pub name: String,
+    pub arch: String,
+    pub version: String,
+}
+
+/// A package dpkg left half-way: unpacked but not configured, or worse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    pub name: String,
+    pub arch: String,
+    /// dpkg's state word, e.g. "half-configured", or "reinstreq" when dpkg flagged it broken.
+    pub state: String,
+}
+
+/// What the package resource needs from the database.
+///
+/// Keys are apt's spelling: the bare name for the native architecture and `all`, `name:arch` for a
+/// foreign architecture (multi-arch). Look names up with [`DpkgStatus::get`].
+#[derive(Debug, Default)]
+pub struct DpkgStatus {
+    /// Configured packages: Status "install ok installed", held ones ("hold ok installed") and
+    /// those with triggers pending included.
+    pub installed: HashMap<String, InstalledPkg>,
+    /// Removed packages whose conffiles remain ("rc"): absent, but not purged.
+    pub config_files: HashSet<String>,
+    pub unfinished: Vec<Unfinished>,
+    /// dpkg's journal holds entries not merged into `status`: dpkg is running or was killed.
+    pub journal_pending: bool,
+    /// The Architecture of the `dpkg` package.
+    pub native_arch: Option<String>,
+}
+
+/// The fields of one stanza the resource cares about, borrowed from the file's text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Raw<'a> {
+    package: &'a str,
+    arch: &'a str,
+    version: &'a str,
+    status: &'a str,
+}
+
+/// Iterates over stanzas, looking only at the four fields; continuation lines (a leading space or
+/// tab) are skipped unread, which is where the bulk of the file (descriptions, conffiles) lives.
+struct Stanzas<'a> {
+    lines: std::str::Split<'a, char>,
+}
+
+impl<'a> Iterator for Stanzas<'a> {
+    type Item = Raw<'a>;
+
+    fn next(&mut self) -> Option<Raw<'a>> {
+        let mut raw = Raw::default();
+        let mut seen_field = false;
+        for line in self.lines.by_ref() {
+            match line.as_bytes().first() {
+                Some(b' ' | b'\t') if line.trim().is_empty() => {}
+                Some(b' ' | b'\t') => continue,
+                Some(_) if line.trim_end().is_empty() => {}
+                Some(_) => {
+                    seen_field = true;
+                    let Some((name, value)) = line.split_once(':') else {
+                        continue;
+                    };
+                    let value = value.trim();
+                    match name.len() {
+                        7 if name.eq_ignore_ascii_case("Package") => raw.package = value,
+                        7 if name.eq_ignore_ascii_case("Version") => raw.version = value,
+                        6 if name.eq_ignore_ascii_case("Status") => raw.status = value,
+                        12 if name.eq_ignore_ascii_case("Architecture") => raw.arch = value,
+                        _ => {}
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            // A blank line ends a stanza; runs of blank lines are one separator.
+            if seen_field {
+                return Some(raw);
+            }
+        }
+        seen_field.then_some(raw)
+    }
+}
+
+fn stanzas(text: &str) -> Stanzas<'_> {
+    Stanzas {
+        lines: text.split('\n'),
+    }
+}
+
+/// What one Status field ("want eflag state") means for tend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Installed,
+    ConfigFiles,
+    NotInstalled,
+    Unfinished,
+}
+
+fn state_of(status: &str) -> (State, &str) {
+    let mut words = status.split_ascii_whitespace();
+    let (_want, eflag, state) = (
+        words.next(),
+        words.next().unwrap_or(""),
+        words.next().unwrap_or(""),
+    );
+    if eflag == "reinstreq" {
+        return (State::Unfinished, "reinstreq");
+    }
+    let s = match state {
+        // Pending triggers are processed by dpkg on apt's next run; the package is configured.
+        "installed" | "triggers-pending" | "triggers-awaited" => State::Installed,
+        "config-files" => State::ConfigFiles,
+        "half-installed" | "unpacked" | "half-configured" => State::Unfinished,
+        _ => State::NotInstalled,
+    };
+    (s, state)
+}
+
+impl DpkgStatus {
+    /// Parses the status file's text, then the journal's entries in order (later ones win).
+    pub fn parse(status: &str, journal: &[&str]) -> DpkgStatus {
+        let mut raws: Vec<Raw> = stanzas(status).filter(|r| !r.package.is_empty()).collect();
+        for text in journal {
+            for j in stanzas(text).filter(|r| !r.package.is_empty()) {
+                match raws
+                    .iter_mut()
+                    .find(|r| r.package == j.package && r.arch == j.arch)
+                {
+                    Some(r) => *r = j,
+                    None => raws.push(j),
+                }
+            }
+        }
+        let native = raws
+            .iter()
+            .filter(|r| r.package == "dpkg" && !r.arch.is_empty())
+            .max_by_key(|r| state_of(r.status).0 == State::Installed)
+            .map(|r| r.arch.to_string());
+        let mut out = DpkgStatus {
+            journal_pending: !journal.is_empty(),
+            native_arch: native,
+            ..Default::default()
+        };
+        for r in &raws {
+            let (state, word) = state_of(r.status);
+            if state == State::NotInstalled {
+                continue;
+            }
+            let key = out.key_for(r.package, r.arch);
+            match state {
+                State::Installed => {
+                    let pkg = InstalledPkg {
+                        name: r.package.to_string(),
+                        arch: r.arch.to_string(),
+                        version: r.version.to_string(),
+                    };
+                    // Without a known native architecture, the first instance of a name takes the bare key.
+                    let key = if out.native_arch.is_none() && out.installed.contains_key(&key) {
+                        format!("{}:{}", r.package, r.arch)
+                    } else {
+                        key
+                    };
+                    out.installed.insert(key, pkg);
+                }
+                State::ConfigFiles => {
+                    out.config_files.insert(key);
+                }
+                State::Unfinished => out.unfinished.push(Unfinished {
+                    name: r.package.to_string(),
+                    arch: r.arch.to_string(),
+                    state: word.to_string(),
+                }),
+                State::NotInstalled => {}
+            }
+        }
+        out
+    }
+
+    fn is_native(&self, arch: &str) -> bool {
+        arch.is_empty() || arch == "all" || self.native_arch.as_deref().is_none_or(|n| n == arch)
+    }
+
+    fn key_for(&self, name: &str, arch: &str) -> String {
+        if self.is_native(arch) {
+            name.to_string()
+        } else {
+            format!("{name}:{arch}")
+        }
+    }
+
+    /// The installed package apt would mean by `name` ("curl", "libc6:armhf", "tzdata:all").
+    pub fn get(&self, name: &str) -> Option<&InstalledPkg> {
+        match name.split_once(':') {
+            // An `all` package belongs to every architecture, the native one included.
+            Some((bare, arch)) if self.is_native(arch) => self
+                .installed
+                .get(bare)
+                .filter(|p| p.arch == arch || p.arch == "all" || p.arch.is_empty()),
+            Some(_) => self.installed.get(name),
+            None => self.installed.get(name),
+        }
+    }
+
+    /// True when only conffiles of `name` remain.
+    pub fn has_config_files(&self, name: &str) -> bool {
+        match name.split_once(':') {
+            Some((bare, arch)) if self.is_native(arch) => self.config_files.contains(bare),
+            _ => self.config_files.contains(name),
+        }
+    }
+
+    /// Why apt cannot be used right now, if dpkg was left half-way, in words that say what to do.
+    /// `lock_held` tells an interruption (nobody holds the lock) from a dpkg run in progress.
+    pub fn interrupted(&self, lock_held: bool) -> Option<String> {
+        if self.unfinished.is_empty() && !self.journal_pending {
+            return None;
+        }
+        let mut what: Vec<String> = self
+            .unfinished
+            .iter()
+            .take(5)
+            .map(|u| {
+                let arch = if self.is_native(&u.arch) {
+                    String::new()
+                } else {
+                    format!(":{}", u.arch)
+                };
+                format!("{}{arch} is {}", u.name, u.state)
+            })
+            .collect();
+        if self.unfinished.len() > 5 {
+            what.push(format!("{} more", self.unfinished.len() - 5));
+        }
+        if what.is_empty() {
+            what.push("its journal in /var/lib/dpkg/updates is not merged".to_string());
+        }
+        let what = what.join(", ");
+        Some(if lock_held {
+            format!("dpkg is busy: another process holds the dpkg lock ({what}); tend will retry on its next run")
+        } else {
+            format!("dpkg was interrupted ({what}): run `dpkg --configure -a` on the device to finish it; tend does not do that by itself, and will continue on its next run")
+        })
+    }
+}
+
+fn read_text(path: &Path, device_path: &str) -> Result<Option<String>, ResourceError> {
+    match fs::read(path) {
+        // dpkg writes UTF-8; an odd byte in some description must not make the database unreadable.
+        Ok(bytes) => {
+            Ok(Some(String::from_utf8(bytes).unwrap_or_else(|e| {
+                String::from_utf8_lossy(e.as_bytes()).into_owned()
+            })))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ResourceError::io(Path::new(device_path), e)),
+    }
+}
+
+/// The journal entries dpkg has not merged yet, oldest first (files named by a decimal number).
+fn journal(host: &Host) -> Result<Vec<String>, ResourceError> {
+    let dir = host.path(UPDATES)?;
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ResourceError::io(Path::new(UPDATES), e)),
+    };
+    let mut numbered: Vec<(u64, std::path::PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| name.parse().ok())??;
+            Some((n, e.path()))
+        })
+        .collect();
+    numbered.sort();
+    let mut texts = Vec::with_capacity(numbered.len());
+    for (_, p) in numbered {
+        if let Some(t) = read_text(&p, UPDATES)? {
+            texts.push(t);
+        }
+    }
+    Ok(texts)
+}
+
+/// Reads the status database of the root, journal included.
+pub fn read(host: &Host) -> Result<DpkgStatus, ResourceError> {
+    let path = host.path(STATUS)?;
+    let text = read_text(&path, STATUS)?.ok_or_else(|| {
+        ResourceError::other(format!("{STATUS} does not exist under {}: this is not a Debian system (or dpkg is not installed)", host.root().display()))
+    })?;
+    let journal = journal(host)?;
+    let refs: Vec<&str> = journal.iter().map(String::as_str).collect();
+    Ok(DpkgStatus::parse(&text, &refs))
+}
+
+/// Installed packages, keyed as apt names them (see [`DpkgStatus`]).
+pub fn installed(host: &Host) -> Result<HashMap<String, InstalledPkg>, ResourceError> {
+    Ok(read(host)?.installed)
+}
+
+/// dpkg's architecture ("arm64", "armhf", "amd64"): the Architecture of the `dpkg` package, read
+/// without running dpkg, so it also works for a foreign-architecture chroot.
+pub fn native_architecture(host: &Host) -> Result<String, ResourceError> {
+    let path = host.path(STATUS)?;
+    let text = read_text(&path, STATUS)?.unwrap_or_default();
+    stanzas(&text)
+        .filter(|r| r.package == "dpkg" && !r.arch.is_empty())
+        .max_by_key(|r| state_of(r.status).0 == State::Installed)
+        .map(|r| r.arch.to_string())
+        .ok_or_else(|| {
+            ResourceError::other(format!(
+                "no `dpkg` package in {STATUS}: cannot tell the architecture"
+            ))
+        })
+}
+
+/// True when a process holds dpkg's lock (apt and dpkg take POSIX record locks on these files).
+/// Only asks (F_GETLK); never takes the lock.
+pub fn lock_held(host: &Host) -> bool {
+    LOCKS
+        .iter()
+        .any(|l| host.path(l).is_ok_and(|p| record_lock_held(&p)))
+}
+
+/// True when a process holds a POSIX record lock on `path` (how apt and dpkg lock their files).
+pub fn record_lock_held(path: &Path) -> bool {
+    fs::File::open(path).is_ok_and(|f| lock_held_on(&f))
+}
+
+fn lock_held_on(f: &fs::File) -> bool {
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: the descriptor is open for the duration of the call and `fl` outlives it.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// Orders two Debian versions as dpkg does (Debian policy §5.6.12): epoch numerically, then the
+/// upstream version, then the revision, each compared with [`compare_part`].
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let (ea, ua, ra) = split_version(a.trim());
+    let (eb, ub, rb) = split_version(b.trim());
+    compare_digits(ea.as_bytes(), eb.as_bytes())
+        .then_with(|| compare_part(ua, ub))
+        .then_with(|| compare_part(ra, rb))
+}
+
+/// Splits "epoch:upstream-revision"; a missing epoch is 0 and a missing revision is empty (which
+/// orders like "0").
+fn split_version(v: &str) -> (&str, &str, &str) {
+    let (epoch, rest) = match v.split_once(':') {
+        Some((e, r)) if !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit()) => (e, r),
+        _ => ("0", v),
+    };
+    match rest.rsplit_once('-') {
+        Some((u, r)) => (epoch, u, r),
+        None => (epoch, rest, ""),
+    }
+}
+
+/// Compares two runs of decimal digits as numbers of any size.
+fn compare_digits(a: &[u8], b: &[u8]) -> Ordering {
+    let strip = |s: &[u8]| -> usize { s.iter().take_while(|&&c| c == b'0').count() };
+    let (a, b) = (&a[strip(a)..], &b[strip(b)..]);
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// The weight of a character in the non-digit parts: `~` before the end of the string, the end
+/// before letters, letters before everything else.
+fn weight(c: Option<u8>) -> i32 {
+    match c {
+        None => 0,
+        Some(b'~') => -1,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+        Some(c) => i32::from(c) + 256,
+    }
+}
+
+/// Compares an upstream version or a revision: alternately a non-digit part (by [`weight`]) and a
+/// digit part (numerically), from the left.
+pub fn compare_part(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        while a.get(i).is_some_and(|c| !c.is_ascii_digit())
+            || b.get(j).is_some_and(|c| !c.is_ascii_digit())
+        {
+            let (wa, wb) = (weight(a.get(i).copied()), weight(b.get(j).copied()));
+            if wa != wb {
+                return wa.cmp(&wb);
+            }
+            i += 1;
+            j += 1;
+        }
+        // Equal weights mean the same non-digit on both sides, so i and j stay in bounds.
+        let (si, sj) = (i, j);
+        while a.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        while b.get(j).is_some_and(u8::is_ascii_digit) {
+            j += 1;
+        }
+        match compare_digits(&a[si..i], &b[sj..j]) {
+            Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    Ordering::Equal
+}
+
+/// Checks a version a user typed (a pin), so that a typo fails at validation with a fix rather
+/// than at apt-get on every device.
+pub fn validate_version(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("the version is empty".into());
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || ".+~-:".contains(*c)))
+    {
+        return Err(format!(
+            "'{v}' contains '{c}'; a Debian version has only letters, digits and . + ~ - :"
+        ));
+    }
+    let (epoch, upstream) = match v.split_once(':') {
+        Some((e, u)) => (Some(e), u),
+        None => (None, v),
+    };
+    if let Some(e) = epoch {
+        if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "'{v}': the epoch before ':' must be a number, e.g. 1:2.0-1"
+            ));
+        }
+    }
+    if upstream.contains(':') {
+        return Err(format!("'{v}' has more than one ':'"));
+    }
+    if !upstream.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!(
+            "'{v}': the upstream version must start with a digit"
+        ));
+    }
+    if upstream.ends_with('-') {
+        return Err(format!("'{v}': the revision after the last '-' is empty"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Ordering::{Equal, Greater, Less};
+
+    fn cmp(a: &str, b: &str) -> Ordering {
+        compare_versions(a, b)
+    }
+
+    #[test]
+    fn policy_examples_order_as_dpkg_does() {
+        let cases = [
+            ("1.0~rc1", "1.0", Less),
+            ("1:0.9", "2.0", Greater),
+            ("1.0-1", "1.0-1+b1", Less),
+            ("1.0a", "1.0+", Less),
+            ("1.0", "1.0-0", Equal),
+            ("0:1.0", "1.0", Equal),
+            ("1.0", "1.00", Equal),
+            ("1.2.3", "1.2", Greater),
+            ("2.0", "1.99", Greater),
+            ("1.10", "1.9", Greater),
+            ("1.0+dfsg-1", "1.0-1", Greater),
+            ("7.88.1-10+deb12u5", "7.88.1-10", Greater),
+            ("1.0-1~bpo12+1", "1.0-1", Less),
+            ("1.0-rc1-2", "1.0-rc1-10", Less),
+            ("2:1", "10:0", Less),
+            ("1.0~~", "1.0~~a", Less),
+            ("1.0~~a", "1.0~", Less),
+            ("1.0~", "1.0", Less),
+            ("1.0", "1.0a", Less),
+            ("1.0.", "1.0a", Greater),
+            (
+                "99999999999999999999999",
+                "99999999999999999999998",
+                Greater,
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(cmp(a, b), want, "{a} vs {b}");
+            assert_eq!(cmp(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn sorts_the_policy_tilde_chain() {
+        let mut v = vec!["a", "", "~", "~~a", "~~"];
+        v.sort_by(|a, b| compare_part(a, b));
+        assert_eq!(v, vec!["~~", "~~a", "~", "", "a"]);
+    }
+
+    #[test]
+    fn validates_pins() {
+        for ok in ["1.0-1", "1:2.3~rc1-0+deb12u1", "7.88.1-10+deb12u5", "2.0"] {
+            assert!(validate_version(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "v1.0",
+            "1.0 beta",
+            "a:1.0",
+            "1:2:3",
+            "1.0-",
+            "1.0/stable",
+            "1.0*",
+        ] {
+            assert!(validate_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    const STATUS_TEXT: &str = "\
+Package: dpkg
+Status: install ok installed
+Priority: required
+Architecture: arm64
+Version: 1.21.22
+Description: Debian package management system
+ This package provides the low-level infrastructure.
+ Package: fake-in-description
+ .
+ Status: install ok installed
+
+Package: curl
+Status: install ok installed
+Architecture: arm64
+Version: 7.88.1-10+deb12u5
+Conffiles:
+ /etc/curlrc 0123456789abcdef
+
+Package: libc6
+Status: install ok installed
+Architecture: arm64
+Multi-Arch: same
+Version: 2.36-9
+
+Package: libc6
+Status: install ok installed
+Architecture: armhf
+Multi-Arch: same
+Version: 2.36-8
+
+Package: tzdata
+Status: hold ok installed
+Architecture: all
+Version: 2024a-0+deb12u1
+
+Package: oldthing
+Status: deinstall ok config-files
+Architecture: arm64
+Version: 1.0-1
+
+Package: gone
+Status: purge ok not-installed
+Architecture: arm64
+
+Package: halfway
+Status: install ok half-configured
+Architecture: arm64
+Version: 3.0-1
+
+Package: trig
+Status: install ok triggers-pending
+Architecture: arm64
+Version: 1-1
+";
+
+    #[test]
+    fn parses_installed_packages_keyed_as_apt_names_them() {
+        let s = DpkgStatus::parse(STATUS_TEXT, &[]);
+        assert_eq!(s.native_arch.as_deref(), Some("arm64"));
+        assert_eq!(
+            s.get("curl").map(|p| p.version.as_str()),
+            Some("7.88.1-10+deb12u5")
+        );
+        assert_eq!(s.get("libc6").map(|p| p.version.as_str()), Some("2.36-9"));
+        assert_eq!(
+            s.get("libc6:arm64").map(|p| p.version.as_str()),
+            Some("2.36-9")
+        );
+        assert_eq!(
+            s.get("libc6:armhf").map(|p| p.version.as_str()),
+            Some("2.36-8")
+        );
+        assert_eq!(
+            s.get("tzdata").map(|p| p.arch.as_str()),
+            Some("all"),
+            "held packages are installed"
+        );
+        assert_eq!(s.get("tzdata:all").map(|p| p.arch.as_str()), Some("all"));
+        assert!(
+            s.get("trig").is_some(),
+            "pending triggers leave the package configured"
+        );
+        assert!(s.get("oldthing").is_none());
+        assert!(s.has_config_files("oldthing"));
+        assert!(s.get("gone").is_none() && !s.has_config_files("gone"));
+        assert!(
+            s.get("fake-in-description").is_none(),
+            "continuation lines are not fields"
+        );
+        assert!(s.get("halfway").is_none());
+        assert_eq!(s.installed.len(), 6);
+    }
+
+    #[test]
+    fn reports_unfinished_packages_with_the_fix() {
+        let s = DpkgStatus::parse(STATUS_TEXT, &[]);
+        assert_eq!(
+            s.unfinished,
+            vec![Unfinished {
+                name: "halfway".into(),
+                arch: "arm64".into(),
+                state: "half-configured".into()
+            }]
+        );
+        let msg = s.interrupted(false).unwrap();
+        assert!(
+            msg.contains("halfway is half-configured") && msg.contains("dpkg --configure -a"),
+            "{msg}"
+        );
+        let busy = s.interrupted(true).unwrap();
+        assert!(
+            busy.contains("retry on its next run") && !busy.contains("--configure"),
+            "{busy}"
+        );
+        let clean = DpkgStatus::parse(
+            "Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: all\n",
+            &[],
+        );
+        assert_eq!(clean.interrupted(false), None);
+    }
+
+    #[test]
+    fn journal_entries_override_the_status_file() {
+        let journal =
+            "Package: curl\nStatus: install ok unpacked\nArchitecture: arm64\nVersion: 8.0-1\n";
+        let s = DpkgStatus::parse(STATUS_TEXT, &[journal]);
+        assert!(s.get("curl").is_none());
+        assert!(s.journal_pending);
+        assert!(s
+            .unfinished
+            .iter()
+            .any(|u| u.name == "curl" && u.state == "unpacked"));
+    }
+
+    #[test]
+    fn reinstreq_is_unfinished_even_when_installed() {
+        let s = DpkgStatus::parse(
+            "Package: x\nStatus: install reinstreq installed\nArchitecture: all\nVersion: 1\n",
+            &[],
+        );
+        assert!(s.get("x").is_none());
+        assert_eq!(s.unfinished[0].state, "reinstreq");
+    }
+
+    #[test]
+    fn tolerates_crlf_whitespace_separators_and_missing_final_newline() {
+        let text = "Package: a\r\nStatus: install ok installed\r\nVersion: 1.0\r\nArchitecture: all\r\n \t\nPackage: b\nStatus: install ok installed\nVersion: 2.0\nArchitecture: all";
+        let s = DpkgStatus::parse(text, &[]);
+        assert_eq!(s.get("a").map(|p| p.version.as_str()), Some("1.0"));
+        assert_eq!(s.get("b").map(|p| p.version.as_str()), Some("2.0"));
+    }
+
+    #[test]
+    fn reads_status_journal_and_architecture_from_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("var/lib/dpkg/updates")).unwrap();
+        fs::write(d.path().join("var/lib/dpkg/status"), STATUS_TEXT).unwrap();
+        let host = Host::new(d.path());
+        assert_eq!(native_architecture(&host).unwrap(), "arm64");
+        let s = read(&host).unwrap();
+        assert!(
+            !s.journal_pending,
+            "an empty updates directory is no interruption"
+        );
+        assert_eq!(installed(&host).unwrap().len(), 6);
+        fs::write(d.path().join("var/lib/dpkg/updates/tmp.i"), "garbage").unwrap();
+        fs::write(
+            d.path().join("var/lib/dpkg/updates/0002"),
+            "Package: curl\nStatus: install ok half-installed\nArchitecture: arm64\nVersion: 9-1\n",
+        )
+        .unwrap();
+        fs::write(
+            d.path().join("var/lib/dpkg/updates/0001"),
+            "Package: curl\nStatus: install ok installed\nArchitecture: arm64\nVersion: 8-1\n",
+        )
+        .unwrap();
+        let s = read(&host).unwrap();
+        assert!(s.journal_pending);
+        assert!(s.get("curl").is_none(), "the newest journal entry wins");
+        assert!(!lock_held(&host));
+    }
+
+    #[test]
+    fn missing_status_file_says_what_is_wrong() {
+        let d = tempfile::tempdir().unwrap();
+        let err = read(&Host::new(d.path())).unwrap_err().to_string();
+        assert!(
+            err.contains("/var/lib/dpkg/status") && err.contains("not a Debian system"),
+            "{err}"
+        );
+        assert!(native_architecture(&Host::new(d.path())).is_err());
+    }
+
+    #[test]
+    fn foreign_instance_alone_does_not_satisfy_the_bare_name() {
+        let text = "Package: dpkg\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\nPackage: wine32\nStatus: install ok installed\nArchitecture: i386\nVersion: 8.0\n";
+        let s = DpkgStatus::parse(text, &[]);
+        assert!(s.get("wine32").is_none());
+        assert!(s.get("wine32:i386").is_some());
+    }
+
+    #[test]
+    fn sees_a_record_lock_held_by_another_process() {
+        let Ok(python) = which_python() else { return };
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join("var/lib/dpkg/lock-frontend");
+        fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        fs::write(&lock, "").unwrap();
+        let script = format!(
+            "import fcntl,sys,time\nf=open('{}','w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)\n",
+            lock.display()
+        );
+        let mut child = std::process::Command::new(python)
+            .arg("-c")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        io::BufRead::read_line(
+            &mut io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let held = lock_held(&Host::new(d.path()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(line.trim(), "locked");
+        assert!(held);
+        assert!(!lock_held(&Host::new(d.path())));
+    }
+
+    fn which_python() -> Result<&'static str, ()> {
+        ["/usr/bin/python3", "/bin/python3"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or(())
+    }
+}

@@ -1,3 +1,820 @@
-//! (being written)
-use crate::registry::ResourceType;
-pub const TYPE: ResourceType = ResourceType { name: "apt_source", primary: "name", build: |_, _| Err(crate::SpecError::new("apt_source: not built yet")) };
+//! `apt_source`: an apt repository, as a deb822 `.sources` file and the key that signs it.
+//!
+//! ```yaml
+//! - apt_source: tend-test                  # /etc/apt/sources.list.d/tend-test.sources
+//!   uris: http://127.0.0.1:8080/debian     # a string or a list
+//!   suites: [bookworm]                     # a string or a list
+//!   components: [main]                     # omitted when every suite is an exact path ("dists/x/")
+//!   types: [deb]                           # default [deb]; deb-src allowed
+//!   architectures: [arm64]                 # optional
+//!   key: tend-test.asc                     # a keyring from the role's files/ …
+//!   key_content: "-----BEGIN PGP …"        # … or inline; exactly one with state present
+//!   state: present                         # present (default) | absent
+//! ```
+//!
+//! The key goes to /etc/apt/keyrings/<name>.asc when ASCII-armored, <name>.gpg when binary, and
+//! the source names it in `Signed-By`, so it is trusted for this repository only. Both files are
+//! compared byte for byte and replaced atomically, key first. A changed source is fetched at once
+//! (`apt-get update` of that file alone, failing on any error): a wrong URI, suite or key fails
+//! this resource with apt's words, and the previous files are put back so that a bad commit does
+//! not leave every later apt run on the device failing too.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ResourceError, SpecError};
+use crate::fsutil::{self, Meta};
+use crate::host::Host;
+use crate::platform::{apt, deb822, diff};
+use crate::registry::{parse_spec, ResourceType, Sources};
+use crate::resource::{Applied, Change, DynResource, Resource};
+
+pub const TYPE: ResourceType = ResourceType {
+    name: "apt_source",
+    primary: "name",
+    build,
+};
+
+const SOURCES_DIR: &str = "/etc/apt/sources.list.d";
+const KEYRINGS_DIR: &str = "/etc/apt/keyrings";
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    name: String,
+    uris: Option<serde_json::Value>,
+    suites: Option<serde_json::Value>,
+    components: Option<serde_json::Value>,
+    types: Option<serde_json::Value>,
+    architectures: Option<serde_json::Value>,
+    key: Option<String>,
+    key_content: Option<String>,
+    #[serde(default)]
+    state: Presence,
+}
+
+/// The two files a present source consists of.
+#[derive(Debug)]
+struct Desired {
+    sources: Vec<u8>,
+    keyring: Vec<u8>,
+    armored: bool,
+}
+
+#[derive(Debug)]
+pub struct AptSource {
+    name: String,
+    /// None for state absent.
+    desired: Option<Desired>,
+}
+
+/// The files as found on the device; None when missing.
+#[derive(Debug, Default)]
+pub struct Actual {
+    sources: Option<Vec<u8>>,
+    asc: Option<Vec<u8>>,
+    gpg: Option<Vec<u8>>,
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' cannot name an apt source: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit (it becomes /etc/apt/sources.list.d/<name>.sources)"
+        ))
+    }
+}
+
+/// A string (values separated by whitespace, as in deb822) or a list of strings.
+fn words(key: &str, value: Option<serde_json::Value>) -> Result<Vec<String>, SpecError> {
+    let bad = || {
+        SpecError::at_key(
+            key,
+            format!("`{key}` must be a string or a list of strings"),
+        )
+    };
+    let mut out = Vec::new();
+    match value {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(s)) => out.extend(s.split_whitespace().map(str::to_string)),
+        Some(serde_json::Value::Array(items)) => {
+            for item in items {
+                let serde_json::Value::String(s) = item else {
+                    return Err(bad());
+                };
+                let s = s.trim();
+                if s.is_empty() || s.contains(char::is_whitespace) {
+                    return Err(SpecError::at_key(
+                        key,
+                        format!("`{key}` has an empty value or one with spaces: '{s}'"),
+                    ));
+                }
+                out.push(s.to_string());
+            }
+        }
+        Some(_) => return Err(bad()),
+    }
+    Ok(out)
+}
+
+fn is_uri(u: &str) -> bool {
+    match u.split_once(':') {
+        Some((scheme, rest)) => {
+            !rest.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_lowercase())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// Checks key bytes and returns them ready to write, and whether they are ASCII-armored.
+fn keyring(key: &str, bytes: &[u8]) -> Result<(Vec<u8>, bool), SpecError> {
+    let text = std::str::from_utf8(bytes).ok().map(str::trim);
+    if let Some(t) = text.filter(|t| t.starts_with("-----BEGIN PGP")) {
+        if t.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----") {
+            return Err(SpecError::at_key(key, "this is a PRIVATE key: remove it from the fleet repository at once and give apt the public key (`gpg --armor --export KEYID`)"));
+        }
+        if !t.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+            || !t.contains("-----END PGP PUBLIC KEY BLOCK-----")
+        {
+            return Err(SpecError::at_key(key, "expected a public key block (-----BEGIN PGP PUBLIC KEY BLOCK----- … -----END PGP PUBLIC KEY BLOCK-----), e.g. from `gpg --armor --export KEYID`"));
+        }
+        return Ok((format!("{t}\n").into_bytes(), true));
+    }
+    if bytes.len() >= 12 && &bytes[8..12] == b"KBXf" {
+        return Err(SpecError::at_key(key, "this is a GnuPG keybox (.kbx), which apt cannot read: export the key with `gpg --export KEYID > key.gpg` or `gpg --armor --export KEYID > key.asc`"));
+    }
+    // An OpenPGP keyring starts with a public-key packet (tag 6), in the old or the new format.
+    let tag = match bytes.first() {
+        Some(&b) if b & 0xc0 == 0xc0 => Some(b & 0x3f),
+        Some(&b) if b & 0x80 == 0x80 => Some((b >> 2) & 0x0f),
+        _ => None,
+    };
+    match tag {
+        Some(6) => Ok((bytes.to_vec(), false)),
+        Some(5) => Err(SpecError::at_key(key, "this is a binary PRIVATE key: remove it from the fleet repository at once and give apt the public key (`gpg --export KEYID`)")),
+        _ if key == "key_content" => Err(SpecError::at_key(key, "`key_content` must be an ASCII-armored public key (-----BEGIN PGP PUBLIC KEY BLOCK-----); for a binary keyring, put it in the role's files/ and use `key:`")),
+        _ => Err(SpecError::at_key(key, "this is neither an ASCII-armored public key nor a binary OpenPGP keyring: export it with `gpg --armor --export KEYID`")),
+    }
+}
+
+/// Checks the repository fields the way apt would read them, so a mistake fails validation.
+fn check_repository(
+    types: &[String],
+    uris: &[String],
+    suites: &[String],
+    components: &[String],
+    architectures: &[String],
+) -> Result<(), SpecError> {
+    if let Some(t) = types.iter().find(|t| *t != "deb" && *t != "deb-src") {
+        return Err(SpecError::at_key(
+            "types",
+            format!("'{t}' is not a source type: use deb and/or deb-src"),
+        ));
+    }
+    if uris.is_empty() {
+        return Err(SpecError::at_key(
+            "uris",
+            "a present apt source needs `uris`, e.g. `uris: https://deb.example.com/debian`",
+        ));
+    }
+    if let Some(u) = uris.iter().find(|u| !is_uri(u)) {
+        return Err(SpecError::at_key(
+            "uris",
+            format!(
+                "'{u}' is not a URI: write it with its scheme, e.g. http://deb.example.com/debian"
+            ),
+        ));
+    }
+    if suites.is_empty() {
+        return Err(SpecError::at_key(
+            "suites",
+            "a present apt source needs `suites`, e.g. `suites: [bookworm]`",
+        ));
+    }
+    let exact = suites.iter().filter(|s| s.ends_with('/')).count();
+    if exact == suites.len() && !components.is_empty() {
+        return Err(SpecError::at_key(
+            "components",
+            "suites ending in '/' are exact paths, which take no components: remove `components`",
+        ));
+    }
+    if exact > 0 && exact < suites.len() {
+        return Err(SpecError::at_key("suites", "exact-path suites (ending in '/') and distribution suites cannot share one source: split them into two apt_source entries"));
+    }
+    if exact == 0 && components.is_empty() {
+        return Err(SpecError::at_key("components", "a suite that is not an exact path (ending in '/') needs `components`, e.g. `components: [main]`"));
+    }
+    if let Some(a) = architectures.iter().find(|a| {
+        !a.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    }) {
+        return Err(SpecError::at_key(
+            "architectures",
+            format!("'{a}' is not a dpkg architecture such as arm64, armhf or amd64"),
+        ));
+    }
+    Ok(())
+}
+
+fn build(
+    spec: serde_json::Value,
+    sources: &dyn Sources,
+) -> Result<Box<dyn DynResource>, SpecError> {
+    Ok(Box::new(from_spec(parse_spec(spec)?, sources)?))
+}
+
+fn from_spec(spec: Spec, sources: &dyn Sources) -> Result<AptSource, SpecError> {
+    check_name(&spec.name).map_err(|m| SpecError::at_key("apt_source", m))?;
+    let types = words("types", spec.types)?;
+    let uris = words("uris", spec.uris)?;
+    let suites = words("suites", spec.suites)?;
+    let components = words("components", spec.components)?;
+    let architectures = words("architectures", spec.architectures)?;
+    if spec.state == Presence::Absent {
+        return Ok(AptSource {
+            name: spec.name,
+            desired: None,
+        });
+    }
+
+    let types = if types.is_empty() {
+        vec!["deb".to_string()]
+    } else {
+        types
+    };
+    check_repository(&types, &uris, &suites, &components, &architectures)?;
+
+    let (keyring, armored) = match (&spec.key, &spec.key_content) {
+        (Some(file), None) => {
+            let bytes = sources.file(file).map_err(|e| SpecError::at_key("key", format!("key '{file}': {e}")))?;
+            keyring("key", &bytes)?
+        }
+        (None, Some(content)) => keyring("key_content", content.as_bytes())?,
+        (Some(_), Some(_)) => return Err(SpecError::at_key("key_content", "give the signing key once: either `key` (a file in the role's files/) or `key_content`, not both")),
+        (None, None) => return Err(SpecError::at_key("key", "a present apt source needs its signing key: `key: <file in the role's files/>` or `key_content: <armored key>`")),
+    };
+
+    let mut stanza = deb822::Stanza::new()
+        .with("Types", types.join(" "))
+        .with("URIs", uris.join(" "))
+        .with("Suites", suites.join(" "));
+    if !components.is_empty() {
+        stanza.set("Components", components.join(" "));
+    }
+    if !architectures.is_empty() {
+        stanza.set("Architectures", architectures.join(" "));
+    }
+    stanza.set("Signed-By", keyring_path(&spec.name, armored));
+    let text = deb822::write(
+        &[stanza],
+        Some("Managed by tend: changes made here are overwritten."),
+    );
+    Ok(AptSource {
+        name: spec.name,
+        desired: Some(Desired {
+            sources: text.into_bytes(),
+            keyring,
+            armored,
+        }),
+    })
+}
+
+fn keyring_path(name: &str, armored: bool) -> String {
+    format!(
+        "{KEYRINGS_DIR}/{name}.{}",
+        if armored { "asc" } else { "gpg" }
+    )
+}
+
+fn read_file(host: &Host, device_path: &str) -> Result<Option<Vec<u8>>, ResourceError> {
+    match fs::read(host.path(device_path)?) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ResourceError::io(Path::new(device_path), e)),
+    }
+}
+
+fn write_file(host: &Host, device_path: &str, bytes: &[u8]) -> Result<(), ResourceError> {
+    let err = |e| ResourceError::io(Path::new(device_path), e);
+    let path = host.path(device_path)?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    fsutil::atomic_write(
+        &path,
+        bytes,
+        Meta {
+            mode: Some(0o644),
+            ..Meta::default()
+        },
+    )
+    .map_err(err)
+}
+
+fn remove_file(host: &Host, device_path: &str) -> Result<(), ResourceError> {
+    let path = host.path(device_path)?;
+    match fs::remove_file(&path) {
+        Ok(()) => path
+            .parent()
+            .map_or(Ok(()), fsutil::fsync_dir)
+            .map_err(|e| ResourceError::io(Path::new(device_path), e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ResourceError::io(Path::new(device_path), e)),
+    }
+}
+
+/// Puts a file back as it was: its old bytes, or no file.
+fn restore(host: &Host, device_path: &str, old: Option<&[u8]>) -> Result<(), ResourceError> {
+    match old {
+        Some(bytes) => write_file(host, device_path, bytes),
+        None => remove_file(host, device_path),
+    }
+}
+
+impl AptSource {
+    fn sources_path(&self) -> String {
+        format!("{SOURCES_DIR}/{}.sources", self.name)
+    }
+
+    /// Each managed file: what it should hold (None: must not exist) and what it holds.
+    fn files<'a>(&'a self, actual: &'a Actual) -> Vec<ManagedFile<'a>> {
+        let file =
+            |path: String, want: Option<&'a Vec<u8>>, have: &'a Option<Vec<u8>>| ManagedFile {
+                path,
+                want: want.map(Vec::as_slice),
+                have: have.as_deref(),
+            };
+        let asc = |want| file(keyring_path(&self.name, true), want, &actual.asc);
+        let gpg = |want| file(keyring_path(&self.name, false), want, &actual.gpg);
+        match &self.desired {
+            None => vec![
+                file(self.sources_path(), None, &actual.sources),
+                asc(None),
+                gpg(None),
+            ],
+            // The key first: apt must never see the source without the key it names.
+            Some(d) if d.armored => {
+                vec![
+                    asc(Some(&d.keyring)),
+                    file(self.sources_path(), Some(&d.sources), &actual.sources),
+                    gpg(None),
+                ]
+            }
+            Some(d) => vec![
+                gpg(Some(&d.keyring)),
+                file(self.sources_path(), Some(&d.sources), &actual.sources),
+                asc(None),
+            ],
+        }
+    }
+
+    fn changed_files<'a>(&'a self, actual: &'a Actual) -> Vec<ManagedFile<'a>> {
+        self.files(actual)
+            .into_iter()
+            .filter(|f| f.want != f.have)
+            .collect()
+    }
+}
+
+/// One file of the source, as wanted and as found.
+struct ManagedFile<'a> {
+    path: String,
+    want: Option<&'a [u8]>,
+    have: Option<&'a [u8]>,
+}
+
+impl Resource for AptSource {
+    type Actual = Actual;
+
+    fn kind(&self) -> &'static str {
+        "apt_source"
+    }
+
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+
+    fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
+        Ok(Actual {
+            sources: read_file(host, &self.sources_path())?,
+            asc: read_file(host, &keyring_path(&self.name, true))?,
+            gpg: read_file(host, &keyring_path(&self.name, false))?,
+        })
+    }
+
+    fn diff(&self, actual: &Actual, host: &Host) -> Option<Change> {
+        let changed = self.changed_files(actual);
+        if changed.is_empty() {
+            return None;
+        }
+        let words: Vec<String> = changed
+            .iter()
+            .map(|f| match (f.want, f.have) {
+                (None, _) => format!("remove {}", f.path),
+                (Some(_), None) => format!("create {}", f.path),
+                (Some(_), Some(_)) => format!("update {}", f.path),
+            })
+            .collect();
+        let sources = self.sources_path();
+        let text_diff = match (&self.desired, changed.iter().any(|f| f.path == sources)) {
+            (Some(d), true) => diff::content_diff(
+                &sources,
+                actual.sources.as_deref(),
+                &d.sources,
+                host.redactor(),
+            ),
+            _ => None,
+        };
+        Some(Change::new(words.join(", ")).with_diff(text_diff))
+    }
+
+    fn apply(&self, actual: Actual, host: &Host) -> Result<Applied, ResourceError> {
+        let changed = self.changed_files(&actual);
+        for (i, f) in changed.iter().enumerate() {
+            let done = match f.want {
+                Some(bytes) => write_file(host, &f.path, bytes),
+                None => remove_file(host, &f.path),
+            };
+            if let Err(e) = done {
+                let undo = undo(host, &changed[..i]);
+                return Err(with_undo(e.to_string(), undo));
+            }
+        }
+        if self.desired.is_none() {
+            return Ok(Applied::Done);
+        }
+        let was_changed = {
+            let mut flags = host.flags();
+            std::mem::replace(&mut flags.apt_sources_changed, true)
+        };
+        match apt::update_source(host, &self.sources_path()) {
+            Ok(()) => {
+                // This source's lists are fetched; what other sources need is unchanged.
+                host.flags().apt_sources_changed = was_changed;
+                Ok(Applied::Done)
+            }
+            Err(e) => {
+                let undo = undo(host, &changed);
+                if undo.is_ok() {
+                    host.flags().apt_sources_changed = was_changed;
+                }
+                Err(with_undo(format!("apt cannot use this source: {e}"), undo))
+            }
+        }
+    }
+}
+
+/// Puts the files already changed back as they were, in reverse order.
+fn undo(host: &Host, done: &[ManagedFile]) -> Result<(), ResourceError> {
+    for f in done.iter().rev() {
+        restore(host, &f.path, f.have)?;
+    }
+    Ok(())
+}
+
+fn with_undo(message: String, undo: Result<(), ResourceError>) -> ResourceError {
+    match undo {
+        Ok(()) => ResourceError::other(format!("{message}; the previous files were put back")),
+        Err(u) => ResourceError::other(format!(
+            "{message}; putting the previous files back failed too: {u}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    const ARMORED: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZm9vYmFyFgkrBgEEAdpHDwEBB0A=\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
+    /// An old-format public-key packet header (tag 6, two-byte length) and some body.
+    const BINARY: &[u8] = &[0x99, 0x00, 0x33, 0x04, 0x66, 0x6f, 0x6f];
+
+    struct Files(HashMap<&'static str, Vec<u8>>);
+    impl Sources for Files {
+        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+            self.0
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("roles/test/files/{name} does not exist"))
+        }
+        fn template(&self, name: &str) -> Result<String, String> {
+            Err(format!("no template {name}"))
+        }
+    }
+
+    fn files() -> Files {
+        Files(HashMap::from([
+            ("test.asc", ARMORED.as_bytes().to_vec()),
+            ("test.gpg", BINARY.to_vec()),
+            (
+                "pubring.kbx",
+                b"\0\0\0\x20\x01\x01\0\0KBXf\0\0\0\0".to_vec(),
+            ),
+        ]))
+    }
+
+    fn base() -> serde_json::Value {
+        json!({"name": "tend-test", "uris": "http://127.0.0.1:8080/debian", "suites": ["bookworm"], "components": "main", "key": "test.asc"})
+    }
+
+    fn with(mut v: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+        if value.is_null() {
+            v.as_object_mut().unwrap().remove(key);
+        } else {
+            v[key] = value;
+        }
+        v
+    }
+
+    fn source(spec: serde_json::Value) -> AptSource {
+        from_spec(parse_spec(spec).unwrap(), &files()).unwrap()
+    }
+
+    fn err(spec: serde_json::Value) -> SpecError {
+        (TYPE.build)(spec, &files())
+            .err()
+            .expect("the spec must be refused")
+    }
+
+    fn text(s: &AptSource) -> String {
+        String::from_utf8(s.desired.as_ref().unwrap().sources.clone()).unwrap()
+    }
+
+    #[test]
+    fn writes_a_canonical_sources_file_naming_its_keyring() {
+        let s = source(with(
+            with(base(), "architectures", json!("arm64 armhf")),
+            "types",
+            json!(["deb", "deb-src"]),
+        ));
+        assert_eq!(
+            text(&s),
+            "# Managed by tend: changes made here are overwritten.\n\
+             Types: deb deb-src\n\
+             URIs: http://127.0.0.1:8080/debian\n\
+             Suites: bookworm\n\
+             Components: main\n\
+             Architectures: arm64 armhf\n\
+             Signed-By: /etc/apt/keyrings/tend-test.asc\n"
+        );
+        let parsed = deb822::parse(&text(&s)).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(
+            parsed[0].get("Signed-By"),
+            Some("/etc/apt/keyrings/tend-test.asc")
+        );
+        assert_eq!(Resource::id(&s), "tend-test");
+    }
+
+    #[test]
+    fn binary_keys_go_to_gpg_and_exact_path_suites_take_no_components() {
+        let s = source(with(
+            with(
+                with(base(), "key", json!("test.gpg")),
+                "suites",
+                json!("./"),
+            ),
+            "components",
+            json!(null),
+        ));
+        let d = s.desired.as_ref().unwrap();
+        assert!(!d.armored);
+        assert_eq!(d.keyring, BINARY);
+        assert!(
+            text(&s).contains("Suites: ./\nSigned-By: /etc/apt/keyrings/tend-test.gpg\n"),
+            "{}",
+            text(&s)
+        );
+    }
+
+    #[test]
+    fn inline_armored_keys_are_trimmed_to_one_final_newline() {
+        let inline = format!("\n  {}\n\n", ARMORED.trim());
+        let s = source(with(
+            with(base(), "key", json!(null)),
+            "key_content",
+            json!(inline),
+        ));
+        assert_eq!(s.desired.as_ref().unwrap().keyring, ARMORED.as_bytes());
+    }
+
+    #[test]
+    fn bad_names_and_shapes_are_refused_with_a_fix() {
+        for bad in ["Tend", "-x", "a/b", "x y", ""] {
+            let e = err(with(base(), "name", json!(bad)));
+            assert_eq!(e.key.as_deref(), Some("apt_source"), "{bad}");
+        }
+        let cases = [
+            (with(base(), "uris", json!(null)), "uris"),
+            (with(base(), "uris", json!("127.0.0.1/debian")), "uris"),
+            (with(base(), "suites", json!([])), "suites"),
+            (with(base(), "suites", json!(["bookworm", "./"])), "suites"),
+            (with(base(), "suites", json!([12])), "suites"),
+            (with(base(), "components", json!(null)), "components"),
+            (
+                with(
+                    with(base(), "suites", json!("dists/x/")),
+                    "components",
+                    json!("main"),
+                ),
+                "components",
+            ),
+            (with(base(), "types", json!("rpm")), "types"),
+            (
+                with(base(), "architectures", json!(["ARM64"])),
+                "architectures",
+            ),
+            (with(base(), "signed_by", json!("/x")), "signed_by"),
+        ];
+        for (spec, key) in cases {
+            let e = err(spec.clone());
+            assert_eq!(e.key.as_deref(), Some(key), "{spec}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_key_is_required_once_and_must_be_a_public_key() {
+        let e = err(with(base(), "key", json!(null)));
+        assert_eq!(e.key.as_deref(), Some("key"));
+        assert!(e.message.contains("key_content"), "{}", e.message);
+        let e = err(with(base(), "key_content", json!(ARMORED)));
+        assert!(e.message.contains("not both"), "{}", e.message);
+        let e = err(with(base(), "key", json!("missing.asc")));
+        assert!(
+            e.message.contains("missing.asc") && e.message.contains("does not exist"),
+            "{}",
+            e.message
+        );
+        assert!(err(with(base(), "key", json!("pubring.kbx")))
+            .message
+            .contains("keybox"));
+        let private =
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----\nxx\n-----END PGP PRIVATE KEY BLOCK-----\n";
+        let e = err(with(
+            with(base(), "key", json!(null)),
+            "key_content",
+            json!(private),
+        ));
+        assert!(e.message.contains("PRIVATE"), "{}", e.message);
+        let e = err(with(
+            with(base(), "key", json!(null)),
+            "key_content",
+            json!("mDMEZm9v"),
+        ));
+        assert_eq!(e.key.as_deref(), Some("key_content"));
+        assert!(e.message.contains("ASCII-armored"), "{}", e.message);
+        let unterminated = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmDMEZm9v\n";
+        assert!(err(with(
+            with(base(), "key", json!(null)),
+            "key_content",
+            json!(unterminated)
+        ))
+        .message
+        .contains("END PGP"));
+        assert!(
+            (TYPE.build)(json!({"name": "old", "state": "absent"}), &files()).is_ok(),
+            "absent needs no key"
+        );
+    }
+
+    fn root() -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        let host = Host::new(d.path());
+        (d, host)
+    }
+
+    #[test]
+    fn converged_when_both_files_match_byte_for_byte() {
+        let (d, host) = root();
+        let s = source(base());
+        let actual = s.read(&host).unwrap();
+        let change = s.diff(&actual, &host).unwrap();
+        assert_eq!(change.summary, "create /etc/apt/keyrings/tend-test.asc, create /etc/apt/sources.list.d/tend-test.sources");
+        assert!(
+            change
+                .diff
+                .as_deref()
+                .unwrap()
+                .contains("+Signed-By: /etc/apt/keyrings/tend-test.asc"),
+            "{:?}",
+            change.diff
+        );
+
+        fs::create_dir_all(d.path().join("etc/apt/keyrings")).unwrap();
+        fs::create_dir_all(d.path().join("etc/apt/sources.list.d")).unwrap();
+        fs::write(d.path().join("etc/apt/keyrings/tend-test.asc"), ARMORED).unwrap();
+        fs::write(
+            d.path().join("etc/apt/sources.list.d/tend-test.sources"),
+            text(&s),
+        )
+        .unwrap();
+        assert!(s.diff(&s.read(&host).unwrap(), &host).is_none());
+
+        let edited = text(&s).replace("main", "main contrib");
+        fs::write(
+            d.path().join("etc/apt/sources.list.d/tend-test.sources"),
+            edited,
+        )
+        .unwrap();
+        let change = s.diff(&s.read(&host).unwrap(), &host).unwrap();
+        assert_eq!(
+            change.summary,
+            "update /etc/apt/sources.list.d/tend-test.sources"
+        );
+        assert!(change.diff.unwrap().contains("-Components: main contrib"));
+    }
+
+    #[test]
+    fn a_key_format_change_removes_the_stale_keyring() {
+        let (d, host) = root();
+        fs::create_dir_all(d.path().join("etc/apt/keyrings")).unwrap();
+        fs::write(d.path().join("etc/apt/keyrings/tend-test.gpg"), BINARY).unwrap();
+        let s = source(base());
+        let change = s.diff(&s.read(&host).unwrap(), &host).unwrap();
+        assert!(
+            change
+                .summary
+                .ends_with("remove /etc/apt/keyrings/tend-test.gpg"),
+            "{}",
+            change.summary
+        );
+    }
+
+    #[test]
+    fn a_source_apt_cannot_use_is_rolled_back() {
+        let (d, host) = root();
+        let old_sources = "Types: deb\nURIs: http://old.example/debian\nSuites: bookworm\nComponents: main\nSigned-By: /etc/apt/keyrings/tend-test.gpg\n";
+        fs::create_dir_all(d.path().join("etc/apt/keyrings")).unwrap();
+        fs::create_dir_all(d.path().join("etc/apt/sources.list.d")).unwrap();
+        fs::write(d.path().join("etc/apt/keyrings/tend-test.gpg"), BINARY).unwrap();
+        fs::write(
+            d.path().join("etc/apt/sources.list.d/tend-test.sources"),
+            old_sources,
+        )
+        .unwrap();
+        let s = source(base());
+        let actual = s.read(&host).unwrap();
+        // No apt inside this tempdir root: the update of the new source fails, as a bad key would.
+        let e = s.apply(actual, &host).unwrap_err().to_string();
+        assert!(e.starts_with("apt cannot use this source: `apt-get update (of /etc/apt/sources.list.d/tend-test.sources only)`"), "{e}");
+        assert!(e.ends_with("the previous files were put back"), "{e}");
+        assert_eq!(
+            fs::read_to_string(d.path().join("etc/apt/sources.list.d/tend-test.sources")).unwrap(),
+            old_sources
+        );
+        assert_eq!(
+            fs::read(d.path().join("etc/apt/keyrings/tend-test.gpg")).unwrap(),
+            BINARY
+        );
+        assert!(!d.path().join("etc/apt/keyrings/tend-test.asc").exists());
+        assert!(
+            !host.flags().apt_sources_changed,
+            "the device is back to its previous sources"
+        );
+    }
+
+    #[test]
+    fn absent_removes_both_files_without_apt() {
+        let (d, host) = root();
+        fs::create_dir_all(d.path().join("etc/apt/keyrings")).unwrap();
+        fs::create_dir_all(d.path().join("etc/apt/sources.list.d")).unwrap();
+        fs::write(d.path().join("etc/apt/keyrings/old.asc"), ARMORED).unwrap();
+        fs::write(
+            d.path().join("etc/apt/sources.list.d/old.sources"),
+            "Types: deb\n",
+        )
+        .unwrap();
+        let s = source(json!({"name": "old", "state": "absent"}));
+        let actual = s.read(&host).unwrap();
+        assert_eq!(
+            s.diff(&actual, &host).unwrap().summary,
+            "remove /etc/apt/sources.list.d/old.sources, remove /etc/apt/keyrings/old.asc"
+        );
+        assert_eq!(s.apply(actual, &host).unwrap(), Applied::Done);
+        assert!(!d.path().join("etc/apt/keyrings/old.asc").exists());
+        assert!(!d.path().join("etc/apt/sources.list.d/old.sources").exists());
+        assert!(s.diff(&s.read(&host).unwrap(), &host).is_none());
+    }
+}

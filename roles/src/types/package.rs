@@ -1,3 +1,641 @@
-//! (being written)
-use crate::registry::ResourceType;
-pub const TYPE: ResourceType = ResourceType { name: "package", primary: "name", build: |_, _| Err(crate::SpecError::new("package: not built yet")) };
+//! `package`: Debian packages installed, upgraded, pinned, removed or purged with apt.
+//!
+//! ```yaml
+//! - package: [curl, "hello=1.0-1"]   # one name or a list; name=version pins a version,
+//!                                    # name:arch picks a multi-arch instance
+//!   state: present                   # present (default) | latest | absent | purged
+//!   install_recommends: false        # default false
+//! ```
+//!
+//! The decision comes from dpkg's status file alone, so a converged device never runs apt: a
+//! present package that is installed, a pin whose version is installed, an absent package that is
+//! not. Only `latest` needs apt's view (`apt-cache policy`); outside check mode the package lists
+//! are refreshed first when they are stale or a source changed. All packages of one resource go
+//! through one `apt-get install` (or one remove/purge). A dpkg left half-way fails the resource with
+//! the fix (`dpkg --configure -a`) when there is something to do, rather than letting apt trip on it.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::error::{ResourceError, SpecError};
+use crate::host::Host;
+use crate::platform::{apt, dpkg};
+use crate::registry::{parse_spec, ResourceType, Sources};
+use crate::resource::{Applied, Change, DynResource, Resource};
+
+pub const TYPE: ResourceType = ResourceType {
+    name: "package",
+    primary: "names",
+    build,
+};
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    #[default]
+    Present,
+    Latest,
+    Absent,
+    Purged,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    names: serde_json::Value,
+    #[serde(default)]
+    state: State,
+    #[serde(default)]
+    install_recommends: bool,
+}
+
+/// One entry of the list: "name", "name:arch", with an optional "=version".
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Wanted {
+    /// As written, for the resource's id.
+    spec: String,
+    /// The name with its architecture qualifier, if any.
+    name: String,
+    version: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Package {
+    wanted: Vec<Wanted>,
+    state: State,
+    recommends: bool,
+}
+
+/// One package to act on, with the versions for the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Op {
+    name: String,
+    /// What apt-get gets: "curl" or "hello=1.0-1".
+    arg: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// What read found to do. Only installs or only removals: one resource has one state.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Todo {
+    installs: Vec<Op>,
+    removals: Vec<Op>,
+    /// Check mode only: names apt has no candidate for in the current lists (not refreshed).
+    unknown: Vec<String>,
+}
+
+impl Todo {
+    fn is_empty(&self) -> bool {
+        self.installs.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// Checks a package name as Debian policy §5.6.7 defines it, plus apt's ":arch" qualifier.
+fn check_name(name: &str) -> Result<(), String> {
+    let (bare, arch) = match name.split_once(':') {
+        Some((b, a)) => (b, Some(a)),
+        None => (name, None),
+    };
+    let ok = bare.len() >= 2
+        && bare.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if !ok {
+        return Err(format!(
+            "'{name}' is not a Debian package name: use at least two characters among lowercase letters, digits, '+', '-' and '.', starting with a letter or digit (pin a version with name=version)"
+        ));
+    }
+    if let Some(a) = arch {
+        if a.is_empty()
+            || !a
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!("'{name}': the architecture after ':' must be a dpkg architecture such as armhf or arm64"));
+        }
+    }
+    Ok(())
+}
+
+fn parse_wanted(entry: &str) -> Result<Wanted, String> {
+    let (name, version) = match entry.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (entry, None),
+    };
+    check_name(name)?;
+    if let Some(v) = version {
+        dpkg::validate_version(v).map_err(|m| format!("'{entry}': {m}"))?;
+    }
+    Ok(Wanted {
+        spec: entry.to_string(),
+        name: name.to_string(),
+        version: version.map(str::to_string),
+    })
+}
+
+/// A string (several names may be separated by spaces) or a list of strings.
+fn names_of(value: serde_json::Value) -> Result<Vec<String>, SpecError> {
+    let bad = || {
+        SpecError::at_key(
+            "package",
+            "expected a package name or a list of names, e.g. `package: [curl, \"hello=1.0-1\"]`",
+        )
+    };
+    let items: Vec<String> = match value {
+        serde_json::Value::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        serde_json::Value::Array(a) => a
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s.trim().to_string()),
+                _ => Err(bad()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad()),
+    };
+    if items.is_empty() || items.iter().any(String::is_empty) {
+        return Err(SpecError::at_key(
+            "package",
+            "the list of package names is empty or has an empty entry",
+        ));
+    }
+    Ok(items)
+}
+
+fn build(spec: serde_json::Value, _: &dyn Sources) -> Result<Box<dyn DynResource>, SpecError> {
+    Ok(Box::new(Package::from_spec(parse_spec(spec)?)?))
+}
+
+impl Package {
+    fn from_spec(spec: Spec) -> Result<Package, SpecError> {
+        let mut wanted: Vec<Wanted> = Vec::new();
+        for entry in names_of(spec.names)? {
+            let w = parse_wanted(&entry).map_err(|m| SpecError::at_key("package", m))?;
+            if wanted.iter().any(|o| o.name == w.name) {
+                return Err(SpecError::at_key(
+                    "package",
+                    format!("'{}' is listed twice; list each package once", w.name),
+                ));
+            }
+            wanted.push(w);
+        }
+        if let Some(pinned) = wanted.iter().find(|w| w.version.is_some()) {
+            if spec.state != State::Present {
+                return Err(SpecError::at_key(
+                    "state",
+                    format!("'{}' pins a version, which only state: present can honour; drop the '=version' or use state: present", pinned.spec),
+                ));
+            }
+        }
+        Ok(Package {
+            wanted,
+            state: spec.state,
+            recommends: spec.install_recommends,
+        })
+    }
+
+    /// What to do, from dpkg's status only. `latest` entries that are installed get `to: None`:
+    /// their candidate is still to be asked of apt.
+    fn plan(&self, status: &dpkg::DpkgStatus) -> Todo {
+        let mut todo = Todo::default();
+        for w in &self.wanted {
+            let installed = status.get(&w.name).map(|p| p.version.clone());
+            match self.state {
+                State::Present => match (&w.version, &installed) {
+                    (None, Some(_)) => {}
+                    (Some(v), Some(i)) if dpkg::compare_versions(v, i) == Ordering::Equal => {}
+                    _ => todo.installs.push(Op {
+                        name: w.name.clone(),
+                        arg: w.spec.clone(),
+                        from: installed,
+                        to: w.version.clone(),
+                    }),
+                },
+                State::Latest => todo.installs.push(Op {
+                    name: w.name.clone(),
+                    arg: w.name.clone(),
+                    from: installed,
+                    to: None,
+                }),
+                State::Absent => {
+                    if installed.is_some() {
+                        todo.removals.push(Op {
+                            name: w.name.clone(),
+                            arg: w.name.clone(),
+                            from: installed,
+                            to: None,
+                        });
+                    }
+                }
+                State::Purged => {
+                    if installed.is_some() || status.has_config_files(&w.name) {
+                        todo.removals.push(Op {
+                            name: w.name.clone(),
+                            arg: w.name.clone(),
+                            from: installed,
+                            to: None,
+                        });
+                    }
+                }
+            }
+        }
+        todo
+    }
+
+    /// Fills in candidate versions: an install without a pin gets apt's candidate; a `latest` that
+    /// is installed and already at (or above) its candidate is dropped.
+    fn resolve(
+        &self,
+        todo: &mut Todo,
+        candidates: &HashMap<String, Option<String>>,
+        native: Option<&str>,
+    ) {
+        let lookup = |name: &str| -> Option<String> {
+            if let Some(c) = candidates.get(name) {
+                return c.clone();
+            }
+            // apt-cache policy prints a native "curl:arm64" as "curl".
+            let (bare, arch) = name.split_once(':')?;
+            if Some(arch) == native || arch == "all" {
+                candidates.get(bare).cloned().flatten()
+            } else {
+                None
+            }
+        };
+        let mut unknown = Vec::new();
+        todo.installs.retain_mut(|op| {
+            if op.to.is_some() {
+                return true;
+            }
+            match lookup(&op.name) {
+                Some(c) => {
+                    let newer = op
+                        .from
+                        .as_deref()
+                        .is_none_or(|i| dpkg::compare_versions(&c, i) == Ordering::Greater);
+                    op.to = Some(c);
+                    self.state != State::Latest || newer
+                }
+                None => {
+                    // Installed and unknown to apt (a local .deb): nothing to upgrade to.
+                    if self.state == State::Latest && op.from.is_some() {
+                        return false;
+                    }
+                    unknown.push(op.name.clone());
+                    true
+                }
+            }
+        });
+        todo.unknown = unknown;
+    }
+}
+
+fn describe(op: &Op) -> String {
+    match (&op.from, &op.to) {
+        (Some(f), Some(t)) => format!("{} {f} -> {t}", op.name),
+        (None, Some(t)) => format!("{} {t}", op.name),
+        _ => op.name.clone(),
+    }
+}
+
+impl Resource for Package {
+    type Actual = Todo;
+
+    fn kind(&self) -> &'static str {
+        "package"
+    }
+
+    fn id(&self) -> String {
+        self.wanted
+            .iter()
+            .map(|w| w.spec.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn read(&self, host: &Host) -> Result<Todo, ResourceError> {
+        let status = dpkg::read(host)?;
+        let mut todo = self.plan(&status);
+        if todo.is_empty() {
+            return Ok(todo);
+        }
+        if let Some(msg) = status.interrupted(dpkg::lock_held(host)) {
+            return Err(ResourceError::other(msg));
+        }
+        let ask: Vec<&str> = todo
+            .installs
+            .iter()
+            .filter(|o| o.to.is_none())
+            .map(|o| o.name.as_str())
+            .collect();
+        if !ask.is_empty() {
+            // Check mode has no side effects: it asks apt about the lists as they are.
+            if !host.check {
+                apt::ensure_fresh_lists(host)?;
+            }
+            let candidates = apt::candidates(host, &ask)?;
+            self.resolve(&mut todo, &candidates, status.native_arch.as_deref());
+        }
+        Ok(todo)
+    }
+
+    fn diff(&self, todo: &Todo, _: &Host) -> Option<Change> {
+        if todo.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !todo.installs.is_empty() {
+            let list: Vec<String> = todo.installs.iter().map(describe).collect();
+            parts.push(format!("install {}", list.join(", ")));
+        }
+        if !todo.removals.is_empty() {
+            let verb = if self.state == State::Purged {
+                "purge"
+            } else {
+                "remove"
+            };
+            let list: Vec<&str> = todo.removals.iter().map(|o| o.name.as_str()).collect();
+            parts.push(format!("{verb} {}", list.join(", ")));
+        }
+        if !todo.unknown.is_empty() {
+            parts.push(format!(
+                "({} not in the current package lists)",
+                todo.unknown.join(", ")
+            ));
+        }
+        Some(Change::new(parts.join(" ")))
+    }
+
+    fn apply(&self, todo: Todo, host: &Host) -> Result<Applied, ResourceError> {
+        if !todo.installs.is_empty() {
+            apt::ensure_fresh_lists(host)?;
+            let args: Vec<&str> = todo.installs.iter().map(|o| o.arg.as_str()).collect();
+            apt::install(host, &args, self.recommends)?;
+        }
+        if !todo.removals.is_empty() {
+            let names: Vec<&str> = todo.removals.iter().map(|o| o.arg.as_str()).collect();
+            apt::remove(host, &names, self.state == State::Purged)?;
+        }
+        Ok(Applied::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct NoSources;
+    impl Sources for NoSources {
+        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no file {name}"))
+        }
+        fn template(&self, name: &str) -> Result<String, String> {
+            Err(format!("no template {name}"))
+        }
+    }
+
+    fn pkg(spec: serde_json::Value) -> Package {
+        Package::from_spec(parse_spec(spec).unwrap()).unwrap()
+    }
+
+    fn spec_err(spec: serde_json::Value) -> SpecError {
+        (TYPE.build)(spec, &NoSources)
+            .err()
+            .expect("the spec must be refused")
+    }
+
+    const STATUS: &str = "\
+Package: dpkg
+Status: install ok installed
+Architecture: arm64
+Version: 1.21.22
+
+Package: curl
+Status: install ok installed
+Architecture: arm64
+Version: 7.88.1-10+deb12u5
+Description: command line tool for transferring data with URL syntax
+ curl is a command line tool for transferring data with URL syntax.
+
+Package: hello
+Status: install ok installed
+Architecture: arm64
+Version: 1:2.0-1
+
+Package: libfoo1
+Status: install ok installed
+Architecture: armhf
+Multi-Arch: same
+Version: 3.0-1
+
+Package: oldconf
+Status: deinstall ok config-files
+Architecture: arm64
+Version: 1.0-1
+";
+
+    fn root(status: &str) -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("var/lib/dpkg/updates")).unwrap();
+        std::fs::create_dir_all(d.path().join("var/lib/apt/lists")).unwrap();
+        std::fs::write(d.path().join("var/lib/dpkg/status"), status).unwrap();
+        std::fs::write(
+            d.path()
+                .join("var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease"),
+            "",
+        )
+        .unwrap();
+        let host = Host::new(d.path());
+        (d, host)
+    }
+
+    #[test]
+    fn bad_names_are_refused_with_the_rule() {
+        for bad in [
+            "Curl",
+            "a",
+            "-x",
+            "curl/bookworm",
+            "foo_bar",
+            "libfoo:",
+            "libfoo:ARM",
+        ] {
+            let e = spec_err(json!({"names": [bad]}));
+            assert_eq!(e.key.as_deref(), Some("package"), "{bad}");
+            assert!(e.message.contains(bad), "{bad}: {}", e.message);
+        }
+        assert!(spec_err(json!({"names": []})).message.contains("empty"));
+        assert!(spec_err(json!({"names": 3}))
+            .message
+            .contains("list of names"));
+        assert!(spec_err(json!({"names": ["curl", "curl=1.0"]}))
+            .message
+            .contains("twice"));
+        assert_eq!(
+            spec_err(json!({"names": "curl", "version": "1"}))
+                .key
+                .as_deref(),
+            Some("version")
+        );
+        assert!(spec_err(json!({"names": "curl", "state": "installed"}))
+            .message
+            .contains("unknown variant"));
+    }
+
+    #[test]
+    fn bad_pins_are_refused() {
+        for bad in [
+            "hello=",
+            "hello=v1",
+            "hello=1.0=2",
+            "hello=1 .0",
+            "hello=x:1.0",
+        ] {
+            let e = spec_err(json!({"names": [bad]}));
+            assert_eq!(e.key.as_deref(), Some("package"), "{bad}");
+        }
+        let e = spec_err(json!({"names": ["hello=1.0-1"], "state": "latest"}));
+        assert_eq!(e.key.as_deref(), Some("state"));
+        assert!(e.message.contains("state: present"), "{}", e.message);
+        assert!(
+            spec_err(json!({"names": ["hello=1.0-1"], "state": "absent"}))
+                .key
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn accepts_strings_lists_arch_qualifiers_and_pins() {
+        let p = pkg(json!({"names": "curl  wget"}));
+        assert_eq!(Resource::id(&p), "curl, wget");
+        let p = pkg(
+            json!({"names": ["libc6:armhf", "hello=1:2.0-1", "g++-12"], "install_recommends": true}),
+        );
+        assert_eq!(Resource::id(&p), "libc6:armhf, hello=1:2.0-1, g++-12");
+        assert_eq!(p.wanted[1].name, "hello");
+        assert_eq!(p.wanted[1].version.as_deref(), Some("1:2.0-1"));
+        assert!(p.recommends);
+        assert!((TYPE.build)(json!({"names": "curl", "state": "purged"}), &NoSources).is_ok());
+    }
+
+    #[test]
+    fn converged_states_need_no_apt_at_all() {
+        let (_d, host) = root(STATUS);
+        // apt cannot run in this tempdir root: any call would make read fail.
+        for spec in [
+            json!({"names": ["curl", "hello"]}),
+            json!({"names": ["hello=1:2.0-1", "curl=7.88.1-10+deb12u5"]}),
+            json!({"names": ["libfoo1:armhf"]}),
+            json!({"names": ["vim", "oldconf"], "state": "absent"}),
+            json!({"names": ["vim", "libfoo1"], "state": "purged"}),
+        ] {
+            let p = pkg(spec.clone());
+            let todo = p.read(&host).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            assert_eq!(p.diff(&todo, &host), None, "{spec}");
+        }
+    }
+
+    #[test]
+    fn pins_and_removals_are_decided_without_apt() {
+        let (_d, host) = root(STATUS);
+        let p = pkg(json!({"names": ["hello=1:1.0-1", "curl"]}));
+        let todo = p.read(&host).unwrap();
+        assert_eq!(
+            p.diff(&todo, &host).unwrap().summary,
+            "install hello 1:2.0-1 -> 1:1.0-1"
+        );
+        assert_eq!(todo.installs[0].arg, "hello=1:1.0-1");
+
+        let p = pkg(json!({"names": ["curl", "vim", "libfoo1:armhf"], "state": "absent"}));
+        let todo = p.read(&host).unwrap();
+        assert_eq!(
+            p.diff(&todo, &host).unwrap().summary,
+            "remove curl, libfoo1:armhf"
+        );
+
+        let p = pkg(json!({"names": ["oldconf", "hello"], "state": "purged"}));
+        let todo = p.read(&host).unwrap();
+        assert_eq!(
+            p.diff(&todo, &host).unwrap().summary,
+            "purge oldconf, hello"
+        );
+    }
+
+    #[test]
+    fn latest_upgrades_only_to_a_newer_candidate() {
+        let status = dpkg::DpkgStatus::parse(STATUS, &[]);
+        let p = pkg(
+            json!({"names": ["curl", "hello", "vim", "localpkg", "libfoo1:arm64"], "state": "latest"}),
+        );
+        let mut todo = p.plan(&status);
+        assert_eq!(todo.installs.len(), 5, "latest always asks apt");
+        let policy = apt::parse_policy(
+            "curl:\n  Installed: 7.88.1-10+deb12u5\n  Candidate: 7.88.1-10+deb12u15\n\
+             hello:\n  Installed: 1:2.0-1\n  Candidate: 1:2.0-1\n\
+             vim:\n  Installed: (none)\n  Candidate: 2:9.0.1378-2\n\
+             libfoo1:\n  Installed: (none)\n  Candidate: 3.1-1\n",
+        );
+        p.resolve(&mut todo, &policy, status.native_arch.as_deref());
+        assert_eq!(
+            p.diff(&todo, &Host::new("/nonexistent")).unwrap().summary,
+            "install curl 7.88.1-10+deb12u5 -> 7.88.1-10+deb12u15, vim 2:9.0.1378-2, localpkg, libfoo1:arm64 3.1-1 (localpkg not in the current package lists)"
+        );
+        assert_eq!(
+            todo.installs
+                .iter()
+                .map(|o| o.arg.as_str())
+                .collect::<Vec<_>>(),
+            ["curl", "vim", "localpkg", "libfoo1:arm64"]
+        );
+    }
+
+    #[test]
+    fn latest_keeps_an_installed_package_apt_does_not_know() {
+        let status = dpkg::DpkgStatus::parse(STATUS, &[]);
+        let p = pkg(json!({"names": ["hello"], "state": "latest"}));
+        let mut todo = p.plan(&status);
+        p.resolve(&mut todo, &HashMap::new(), Some("arm64"));
+        assert!(todo.is_empty());
+    }
+
+    #[test]
+    fn present_shows_the_candidate_it_will_install() {
+        let status = dpkg::DpkgStatus::parse(STATUS, &[]);
+        let p = pkg(json!({"names": ["curl", "jq", "hello=1:2.1-1"]}));
+        let mut todo = p.plan(&status);
+        p.resolve(
+            &mut todo,
+            &apt::parse_policy("jq:\n  Candidate: 1.6-2.1\n"),
+            Some("arm64"),
+        );
+        assert_eq!(
+            p.diff(&todo, &Host::new("/nonexistent")).unwrap().summary,
+            "install jq 1.6-2.1, hello 1:2.0-1 -> 1:2.1-1"
+        );
+    }
+
+    #[test]
+    fn interrupted_dpkg_fails_only_when_there_is_work() {
+        let broken = format!("{STATUS}\nPackage: halfway\nStatus: install ok half-configured\nArchitecture: arm64\nVersion: 1-1\n");
+        let (_d, host) = root(&broken);
+        let converged = pkg(json!({"names": ["curl"]}));
+        assert_eq!(converged.diff(&converged.read(&host).unwrap(), &host), None);
+        let err = pkg(json!({"names": ["vim"], "state": "present"}))
+            .read(&host)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dpkg --configure -a") && err.contains("halfway is half-configured"),
+            "{err}"
+        );
+        let err = pkg(json!({"names": ["curl"], "state": "absent"}))
+            .read(&host)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dpkg --configure -a"), "{err}");
+    }
+}
