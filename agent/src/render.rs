@@ -149,8 +149,11 @@ impl RoleEnv {
         if !(s.contains("{{") || s.contains("{%") || s.contains("{#")) {
             return Ok(Value::String(s.to_string()));
         }
-        if let Some(expr) = single_expression(s) {
-            return self.expression(expr, ctx);
+        // Only a string that is exactly one `{{ }}` keeps a native type; "{{ x }}\n" is text.
+        if s.starts_with("{{") && s.ends_with("}}") {
+            if let Some(expr) = single_expression(s) {
+                return self.expression(expr, ctx);
+            }
         }
         self.env
             .render_str(s, ctx)

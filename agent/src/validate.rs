@@ -310,29 +310,20 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             .unwrap_or(entry_line)
     };
 
-    let types: Vec<&str> = keys
-        .iter()
-        .map(|(k, _)| k.value.as_str())
-        .filter(|k| find_type(k).is_some())
-        .collect();
-    let rtype = match types.as_slice() {
-        [one] => find_type(one).expect("found above"),
-        [] => {
+    // The type is the entry's first key (other than tend's common keys): `group` is a type and
+    // also a key of `file` and `user`, so position, not membership, decides.
+    let first = keys.iter().map(|(k, _)| k.value.as_str()).find(|k| !COMMON_KEYS.contains(k));
+    let rtype = match first.and_then(find_type) {
+        Some(t) => t,
+        None => {
             let names: Vec<&str> = resource_types().iter().map(|t| t.name).collect();
+            let what = match first {
+                Some(k) => format!("`{k}` is not a resource type"),
+                None => "this entry names no resource type".to_string(),
+            };
             diags.push(
-                Diagnostic::new(path, entry_line, "this entry names no resource type")
-                    .fix(format!("start it with one of: {}", names.join(", "))),
-            );
-            return Vec::new();
-        }
-        many => {
-            diags.push(
-                Diagnostic::new(
-                    path,
-                    entry_line,
-                    format!("one entry declares several resources ({})", many.join(", ")),
-                )
-                .fix("split it into one list entry per resource"),
+                Diagnostic::new(path, entry_line, what)
+                    .fix(format!("start the entry with its type, one of: {}", names.join(", "))),
             );
             return Vec::new();
         }

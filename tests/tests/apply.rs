@@ -1,0 +1,298 @@
+//! Issue #2's acceptance, on real Debian chroots: one apply converges a device from the fixture
+//! fleet (tests/fixtures/apply-fleet) through real apt, dpkg, useradd and systemctl; a second
+//! apply changes nothing and runs no apt-get; `--check` leaves the root byte-identical; handlers
+//! run exactly once and survive a failed run; a held dpkg lock fails cleanly; local vars files
+//! cannot override reviewed config; secrets never leak.
+
+use std::fs;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use tend_tests::{skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite};
+
+const SECRET: &str = "s3cret-token-9f2c";
+const FLEET: &str = "/srv/fleet";
+/// Parts of the tree a run may not be judged by: kernel filesystems and scratch space.
+const VOLATILE: &[&str] = &["/proc", "/sys", "/dev", "/run", "/tmp"];
+/// Logs the apt-get wrapper appends each invocation to.
+const APT_LOG: &str = "/var/log/apt-get-calls.log";
+
+struct Bed {
+    dev: Device,
+    _repo: AptRepo,
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+impl Bed {
+    fn new(suite: Suite) -> Result<Bed> {
+        let repo = AptRepo::standard()?;
+        let dev = Device::new(suite, Arch::Amd64)?;
+        dev.install_tend(&tend_binary()?)?;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apply-fleet");
+        copy_tree(&fixture, &dev.path(FLEET)?)?;
+        dev.write(&format!("{FLEET}/roles/repo/files/tend-test.asc"), repo.key_armored()?)?;
+        dev.write("/etc/tend/vars.d/test.yaml", format!("apt_url: {}\nsite_token: {SECRET}\n", repo.url()))?;
+        dev.write("/etc/acme/obsolete", "left over from an older release\n")?;
+        // Count apt-get invocations: the real one is diverted, a wrapper logs and execs it.
+        dev.run_ok(&["dpkg-divert", "--local", "--rename", "--add", "/usr/bin/apt-get"])?;
+        dev.write_mode(
+            "/usr/bin/apt-get",
+            format!("#!/bin/sh\necho \"$*\" >> {APT_LOG}\nexec /usr/bin/apt-get.distrib \"$@\"\n"),
+            0o755,
+        )?;
+        Ok(Bed { dev, _repo: repo })
+    }
+
+    fn tend(&self, args: &[&str]) -> Result<Outcome> {
+        let mut argv = args.to_vec();
+        argv.extend(["--path", FLEET, "--device", "dev1"]);
+        self.dev.tend(&argv)
+    }
+
+    fn report(&self) -> Result<Value> {
+        Ok(serde_json::from_slice(&self.dev.read("/var/lib/tend/report.json")?)?)
+    }
+
+    fn lines(&self, path: &str) -> usize {
+        self.dev.read_string(path).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    fn edit(&self, path: &str, from: &str, to: &str) -> Result<()> {
+        let full = format!("{FLEET}/{path}");
+        let text = self.dev.read_string(&full)?;
+        ensure!(text.contains(from), "{full} does not contain {from:?}");
+        self.dev.write(&full, text.replace(from, to))
+    }
+}
+
+fn expect_code(out: &Outcome, code: i32) -> Result<()> {
+    ensure!(out.code() == Some(code), "expected exit {code}\n{out}");
+    Ok(())
+}
+
+fn changed_ids(report: &Value) -> Vec<String> {
+    report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "changed")
+        .map(|r| format!("{} {}", r["kind"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
+        .collect()
+}
+
+fn dpkg_version(dev: &Device, pkg: &str) -> Option<String> {
+    let out = dev.run(&["dpkg-query", "-W", "-f=${Status} ${Version}", pkg]).ok()?;
+    let text = out.stdout.trim().to_string();
+    text.strip_prefix("install ok installed ").map(str::to_string)
+}
+
+#[test]
+fn bookworm_first_apply_converges_and_second_changes_nothing() -> Result<()> {
+    if skip_chroot_tests("bookworm_first_apply_converges_and_second_changes_nothing") {
+        return Ok(());
+    }
+    first_apply_then_noop(Suite::Bookworm)
+}
+
+#[test]
+fn trixie_first_apply_converges_and_second_changes_nothing() -> Result<()> {
+    if skip_chroot_tests("trixie_first_apply_converges_and_second_changes_nothing") {
+        return Ok(());
+    }
+    first_apply_then_noop(Suite::Trixie)
+}
+
+fn first_apply_then_noop(suite: Suite) -> Result<()> {
+    let bed = Bed::new(suite)?;
+    let dev = &bed.dev;
+    let first = bed.tend(&["apply", "--diff"])?;
+    expect_code(&first, 2)?;
+
+    // apt source and keyring; packages pinned and latest; no recommends.
+    ensure!(dev.read_string("/etc/apt/sources.list.d/tend-test.sources")?.contains("Signed-By: /etc/apt/keyrings/tend-test.asc"));
+    ensure!(dev.exists("/etc/apt/keyrings/tend-test.asc"));
+    ensure!(dpkg_version(dev, "tend-hello").as_deref() == Some("1.0-1"), "pinned version\n{first}");
+    ensure!(dpkg_version(dev, "tend-tool").as_deref() == Some("1.0-1"), "latest\n{first}");
+    ensure!(dpkg_version(dev, "tend-with-recommends").is_some());
+    ensure!(dpkg_version(dev, "tend-recommended").is_none(), "recommends are off by default");
+
+    // Files from content, source and template (with a device var), a directory, a link, a removal.
+    ensure!(dev.read_string("/etc/acme/content.conf")? == "site=lab\nlab=lab-a\n");
+    ensure!(dev.read_string("/etc/acme/source.conf")?.contains("mode=source"));
+    let greeting = dev.read_string("/etc/acme/greeting")?;
+    ensure!(greeting == format!("hello from lab-a (dev1, {})\n", suite.name()), "{greeting:?}");
+    ensure!(dev.path("/etc/acme/cache")?.is_dir());
+    ensure!(fs::read_link(dev.root().join("etc/acme/current"))? == Path::new("/etc/acme/content.conf"));
+    ensure!(!dev.exists("/etc/acme/obsolete"));
+    use std::os::unix::fs::PermissionsExt;
+    ensure!(fs::metadata(dev.path("/etc/acme/source.conf")?)?.permissions().mode() & 0o7777 == 0o640);
+
+    // A user, an enabled service, a guarded command run once, a handler run once.
+    let passwd = dev.read_string("/etc/passwd")?;
+    ensure!(passwd.lines().any(|l| l.starts_with("acme:") && l.ends_with(":/var/lib/acme:/usr/sbin/nologin")), "{passwd}");
+    ensure!(dev.root().join("etc/systemd/system/multi-user.target.wants/tend-demo.service").is_symlink(), "enabled\n{first}");
+    ensure!(bed.lines("/var/log/acme-once.log") == 1);
+    ensure!(bed.lines("/var/log/acme-handler.log") == 1);
+
+    // The secret reached the device but nothing tend printed or wrote about it.
+    ensure!(dev.read_string("/etc/acme/token")? == format!("token={SECRET}\n"));
+    let report_text = dev.read_string("/var/lib/tend/report.json")?;
+    for (what, text) in [("stdout", &first.stdout), ("stderr", &first.stderr), ("report", &report_text)] {
+        ensure!(!text.contains(SECRET), "the secret leaked into {what}:\n{text}");
+    }
+    ensure!(first.stdout.contains("content hidden: it contains a secret value"), "{first}");
+
+    // The second apply: nothing changes, exit 0, no apt-get at all.
+    dev.write(APT_LOG, "")?;
+    let second = bed.tend(&["apply"])?;
+    expect_code(&second, 0)?;
+    let report = bed.report()?;
+    ensure!(report["counts"]["changed"] == 0, "{report:#}");
+    ensure!(report["result"] == "ok");
+    ensure!(changed_ids(&report).is_empty());
+    ensure!(dev.read_string(APT_LOG)?.is_empty(), "apt-get ran on a no-op run: {}", dev.read_string(APT_LOG)?);
+    ensure!(bed.lines("/var/log/acme-once.log") == 1, "the guarded command ran twice");
+    ensure!(bed.lines("/var/log/acme-handler.log") == 1, "the handler ran without a change");
+    Ok(())
+}
+
+#[test]
+fn check_mode_prints_the_diff_and_leaves_the_root_byte_identical() -> Result<()> {
+    if skip_chroot_tests("check_mode_prints_the_diff_and_leaves_the_root_byte_identical") {
+        return Ok(());
+    }
+    let bed = Bed::new(Suite::Bookworm)?;
+    // On an unconverged device: every kind of change is planned, none is made.
+    let before = bed.dev.snapshot(VOLATILE)?;
+    let check = bed.tend(&["check"])?;
+    expect_code(&check, 2)?;
+    ensure!(check.stdout.contains("+hello from lab-a"), "the diff is shown\n{check}");
+    ensure!(check.stdout.contains("would"), "{check}");
+    let after = bed.dev.snapshot(VOLATILE)?;
+    ensure!(before.hash() == after.hash(), "check mode changed the root: {:?}", after.changes_since(&before));
+
+    // And on a converged device with a changed repo.
+    expect_code(&bed.tend(&["apply"])?, 2)?;
+    bed.edit("devices/dev1.yaml", "greeting: hello", "greeting: bonjour")?;
+    let before = bed.dev.snapshot(VOLATILE)?;
+    let check = bed.tend(&["apply", "--check", "--diff"])?;
+    expect_code(&check, 2)?;
+    ensure!(check.stdout.contains("-hello from lab-a") && check.stdout.contains("+bonjour from lab-a"), "{check}");
+    let after = bed.dev.snapshot(VOLATILE)?;
+    ensure!(before.hash() == after.hash(), "check mode changed the root: {:?}", after.changes_since(&before));
+    Ok(())
+}
+
+#[test]
+fn one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run() -> Result<()> {
+    if skip_chroot_tests("one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run") {
+        return Ok(());
+    }
+    let bed = Bed::new(Suite::Bookworm)?;
+    expect_code(&bed.tend(&["apply"])?, 2)?;
+    ensure!(bed.lines("/var/log/acme-handler.log") == 1);
+
+    // One var changes: exactly its file is rewritten, and the handler runs exactly once.
+    bed.edit("devices/dev1.yaml", "greeting: hello", "greeting: bonjour")?;
+    expect_code(&bed.tend(&["apply"])?, 2)?;
+    let report = bed.report()?;
+    ensure!(changed_ids(&report) == ["file /etc/acme/greeting", "command echo ran >> /var/log/acme-handler.log"], "{:?}", changed_ids(&report));
+    ensure!(bed.lines("/var/log/acme-handler.log") == 2);
+
+    // A run that notifies and then fails keeps the handler pending instead of losing it.
+    bed.edit("devices/dev1.yaml", "greeting: bonjour", "greeting: hola")?;
+    bed.edit("roles/hooks/role.yaml", "resources: []", "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent")?;
+    let failed = bed.tend(&["apply"])?;
+    expect_code(&failed, 6)?;
+    ensure!(bed.lines("/var/log/acme-handler.log") == 2, "handlers do not run after a failure\n{failed}");
+    ensure!(bed.dev.read_string("/var/lib/tend/pending-handlers.json")?.contains("count greeting"));
+    ensure!(bed.report()?["pending_handlers"][0] == "count greeting");
+
+    // The next good run runs it, although nothing notifies it any more.
+    bed.edit("roles/hooks/role.yaml", "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent", "resources: []")?;
+    let fixed = bed.tend(&["apply"])?;
+    expect_code(&fixed, 2)?;
+    ensure!(bed.lines("/var/log/acme-handler.log") == 3, "{fixed}");
+    ensure!(bed.dev.read_string("/var/lib/tend/pending-handlers.json")? == "[]");
+    Ok(())
+}
+
+/// Holds dpkg's frontend lock the way apt and dpkg do: an fcntl write lock, not flock.
+struct FcntlLock(fs::File);
+
+impl FcntlLock {
+    fn take(path: &Path) -> Result<FcntlLock> {
+        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        // SAFETY: a plain fcntl on a file descriptor we own.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
+        ensure!(rc == 0, "cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+        Ok(FcntlLock(file))
+    }
+}
+
+#[test]
+fn held_dpkg_lock_waits_for_the_timeout_then_fails_cleanly() -> Result<()> {
+    if skip_chroot_tests("held_dpkg_lock_waits_for_the_timeout_then_fails_cleanly") {
+        return Ok(());
+    }
+    let bed = Bed::new(Suite::Bookworm)?;
+    bed.dev.write("/etc/tend/tend.yaml", "apt:\n  lock_timeout: 4\n")?;
+    let lock = FcntlLock::take(&bed.dev.path("/var/lib/dpkg/lock-frontend")?).context("taking the dpkg lock")?;
+    let started = Instant::now();
+    let out = bed.tend(&["apply"])?;
+    let waited = started.elapsed();
+    drop(lock.0);
+    ensure!(matches!(out.code(), Some(4) | Some(6)), "expected a failed run\n{out}");
+    ensure!(out.stdout.contains("dpkg is locked by another process"), "a clear message\n{out}");
+    ensure!(waited >= Duration::from_secs(4), "tend gave up before its lock timeout ({waited:?})");
+    // Nothing half-done: the package is not installed, dpkg is consistent, and the rest of the
+    // role after the failed package was skipped, not applied.
+    ensure!(dpkg_version(&bed.dev, "tend-hello").is_none());
+    ensure!(bed.dev.run_ok(&["dpkg", "--audit"])?.stdout.trim().is_empty());
+    ensure!(!bed.dev.exists("/etc/acme/content.conf"), "the role went on after a failure");
+    // With the lock released the device converges.
+    expect_code(&bed.tend(&["apply"])?, 2)?;
+    ensure!(dpkg_version(&bed.dev, "tend-hello").as_deref() == Some("1.0-1"));
+    Ok(())
+}
+
+#[test]
+fn local_vars_file_cannot_set_an_undeclared_var() -> Result<()> {
+    if skip_chroot_tests("local_vars_file_cannot_set_an_undeclared_var") {
+        return Ok(());
+    }
+    let bed = Bed::new(Suite::Bookworm)?;
+    bed.dev.write("/etc/tend/vars.d/zz-local.yaml", "# written on the device\nmotd_site: hijacked\n")?;
+    // The state dir exists on an installed device (the package ships it); only its content may change.
+    fs::create_dir_all(bed.dev.root().join("var/lib/tend"))?;
+    let before = bed.dev.snapshot(&[VOLATILE, &["/var/lib/tend"]].concat())?;
+    let out = bed.tend(&["apply"])?;
+    expect_code(&out, 10)?;
+    ensure!(
+        out.stdout.contains("/etc/tend/vars.d/zz-local.yaml:2: sets `motd_site`, which the fleet repo does not declare `local`"),
+        "{out}"
+    );
+    let after = bed.dev.snapshot(&[VOLATILE, &["/var/lib/tend"]].concat())?;
+    ensure!(before.hash() == after.hash(), "a refused run changed the device: {:?}", after.changes_since(&before));
+    ensure!(bed.report()?["result"] == "invalid");
+    Ok(())
+}
