@@ -61,24 +61,22 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
             Ok(f) => f,
             Err(d) => return Ok((0, d.into())),
         };
-        let (mut ids, notes) = fleet.list_yaml("devices").map_err(|d| d)?;
+        let (mut ids, notes) = fleet.list_yaml("devices")?;
         for n in notes {
             all.push(n);
         }
-        for (name, kind) in tree.list("devices").unwrap_or_default() {
-            let _ = kind;
-            if name.ends_with(".yaml")
-                && crate::load::check_device_id(name.trim_end_matches(".yaml")).is_err()
-            {
-                all.push(
-                    Diagnostic::new(
-                        format!("devices/{name}"),
-                        0,
-                        "the file name is not a valid device id",
-                    )
-                    .fix("name device files <device-id>.yaml"),
-                );
-            }
+        for bad in ids
+            .iter()
+            .filter(|id| crate::load::check_device_id(id).is_err())
+        {
+            all.push(
+                Diagnostic::new(
+                    format!("devices/{bad}.yaml"),
+                    0,
+                    "the file name is not a valid device id",
+                )
+                .fix("name device files <device-id>.yaml, with letters, digits and '-_.:@'"),
+            );
         }
         ids.retain(|id| crate::load::check_device_id(id).is_ok());
         // A device without a file of its own gets the fleet-wide roles: check that too.

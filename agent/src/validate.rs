@@ -16,7 +16,7 @@ use tend_roles::{
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::facts::Facts;
-use crate::load::{Fleet, FLEET_FILE};
+use crate::load::Fleet;
 use crate::model::Entry;
 use crate::render::{RenderError, RoleEnv};
 use crate::resolve::{resolve, LoadedRole};
@@ -312,7 +312,10 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
 
     // The type is the entry's first key (other than tend's common keys): `group` is a type and
     // also a key of `file` and `user`, so position, not membership, decides.
-    let first = keys.iter().map(|(k, _)| k.value.as_str()).find(|k| !COMMON_KEYS.contains(k));
+    let first = keys
+        .iter()
+        .map(|(k, _)| k.value.as_str())
+        .find(|k| !COMMON_KEYS.contains(k));
     let rtype = match first.and_then(find_type) {
         Some(t) => t,
         None => {
@@ -321,10 +324,10 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                 Some(k) => format!("`{k}` is not a resource type"),
                 None => "this entry names no resource type".to_string(),
             };
-            diags.push(
-                Diagnostic::new(path, entry_line, what)
-                    .fix(format!("start the entry with its type, one of: {}", names.join(", "))),
-            );
+            diags.push(Diagnostic::new(path, entry_line, what).fix(format!(
+                "start the entry with its type, one of: {}",
+                names.join(", ")
+            )));
             return Vec::new();
         }
     };
@@ -472,9 +475,4 @@ fn redact_value(v: &Value, r: &Redactor) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-/// Whether the repo at `tree` has a fleet.yaml; used to give `validate` a clear first error.
-pub fn is_fleet_repo(tree: &dyn Tree) -> bool {
-    matches!(tree.read(FLEET_FILE), Ok(Some(_)))
 }

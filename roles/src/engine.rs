@@ -85,7 +85,10 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.resources.iter().filter(|r| r.outcome == outcome).count()
+        self.resources
+            .iter()
+            .filter(|r| r.outcome == outcome)
+            .count()
     }
     pub fn changed(&self) -> usize {
         self.count(Outcome::Changed)
@@ -111,7 +114,10 @@ impl PendingHandlers {
             .and_then(|p| std::fs::read(p).ok())
             .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
             .unwrap_or_default();
-        Self { path: path.map(Path::to_path_buf), names: names.into_iter().collect() }
+        Self {
+            path: path.map(Path::to_path_buf),
+            names: names.into_iter().collect(),
+        }
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -119,12 +125,21 @@ impl PendingHandlers {
     }
 
     fn save(&self) -> std::io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let json = serde_json::to_vec(&self.names()).expect("a list of strings serializes");
-        fsutil::atomic_write(path, &json, fsutil::Meta { mode: Some(0o600), ..Default::default() })
+        fsutil::atomic_write(
+            path,
+            &json,
+            fsutil::Meta {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
     }
 
     fn add(&mut self, names: &[String]) -> std::io::Result<()> {
@@ -145,7 +160,12 @@ impl PendingHandlers {
 }
 
 /// Plans and (unless `host.check`) applies `desired`. `pending_path` is where notifications persist.
-pub fn converge(desired: &Desired, host: &Host, pending_path: Option<&Path>, progress: Progress) -> RunSummary {
+pub fn converge(
+    desired: &Desired,
+    host: &Host,
+    pending_path: Option<&Path>,
+    progress: Progress,
+) -> RunSummary {
     let mut summary = RunSummary::default();
     let persist = if host.check { None } else { pending_path };
     let mut pending = PendingHandlers::load(pending_path);
@@ -159,8 +179,12 @@ pub fn converge(desired: &Desired, host: &Host, pending_path: Option<&Path>, pro
     }
 
     for role in &desired.roles {
-        let blocked_by = role.depends.iter().find(|d| failed_roles.contains(d.as_str()));
-        let mut skip_reason = blocked_by.map(|d| format!("skipped: depends on role '{d}', which failed"));
+        let blocked_by = role
+            .depends
+            .iter()
+            .find(|d| failed_roles.contains(d.as_str()));
+        let mut skip_reason =
+            blocked_by.map(|d| format!("skipped: depends on role '{d}', which failed"));
         for item in &role.items {
             let mut report = ResourceReport {
                 role: role.name.clone(),
@@ -186,7 +210,9 @@ pub fn converge(desired: &Desired, host: &Host, pending_path: Option<&Path>, pro
                         if host.check {
                             would_notify.extend(item.notify.iter().cloned());
                         } else if let Err(e) = pending.add(&item.notify) {
-                            summary.errors.push(format!("cannot persist pending handlers: {e}"));
+                            summary
+                                .errors
+                                .push(format!("cannot persist pending handlers: {e}"));
                         }
                     }
                     Step::Skipped(reason) => {
@@ -196,7 +222,10 @@ pub fn converge(desired: &Desired, host: &Host, pending_path: Option<&Path>, pro
                     Step::Failed(error) => {
                         report.outcome = Outcome::Failed;
                         report.error = Some(host.redact(&error));
-                        skip_reason = Some(format!("skipped: an earlier resource of role '{}' failed", role.name));
+                        skip_reason = Some(format!(
+                            "skipped: an earlier resource of role '{}' failed",
+                            role.name
+                        ));
                     }
                 }
             }
@@ -226,11 +255,16 @@ fn step(resource: &dyn DynResource, host: &Host) -> Step {
         Ok(plan) => plan,
         Err(e) => return Step::Failed(e.to_string()),
     };
-    let Some(change) = plan.change.clone() else { return Step::Unchanged };
+    let Some(change) = plan.change.clone() else {
+        return Step::Unchanged;
+    };
     let summary = host.redact(&change.summary);
     let diff = change.diff.as_deref().map(|d| host.redact(d));
     if host.check {
-        return Step::Changed(summary, diff);
+        return match change.skipped {
+            Some(reason) => Step::Skipped(host.redact(&reason)),
+            None => Step::Changed(summary, diff),
+        };
     }
     match plan.apply(host) {
         Ok(Applied::Done) => Step::Changed(summary, diff),
@@ -251,13 +285,16 @@ fn run_handlers(
         if !known.contains(stale.as_str()) {
             tracing::warn!(handler = %stale, "dropping a pending handler that the fleet repo no longer declares");
             if let Err(e) = pending.remove(&stale) {
-                summary.errors.push(format!("cannot persist pending handlers: {e}"));
+                summary
+                    .errors
+                    .push(format!("cannot persist pending handlers: {e}"));
             }
         }
     }
     let run_failed = summary.failed() > 0;
     for handler in &desired.handlers {
-        let notified = pending.names.contains(&handler.name) || would_notify.contains(&handler.name);
+        let notified =
+            pending.names.contains(&handler.name) || would_notify.contains(&handler.name);
         if !notified {
             continue;
         }
@@ -273,13 +310,18 @@ fn run_handlers(
             handler: true,
         };
         if run_failed {
-            report.summary = Some("deferred: the run had failures; the handler stays pending".into());
+            report.summary =
+                Some("deferred: the run had failures; the handler stays pending".into());
         } else {
             match step(handler.resource.as_ref(), host) {
                 Step::Unchanged => report.outcome = Outcome::Unchanged,
                 Step::Changed(s, d) => {
                     report.outcome = Outcome::Changed;
-                    report.summary = Some(if host.check { format!("would run: {s}") } else { s });
+                    report.summary = Some(if host.check {
+                        format!("would run: {s}")
+                    } else {
+                        s
+                    });
                     report.diff = d;
                 }
                 Step::Skipped(reason) => report.summary = Some(reason),
@@ -290,7 +332,9 @@ fn run_handlers(
             }
             if !host.check && report.outcome != Outcome::Failed {
                 if let Err(e) = pending.remove(&handler.name) {
-                    summary.errors.push(format!("cannot persist pending handlers: {e}"));
+                    summary
+                        .errors
+                        .push(format!("cannot persist pending handlers: {e}"));
                 }
             }
         }
@@ -329,7 +373,8 @@ mod tests {
             if self.content == "FAIL" {
                 return Err(ResourceError::other("told to fail"));
             }
-            fs::write(host.path(self.path)?, self.content).map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
+            fs::write(host.path(self.path)?, self.content)
+                .map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
             Ok(Applied::Done)
         }
     }
@@ -369,15 +414,25 @@ mod tests {
     }
 
     fn role(name: &str, depends: &[&str], items: Vec<Item>) -> RolePlan {
-        RolePlan { name: name.into(), depends: depends.iter().map(|s| s.to_string()).collect(), items }
+        RolePlan {
+            name: name.into(),
+            depends: depends.iter().map(|s| s.to_string()).collect(),
+            items,
+        }
     }
 
     fn handler(name: &str, path: &'static str) -> Handler {
-        Handler { name: name.into(), role: "r".into(), resource: Box::new(Counter(path)) }
+        Handler {
+            name: name.into(),
+            role: "r".into(),
+            resource: Box::new(Counter(path)),
+        }
     }
 
     fn runs(root: &std::path::Path, file: &str) -> usize {
-        fs::read_to_string(root.join(file)).map(|s| s.lines().count()).unwrap_or(0)
+        fs::read_to_string(root.join(file))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     #[test]
@@ -385,7 +440,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let desired = Desired {
             roles: vec![
-                role("a", &[], vec![item("/a1", "x", &[]), item("/a2", "FAIL", &[]), item("/a3", "x", &[])]),
+                role(
+                    "a",
+                    &[],
+                    vec![
+                        item("/a1", "x", &[]),
+                        item("/a2", "FAIL", &[]),
+                        item("/a3", "x", &[]),
+                    ],
+                ),
                 role("b", &["a"], vec![item("/b1", "x", &[])]),
                 role("c", &[], vec![item("/c1", "x", &[])]),
             ],
@@ -403,18 +466,40 @@ mod tests {
     fn handlers_run_once_at_the_end_in_declaration_order() {
         let d = tempfile::tempdir().unwrap();
         let desired = Desired {
-            roles: vec![role("r", &[], vec![item("/1", "x", &["second", "first"]), item("/2", "y", &["first"])])],
+            roles: vec![role(
+                "r",
+                &[],
+                vec![
+                    item("/1", "x", &["second", "first"]),
+                    item("/2", "y", &["first"]),
+                ],
+            )],
             handlers: vec![handler("first", "/h1"), handler("second", "/h2")],
         };
         let pending = d.path().join("pending.json");
-        let s = converge(&desired, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        let s = converge(
+            &desired,
+            &Host::new(d.path()),
+            Some(&pending),
+            &mut |_, _, _| {},
+        );
         assert_eq!(runs(d.path(), "h1"), 1, "notified twice, runs once");
         assert_eq!(runs(d.path(), "h2"), 1);
-        let order: Vec<&str> = s.resources.iter().filter(|r| r.handler).map(|r| r.id.as_str()).collect();
+        let order: Vec<&str> = s
+            .resources
+            .iter()
+            .filter(|r| r.handler)
+            .map(|r| r.id.as_str())
+            .collect();
         assert_eq!(order, ["/h1", "/h2"]);
         assert!(s.pending_handlers.is_empty());
         // Converged: the second run notifies nothing.
-        converge(&desired, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        converge(
+            &desired,
+            &Host::new(d.path()),
+            Some(&pending),
+            &mut |_, _, _| {},
+        );
         assert_eq!(runs(d.path(), "h1"), 1);
     }
 
@@ -423,19 +508,42 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let pending = d.path().join("pending.json");
         let failing = Desired {
-            roles: vec![role("r", &[], vec![item("/1", "x", &["restart"])]), role("s", &[], vec![item("/2", "FAIL", &[])])],
+            roles: vec![
+                role("r", &[], vec![item("/1", "x", &["restart"])]),
+                role("s", &[], vec![item("/2", "FAIL", &[])]),
+            ],
             handlers: vec![handler("restart", "/h")],
         };
-        let s = converge(&failing, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
+        let s = converge(
+            &failing,
+            &Host::new(d.path()),
+            Some(&pending),
+            &mut |_, _, _| {},
+        );
         assert_eq!(runs(d.path(), "h"), 0, "handlers wait after a failed run");
         assert_eq!(s.pending_handlers, ["restart"]);
-        assert!(fs::read_to_string(&pending).unwrap().contains("restart"), "persisted");
+        assert!(
+            fs::read_to_string(&pending).unwrap().contains("restart"),
+            "persisted"
+        );
         let fixed = Desired {
-            roles: vec![role("r", &[], vec![item("/1", "x", &["restart"])]), role("s", &[], vec![item("/2", "ok", &[])])],
+            roles: vec![
+                role("r", &[], vec![item("/1", "x", &["restart"])]),
+                role("s", &[], vec![item("/2", "ok", &[])]),
+            ],
             handlers: vec![handler("restart", "/h")],
         };
-        let s = converge(&fixed, &Host::new(d.path()), Some(&pending), &mut |_, _, _| {});
-        assert_eq!(runs(d.path(), "h"), 1, "the pending handler ran although /1 no longer changed");
+        let s = converge(
+            &fixed,
+            &Host::new(d.path()),
+            Some(&pending),
+            &mut |_, _, _| {},
+        );
+        assert_eq!(
+            runs(d.path(), "h"),
+            1,
+            "the pending handler ran although /1 no longer changed"
+        );
         assert!(s.pending_handlers.is_empty());
         assert_eq!(fs::read_to_string(&pending).unwrap(), "[]");
     }
@@ -452,6 +560,10 @@ mod tests {
         host.check = true;
         let s = converge(&desired, &host, Some(&pending), &mut |_, _, _| {});
         assert_eq!(s.changed(), 2, "the resource and its handler would change");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0, "nothing written, not even pending handlers");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "nothing written, not even pending handlers"
+        );
     }
 }

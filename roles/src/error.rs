@@ -14,10 +14,16 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), key: None }
+        Self {
+            message: message.into(),
+            key: None,
+        }
     }
     pub fn at_key(key: &str, message: impl Into<String>) -> Self {
-        Self { message: message.into(), key: Some(key.to_string()) }
+        Self {
+            message: message.into(),
+            key: Some(key.to_string()),
+        }
     }
 }
 
@@ -25,16 +31,26 @@ impl SpecError {
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed ({status}): {output}")]
-    Command { command: String, status: String, output: String },
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
     #[error("{0}")]
     Other(String),
 }
 
 impl ResourceError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.display().to_string(), source }
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
     pub fn other(message: impl Into<String>) -> Self {
         Self::Other(message.into())

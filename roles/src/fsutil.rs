@@ -20,8 +20,13 @@ pub struct Meta {
 
 /// Atomically replaces `path` with `bytes`.
 pub fn atomic_write(path: &Path, bytes: &[u8], meta: Meta) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = path.file_name().unwrap_or_else(|| OsStr::new("file")).to_string_lossy();
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let name = path
+        .file_name()
+        .unwrap_or_else(|| OsStr::new("file"))
+        .to_string_lossy();
     let tmp = dir.join(format!(".{name}.tend-{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -69,7 +74,10 @@ pub fn is_tend_temp(name: &str) -> bool {
 pub fn resolve_in_root(root: &Path, device_path: &str) -> io::Result<PathBuf> {
     let rel = Path::new(device_path);
     if !rel.is_absolute() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{device_path}: not an absolute path")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{device_path}: not an absolute path"),
+        ));
     }
     let comps: Vec<Component> = rel.components().collect();
     let (last, parents) = match comps.split_last() {
@@ -99,7 +107,9 @@ pub fn resolve_in_root(root: &Path, device_path: &str) -> io::Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 hops += 1;
                 if hops > 40 {
-                    return Err(io::Error::other(format!("{device_path}: too many levels of symbolic links")));
+                    return Err(io::Error::other(format!(
+                        "{device_path}: too many levels of symbolic links"
+                    )));
                 }
                 let target = fs::read_link(&here)?;
                 if target.is_absolute() {
@@ -132,9 +142,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
         fs::write(&p, "old").unwrap();
-        atomic_write(&p, b"new", Meta { mode: Some(0o600), ..Default::default() }).unwrap();
+        atomic_write(
+            &p,
+            b"new",
+            Meta {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"new");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file remains");
     }

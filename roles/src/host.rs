@@ -114,9 +114,9 @@ impl Host {
     }
 
     pub fn run_command(&self, mut cmd: Command, shown: &str) -> Result<Output, ResourceError> {
-        let out = cmd
-            .output()
-            .map_err(|e| ResourceError::other(format!("cannot run `{}`: {e}", self.redact(shown))))?;
+        let out = cmd.output().map_err(|e| {
+            ResourceError::other(format!("cannot run `{}`: {e}", self.redact(shown)))
+        })?;
         if out.status.success() {
             Ok(out)
         } else {
@@ -147,13 +147,18 @@ mod tests {
     fn tempdir_root_is_never_online() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("run/systemd/system")).unwrap();
-        assert!(!Host::new(d.path()).systemd_running, "a chroot's systemd is not running");
+        assert!(
+            !Host::new(d.path()).systemd_running,
+            "a chroot's systemd is not running"
+        );
     }
 
     #[test]
     fn command_errors_are_redacted() {
         let host = Host::new("/").with_redactor(Redactor::new(["hunter22".to_string()]));
-        let err = host.run(&["sh", "-c", "echo hunter22 >&2; exit 3"]).unwrap_err();
+        let err = host
+            .run(&["sh", "-c", "echo hunter22 >&2; exit 3"])
+            .unwrap_err();
         let text = err.to_string();
         assert!(!text.contains("hunter22"), "{text}");
         assert!(text.contains("<redacted>"), "{text}");

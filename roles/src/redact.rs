@@ -18,7 +18,9 @@ impl Redactor {
         // Longest first, so a secret that contains another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
-        Self { secrets: Arc::new(secrets) }
+        Self {
+            secrets: Arc::new(secrets),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -50,7 +52,10 @@ mod tests {
     #[test]
     fn redacts_longest_secret_first() {
         let r = Redactor::new(["token".to_string(), "token-extra".to_string()]);
-        assert_eq!(r.redact("a token-extra b token"), "a <redacted> b <redacted>");
+        assert_eq!(
+            r.redact("a token-extra b token"),
+            "a <redacted> b <redacted>"
+        );
     }
 
     #[test]

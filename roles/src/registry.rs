@@ -36,7 +36,9 @@ pub fn find_type(name: &str) -> Option<&'static ResourceType> {
 
 /// Deserializes a rendered spec into a type's spec struct, turning serde's message into a
 /// [`SpecError`] that names the offending key when serde does.
-pub fn parse_spec<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, SpecError> {
+pub fn parse_spec<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<T, SpecError> {
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
         let key = msg

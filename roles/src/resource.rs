@@ -14,14 +14,25 @@ pub struct Change {
     pub summary: String,
     /// A unified diff for file content, already redacted.
     pub diff: Option<String>,
+    /// Set when the change will deliberately not be made (e.g. a restart while systemd is not
+    /// running): the resource is reported as skipped with this reason, in check mode too.
+    pub skipped: Option<String>,
 }
 
 impl Change {
     pub fn new(summary: impl Into<String>) -> Self {
-        Self { summary: summary.into(), diff: None }
+        Self {
+            summary: summary.into(),
+            diff: None,
+            skipped: None,
+        }
     }
     pub fn with_diff(mut self, diff: Option<String>) -> Self {
         self.diff = diff;
+        self
+    }
+    pub fn skipped(mut self, reason: impl Into<String>) -> Self {
+        self.skipped = Some(reason.into());
         self
     }
 }
@@ -85,6 +96,9 @@ where
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
         let actual = self.read(host)?;
         let change = self.diff(&actual, host);
-        Ok(Plan { change, apply: Box::new(move |h: &Host| self.apply(actual, h)) })
+        Ok(Plan {
+            change,
+            apply: Box::new(move |h: &Host| self.apply(actual, h)),
+        })
     }
 }

@@ -1,1 +1,33 @@
+//! tend's test bed: throwaway Debian devices (chroots), a signed local apt repository served on
+//! loopback, and the helpers every integration test shares.
+//!
+//! Integration tests prove behaviour on a real Debian userland (dpkg, apt, systemctl, passwd)
+//! rather than on mocks, because that is where a configuration agent breaks. Everything here is
+//! hermetic: chroots come from a local cache, packages come from a repository built at test time
+//! and served on 127.0.0.1, and nothing inside a device talks to the internet.
+//!
+//! The tend binary under test is built by the test command (`scripts/test`) before the suites run;
+//! this crate never builds it (see [`tend_binary`]).
 
+pub mod aptrepo;
+pub mod cache;
+pub mod chroot;
+pub mod deb;
+pub mod device;
+pub mod gate;
+pub mod http;
+pub mod mounts;
+pub mod rootpath;
+pub mod run;
+pub mod treehash;
+
+pub use aptrepo::AptRepo;
+pub use chroot::{Arch, Suite};
+pub use device::Device;
+pub use gate::skip_chroot_tests;
+pub use http::StaticServer;
+pub use run::Outcome;
+pub use treehash::TreeSnapshot;
+
+mod binary;
+pub use binary::tend_binary;

@@ -46,11 +46,23 @@ impl Bed {
         dev.install_tend(&tend_binary()?)?;
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apply-fleet");
         copy_tree(&fixture, &dev.path(FLEET)?)?;
-        dev.write(&format!("{FLEET}/roles/repo/files/tend-test.asc"), repo.key_armored()?)?;
-        dev.write("/etc/tend/vars.d/test.yaml", format!("apt_url: {}\nsite_token: {SECRET}\n", repo.url()))?;
+        dev.write(
+            &format!("{FLEET}/roles/repo/files/tend-test.asc"),
+            repo.key_armored()?,
+        )?;
+        dev.write(
+            "/etc/tend/vars.d/test.yaml",
+            format!("apt_url: {}\nsite_token: {SECRET}\n", repo.url()),
+        )?;
         dev.write("/etc/acme/obsolete", "left over from an older release\n")?;
         // Count apt-get invocations: the real one is diverted, a wrapper logs and execs it.
-        dev.run_ok(&["dpkg-divert", "--local", "--rename", "--add", "/usr/bin/apt-get"])?;
+        dev.run_ok(&[
+            "dpkg-divert",
+            "--local",
+            "--rename",
+            "--add",
+            "/usr/bin/apt-get",
+        ])?;
         dev.write_mode(
             "/usr/bin/apt-get",
             format!("#!/bin/sh\necho \"$*\" >> {APT_LOG}\nexec /usr/bin/apt-get.distrib \"$@\"\n"),
@@ -66,11 +78,16 @@ impl Bed {
     }
 
     fn report(&self) -> Result<Value> {
-        Ok(serde_json::from_slice(&self.dev.read("/var/lib/tend/report.json")?)?)
+        Ok(serde_json::from_slice(
+            &self.dev.read("/var/lib/tend/report.json")?,
+        )?)
     }
 
     fn lines(&self, path: &str) -> usize {
-        self.dev.read_string(path).map(|s| s.lines().count()).unwrap_or(0)
+        self.dev
+            .read_string(path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     fn edit(&self, path: &str, from: &str, to: &str) -> Result<()> {
@@ -92,14 +109,23 @@ fn changed_ids(report: &Value) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|r| r["outcome"] == "changed")
-        .map(|r| format!("{} {}", r["kind"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap_or(""),
+                r["id"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
 fn dpkg_version(dev: &Device, pkg: &str) -> Option<String> {
-    let out = dev.run(&["dpkg-query", "-W", "-f=${Status} ${Version}", pkg]).ok()?;
+    let out = dev
+        .run(&["dpkg-query", "-W", "-f=${Status} ${Version}", pkg])
+        .ok()?;
     let text = out.stdout.trim().to_string();
-    text.strip_prefix("install ok installed ").map(str::to_string)
+    text.strip_prefix("install ok installed ")
+        .map(str::to_string)
 }
 
 #[test]
@@ -125,38 +151,84 @@ fn first_apply_then_noop(suite: Suite) -> Result<()> {
     expect_code(&first, 2)?;
 
     // apt source and keyring; packages pinned and latest; no recommends.
-    ensure!(dev.read_string("/etc/apt/sources.list.d/tend-test.sources")?.contains("Signed-By: /etc/apt/keyrings/tend-test.asc"));
+    ensure!(dev
+        .read_string("/etc/apt/sources.list.d/tend-test.sources")?
+        .contains("Signed-By: /etc/apt/keyrings/tend-test.asc"));
     ensure!(dev.exists("/etc/apt/keyrings/tend-test.asc"));
-    ensure!(dpkg_version(dev, "tend-hello").as_deref() == Some("1.0-1"), "pinned version\n{first}");
-    ensure!(dpkg_version(dev, "tend-tool").as_deref() == Some("1.0-1"), "latest\n{first}");
+    ensure!(
+        dpkg_version(dev, "tend-hello").as_deref() == Some("1.0-1"),
+        "pinned version\n{first}"
+    );
+    ensure!(
+        dpkg_version(dev, "tend-tool").as_deref() == Some("1.0-1"),
+        "latest\n{first}"
+    );
     ensure!(dpkg_version(dev, "tend-with-recommends").is_some());
-    ensure!(dpkg_version(dev, "tend-recommended").is_none(), "recommends are off by default");
+    ensure!(
+        dpkg_version(dev, "tend-recommended").is_none(),
+        "recommends are off by default"
+    );
 
     // Files from content, source and template (with a device var), a directory, a link, a removal.
     ensure!(dev.read_string("/etc/acme/content.conf")? == "site=lab\nlab=lab-a\n");
-    ensure!(dev.read_string("/etc/acme/source.conf")?.contains("mode=source"));
+    ensure!(dev
+        .read_string("/etc/acme/source.conf")?
+        .contains("mode=source"));
     let greeting = dev.read_string("/etc/acme/greeting")?;
-    ensure!(greeting == format!("hello from lab-a (dev1, {})\n", suite.name()), "{greeting:?}");
+    ensure!(
+        greeting == format!("hello from lab-a (dev1, {})\n", suite.name()),
+        "{greeting:?}"
+    );
     ensure!(dev.path("/etc/acme/cache")?.is_dir());
-    ensure!(fs::read_link(dev.root().join("etc/acme/current"))? == Path::new("/etc/acme/content.conf"));
+    ensure!(
+        fs::read_link(dev.root().join("etc/acme/current"))? == Path::new("/etc/acme/content.conf")
+    );
     ensure!(!dev.exists("/etc/acme/obsolete"));
     use std::os::unix::fs::PermissionsExt;
-    ensure!(fs::metadata(dev.path("/etc/acme/source.conf")?)?.permissions().mode() & 0o7777 == 0o640);
+    ensure!(
+        fs::metadata(dev.path("/etc/acme/source.conf")?)?
+            .permissions()
+            .mode()
+            & 0o7777
+            == 0o640
+    );
 
     // A user, an enabled service, a guarded command run once, a handler run once.
     let passwd = dev.read_string("/etc/passwd")?;
-    ensure!(passwd.lines().any(|l| l.starts_with("acme:") && l.ends_with(":/var/lib/acme:/usr/sbin/nologin")), "{passwd}");
-    ensure!(dev.root().join("etc/systemd/system/multi-user.target.wants/tend-demo.service").is_symlink(), "enabled\n{first}");
+    ensure!(
+        passwd
+            .lines()
+            .any(|l| l.starts_with("acme:") && l.ends_with(":/var/lib/acme:/usr/sbin/nologin")),
+        "{passwd}"
+    );
+    ensure!(
+        dev.root()
+            .join("etc/systemd/system/multi-user.target.wants/tend-demo.service")
+            .is_symlink(),
+        "enabled\n{first}"
+    );
     ensure!(bed.lines("/var/log/acme-once.log") == 1);
     ensure!(bed.lines("/var/log/acme-handler.log") == 1);
 
     // The secret reached the device but nothing tend printed or wrote about it.
     ensure!(dev.read_string("/etc/acme/token")? == format!("token={SECRET}\n"));
     let report_text = dev.read_string("/var/lib/tend/report.json")?;
-    for (what, text) in [("stdout", &first.stdout), ("stderr", &first.stderr), ("report", &report_text)] {
-        ensure!(!text.contains(SECRET), "the secret leaked into {what}:\n{text}");
+    for (what, text) in [
+        ("stdout", &first.stdout),
+        ("stderr", &first.stderr),
+        ("report", &report_text),
+    ] {
+        ensure!(
+            !text.contains(SECRET),
+            "the secret leaked into {what}:\n{text}"
+        );
     }
-    ensure!(first.stdout.contains("content hidden: it contains a secret value"), "{first}");
+    ensure!(
+        first
+            .stdout
+            .contains("content hidden: it contains a secret value"),
+        "{first}"
+    );
 
     // The second apply: nothing changes, exit 0, no apt-get at all.
     dev.write(APT_LOG, "")?;
@@ -166,9 +238,19 @@ fn first_apply_then_noop(suite: Suite) -> Result<()> {
     ensure!(report["counts"]["changed"] == 0, "{report:#}");
     ensure!(report["result"] == "ok");
     ensure!(changed_ids(&report).is_empty());
-    ensure!(dev.read_string(APT_LOG)?.is_empty(), "apt-get ran on a no-op run: {}", dev.read_string(APT_LOG)?);
-    ensure!(bed.lines("/var/log/acme-once.log") == 1, "the guarded command ran twice");
-    ensure!(bed.lines("/var/log/acme-handler.log") == 1, "the handler ran without a change");
+    ensure!(
+        dev.read_string(APT_LOG)?.is_empty(),
+        "apt-get ran on a no-op run: {}",
+        dev.read_string(APT_LOG)?
+    );
+    ensure!(
+        bed.lines("/var/log/acme-once.log") == 1,
+        "the guarded command ran twice"
+    );
+    ensure!(
+        bed.lines("/var/log/acme-handler.log") == 1,
+        "the handler ran without a change"
+    );
     Ok(())
 }
 
@@ -182,10 +264,17 @@ fn check_mode_prints_the_diff_and_leaves_the_root_byte_identical() -> Result<()>
     let before = bed.dev.snapshot(VOLATILE)?;
     let check = bed.tend(&["check"])?;
     expect_code(&check, 2)?;
-    ensure!(check.stdout.contains("+hello from lab-a"), "the diff is shown\n{check}");
+    ensure!(
+        check.stdout.contains("+hello from lab-a"),
+        "the diff is shown\n{check}"
+    );
     ensure!(check.stdout.contains("would"), "{check}");
     let after = bed.dev.snapshot(VOLATILE)?;
-    ensure!(before.hash() == after.hash(), "check mode changed the root: {:?}", after.changes_since(&before));
+    ensure!(
+        before.hash() == after.hash(),
+        "check mode changed the root: {:?}",
+        after.changes_since(&before)
+    );
 
     // And on a converged device with a changed repo.
     expect_code(&bed.tend(&["apply"])?, 2)?;
@@ -193,15 +282,23 @@ fn check_mode_prints_the_diff_and_leaves_the_root_byte_identical() -> Result<()>
     let before = bed.dev.snapshot(VOLATILE)?;
     let check = bed.tend(&["apply", "--check", "--diff"])?;
     expect_code(&check, 2)?;
-    ensure!(check.stdout.contains("-hello from lab-a") && check.stdout.contains("+bonjour from lab-a"), "{check}");
+    ensure!(
+        check.stdout.contains("-hello from lab-a") && check.stdout.contains("+bonjour from lab-a"),
+        "{check}"
+    );
     let after = bed.dev.snapshot(VOLATILE)?;
-    ensure!(before.hash() == after.hash(), "check mode changed the root: {:?}", after.changes_since(&before));
+    ensure!(
+        before.hash() == after.hash(),
+        "check mode changed the root: {:?}",
+        after.changes_since(&before)
+    );
     Ok(())
 }
 
 #[test]
 fn one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run() -> Result<()> {
-    if skip_chroot_tests("one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run") {
+    if skip_chroot_tests("one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run")
+    {
         return Ok(());
     }
     let bed = Bed::new(Suite::Bookworm)?;
@@ -212,20 +309,42 @@ fn one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run() ->
     bed.edit("devices/dev1.yaml", "greeting: hello", "greeting: bonjour")?;
     expect_code(&bed.tend(&["apply"])?, 2)?;
     let report = bed.report()?;
-    ensure!(changed_ids(&report) == ["file /etc/acme/greeting", "command echo ran >> /var/log/acme-handler.log"], "{:?}", changed_ids(&report));
+    ensure!(
+        changed_ids(&report)
+            == [
+                "file /etc/acme/greeting",
+                "command echo ran >> /var/log/acme-handler.log"
+            ],
+        "{:?}",
+        changed_ids(&report)
+    );
     ensure!(bed.lines("/var/log/acme-handler.log") == 2);
 
     // A run that notifies and then fails keeps the handler pending instead of losing it.
     bed.edit("devices/dev1.yaml", "greeting: bonjour", "greeting: hola")?;
-    bed.edit("roles/hooks/role.yaml", "resources: []", "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent")?;
+    bed.edit(
+        "roles/hooks/role.yaml",
+        "resources: []",
+        "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent",
+    )?;
     let failed = bed.tend(&["apply"])?;
     expect_code(&failed, 6)?;
-    ensure!(bed.lines("/var/log/acme-handler.log") == 2, "handlers do not run after a failure\n{failed}");
-    ensure!(bed.dev.read_string("/var/lib/tend/pending-handlers.json")?.contains("count greeting"));
+    ensure!(
+        bed.lines("/var/log/acme-handler.log") == 2,
+        "handlers do not run after a failure\n{failed}"
+    );
+    ensure!(bed
+        .dev
+        .read_string("/var/lib/tend/pending-handlers.json")?
+        .contains("count greeting"));
     ensure!(bed.report()?["pending_handlers"][0] == "count greeting");
 
     // The next good run runs it, although nothing notifies it any more.
-    bed.edit("roles/hooks/role.yaml", "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent", "resources: []")?;
+    bed.edit(
+        "roles/hooks/role.yaml",
+        "resources:\n  - command: \"exit 3\"\n    creates: /nonexistent",
+        "resources: []",
+    )?;
     let fixed = bed.tend(&["apply"])?;
     expect_code(&fixed, 2)?;
     ensure!(bed.lines("/var/log/acme-handler.log") == 3, "{fixed}");
@@ -238,13 +357,23 @@ struct FcntlLock(fs::File);
 
 impl FcntlLock {
     fn take(path: &Path) -> Result<FcntlLock> {
-        let file = fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as _;
         fl.l_whence = libc::SEEK_SET as _;
         // SAFETY: a plain fcntl on a file descriptor we own.
         let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &fl) };
-        ensure!(rc == 0, "cannot lock {}: {}", path.display(), std::io::Error::last_os_error());
+        ensure!(
+            rc == 0,
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
         Ok(FcntlLock(file))
     }
 }
@@ -255,20 +384,39 @@ fn held_dpkg_lock_waits_for_the_timeout_then_fails_cleanly() -> Result<()> {
         return Ok(());
     }
     let bed = Bed::new(Suite::Bookworm)?;
-    bed.dev.write("/etc/tend/tend.yaml", "apt:\n  lock_timeout: 4\n")?;
-    let lock = FcntlLock::take(&bed.dev.path("/var/lib/dpkg/lock-frontend")?).context("taking the dpkg lock")?;
+    bed.dev
+        .write("/etc/tend/tend.yaml", "apt:\n  lock_timeout: 4\n")?;
+    let lock = FcntlLock::take(&bed.dev.path("/var/lib/dpkg/lock-frontend")?)
+        .context("taking the dpkg lock")?;
     let started = Instant::now();
     let out = bed.tend(&["apply"])?;
     let waited = started.elapsed();
     drop(lock.0);
-    ensure!(matches!(out.code(), Some(4) | Some(6)), "expected a failed run\n{out}");
-    ensure!(out.stdout.contains("dpkg is locked by another process"), "a clear message\n{out}");
-    ensure!(waited >= Duration::from_secs(4), "tend gave up before its lock timeout ({waited:?})");
+    ensure!(
+        matches!(out.code(), Some(4) | Some(6)),
+        "expected a failed run\n{out}"
+    );
+    ensure!(
+        out.stdout.contains("dpkg is locked by another process"),
+        "a clear message\n{out}"
+    );
+    ensure!(
+        waited >= Duration::from_secs(4),
+        "tend gave up before its lock timeout ({waited:?})"
+    );
     // Nothing half-done: the package is not installed, dpkg is consistent, and the rest of the
     // role after the failed package was skipped, not applied.
     ensure!(dpkg_version(&bed.dev, "tend-hello").is_none());
-    ensure!(bed.dev.run_ok(&["dpkg", "--audit"])?.stdout.trim().is_empty());
-    ensure!(!bed.dev.exists("/etc/acme/content.conf"), "the role went on after a failure");
+    ensure!(bed
+        .dev
+        .run_ok(&["dpkg", "--audit"])?
+        .stdout
+        .trim()
+        .is_empty());
+    ensure!(
+        !bed.dev.exists("/etc/acme/content.conf"),
+        "the role went on after a failure"
+    );
     // With the lock released the device converges.
     expect_code(&bed.tend(&["apply"])?, 2)?;
     ensure!(dpkg_version(&bed.dev, "tend-hello").as_deref() == Some("1.0-1"));
@@ -281,7 +429,10 @@ fn local_vars_file_cannot_set_an_undeclared_var() -> Result<()> {
         return Ok(());
     }
     let bed = Bed::new(Suite::Bookworm)?;
-    bed.dev.write("/etc/tend/vars.d/zz-local.yaml", "# written on the device\nmotd_site: hijacked\n")?;
+    bed.dev.write(
+        "/etc/tend/vars.d/zz-local.yaml",
+        "# written on the device\nmotd_site: hijacked\n",
+    )?;
     // The state dir exists on an installed device (the package ships it); only its content may change.
     fs::create_dir_all(bed.dev.root().join("var/lib/tend"))?;
     let before = bed.dev.snapshot(&[VOLATILE, &["/var/lib/tend"]].concat())?;
@@ -292,7 +443,11 @@ fn local_vars_file_cannot_set_an_undeclared_var() -> Result<()> {
         "{out}"
     );
     let after = bed.dev.snapshot(&[VOLATILE, &["/var/lib/tend"]].concat())?;
-    ensure!(before.hash() == after.hash(), "a refused run changed the device: {:?}", after.changes_since(&before));
+    ensure!(
+        before.hash() == after.hash(),
+        "a refused run changed the device: {:?}",
+        after.changes_since(&before)
+    );
     ensure!(bed.report()?["result"] == "invalid");
     Ok(())
 }

@@ -54,7 +54,11 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
             Some(GroupEntry {
                 name: f[0].to_string(),
                 gid: f[2].parse().ok()?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+                members: f[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             })
         })
         .collect()
@@ -127,11 +131,17 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 pub fn user_name(host: &Host, uid: u32) -> Result<Option<String>, ResourceError> {
-    Ok(users(host)?.into_iter().find(|u| u.uid == uid).map(|u| u.name))
+    Ok(users(host)?
+        .into_iter()
+        .find(|u| u.uid == uid)
+        .map(|u| u.name))
 }
 
 pub fn group_name(host: &Host, gid: u32) -> Result<Option<String>, ResourceError> {
-    Ok(groups(host)?.into_iter().find(|g| g.gid == gid).map(|g| g.name))
+    Ok(groups(host)?
+        .into_iter()
+        .find(|g| g.gid == gid)
+        .map(|g| g.name))
 }
 
 #[cfg(test)]
@@ -140,7 +150,9 @@ mod tests {
 
     #[test]
     fn parses_debian_passwd_and_group() {
-        let u = parse_passwd("root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:Pi,,,:/home/pi:/bin/bash\nbroken\n");
+        let u = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:Pi,,,:/home/pi:/bin/bash\nbroken\n",
+        );
         assert_eq!(u.len(), 2);
         assert_eq!(u[1].name, "pi");
         assert_eq!(u[1].home, "/home/pi");
@@ -184,12 +196,19 @@ mod tests {
     fn resolves_names_in_the_root_not_the_host() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
-        std::fs::write(d.path().join("etc/passwd"), "kiosk:x:1234:1234::/home/kiosk:/bin/sh\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "kiosk:x:1234:1234::/home/kiosk:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("etc/group"), "kiosk:x:1234:\n").unwrap();
         let host = Host::new(d.path());
         assert_eq!(uid_of(&host, "kiosk").unwrap(), 1234);
         assert_eq!(gid_of(&host, "kiosk").unwrap(), 1234);
         assert_eq!(uid_of(&host, "42").unwrap(), 42);
-        assert!(uid_of(&host, "root").is_err(), "the host's root is not the tempdir's");
+        assert!(
+            uid_of(&host, "root").is_err(),
+            "the host's root is not the tempdir's"
+        );
     }
 }

@@ -397,6 +397,18 @@ impl Service {
 
 /// A systemctl command in the root. Offline, SYSTEMD_OFFLINE=1 keeps systemctl from talking to
 /// any PID 1 it might reach through a bind-mounted /run, and makes it work on unit files only.
+/// When systemd is not running and every operation needs it, the reason they are all skipped.
+fn offline_only(ops: &[Op], online: bool) -> Option<String> {
+    if online || !ops.iter().all(|op| op.is_runtime()) {
+        return None;
+    }
+    let verbs: Vec<&str> = ops.iter().map(|op| op.verb()).collect();
+    Some(format!(
+        "offline: systemd is not running; {} skipped",
+        verbs.join(", ")
+    ))
+}
+
 fn systemctl(host: &Host, args: &[&str]) -> std::process::Command {
     let argv: Vec<&str> = ["systemctl", "--no-ask-password"]
         .iter()
@@ -509,18 +521,18 @@ impl Resource for Service {
             return None;
         }
         let reload = host.flags().units_changed;
-        Some(Change::new(self.summary(actual, &ops, online, reload)))
+        let change = Change::new(self.summary(actual, &ops, online, reload));
+        Some(match offline_only(&ops, online) {
+            Some(reason) => change.skipped(reason),
+            None => change,
+        })
     }
 
     fn apply(&self, actual: Actual, host: &Host) -> Result<Applied, ResourceError> {
         let online = host.systemd_running;
         let ops = self.ops(&actual, online);
-        if !online && ops.iter().all(|op| op.is_runtime()) {
-            let verbs: Vec<&str> = ops.iter().map(|op| op.verb()).collect();
-            return Ok(Applied::Skipped(format!(
-                "offline: systemd is not running; {} skipped",
-                verbs.join(", ")
-            )));
+        if let Some(reason) = offline_only(&ops, online) {
+            return Ok(Applied::Skipped(reason));
         }
         let reload = online && host.flags().units_changed;
         if reload {
