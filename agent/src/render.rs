@@ -163,15 +163,35 @@ impl RoleEnv {
 
     /// Evaluates an expression (the text of `when:`, or a `{{ }}` body) to a JSON value.
     pub fn expression(&self, expr: &str, ctx: &minijinja::Value) -> Result<Value, RenderError> {
+        let v = self.eval(expr, ctx)?;
+        serde_json::to_value(&v).map_err(|e| RenderError {
+            file: None,
+            line: 0,
+            message: e.to_string(),
+        })
+    }
+
+    /// Evaluates an expression; an undefined result is an error naming the undefined var, because
+    /// expression evaluation (unlike rendering) hands undefined back instead of failing.
+    fn eval(&self, expr: &str, ctx: &minijinja::Value) -> Result<minijinja::Value, RenderError> {
         let compiled = self
             .env
             .compile_expression(expr)
             .map_err(|e| Self::inline_error(&e))?;
         let v = compiled.eval(ctx).map_err(|e| Self::inline_error(&e))?;
-        serde_json::to_value(&v).map_err(|e| RenderError {
+        if !v.is_undefined() {
+            return Ok(v);
+        }
+        let mut names: Vec<String> = compiled.undeclared_variables(true).into_iter().collect();
+        names.sort();
+        let name = names
+            .into_iter()
+            .find(|n| is_undefined_path(ctx, n))
+            .unwrap_or_else(|| expr.trim().to_string());
+        Err(RenderError {
             file: None,
             line: 0,
-            message: e.to_string(),
+            message: format!("`{name}` is undefined (define the var in the repo, or guard its use with `is defined`)"),
         })
     }
 
@@ -188,12 +208,7 @@ impl RoleEnv {
                 })
             }
         };
-        let compiled = self
-            .env
-            .compile_expression(expr)
-            .map_err(|e| Self::inline_error(&e))?;
-        let v = compiled.eval(ctx).map_err(|e| Self::inline_error(&e))?;
-        Ok(v.is_true())
+        Ok(self.eval(expr, ctx)?.is_true())
     }
 
     /// `loop:` — a list, or an expression that yields one.
@@ -215,6 +230,18 @@ impl RoleEnv {
             }),
         }
     }
+}
+
+/// Whether a dotted path (`facts.os`, `x`) is undefined in the context.
+fn is_undefined_path(ctx: &minijinja::Value, path: &str) -> bool {
+    let mut v = ctx.clone();
+    for part in path.split('.') {
+        match v.get_attr(part) {
+            Ok(next) if !next.is_undefined() => v = next,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// The body of a string that is exactly one `{{ … }}`.
@@ -304,5 +331,45 @@ mod tests {
             2
         );
         assert!(env.items(&Value::from("arch"), &ctx).is_err());
+    }
+
+    #[test]
+    fn undefined_var_in_an_expression_is_named_not_turned_into_null() {
+        let (_d, env) = env_with(&[]);
+        let ctx = minijinja::context! { admin_user => "ops", facts => minijinja::context! { os => "debian" } };
+        for (input, name) in [
+            ("{{ admin_usr }}", "admin_usr"),
+            ("{{ facts.oss }}", "facts.oss"),
+        ] {
+            let e = env.value(&Value::from(input), &ctx).unwrap_err();
+            assert!(
+                e.message.contains(&format!("`{name}` is undefined")),
+                "{input}: {}",
+                e.message
+            );
+        }
+        let e = env
+            .condition(&Value::from("motd_enabled"), &ctx)
+            .unwrap_err();
+        assert!(
+            e.message.contains("`motd_enabled` is undefined"),
+            "{}",
+            e.message
+        );
+        assert!(env
+            .items(&Value::from("{{ nope }}"), &ctx)
+            .unwrap_err()
+            .message
+            .contains("`nope`"));
+        assert!(
+            !env.condition(&Value::from("motd_enabled is defined"), &ctx)
+                .unwrap(),
+            "tests on definedness still work"
+        );
+        assert_eq!(
+            env.value(&Value::from("{{ missing | default('x') }}"), &ctx)
+                .unwrap(),
+            Value::from("x")
+        );
     }
 }

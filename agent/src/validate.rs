@@ -259,31 +259,67 @@ struct Built {
 }
 
 /// What a resource reads from its role while it is built.
+///
+/// A resource sees its role's files and templates as strings, so the full diagnostic (a template
+/// file's own line, the fix) is kept aside here and used when the resource reports the error.
 struct RoleSources<'a> {
     c: &'a Ctx<'a>,
     ctx: &'a minijinja::Value,
+    failure: std::cell::RefCell<Option<Diagnostic>>,
+}
+
+const PATH_FIX: &str =
+    "keep every path inside the fleet repo, without `..` or symlinks that leave it";
+
+impl RoleSources<'_> {
+    fn fail(&self, d: Diagnostic) -> String {
+        let msg = d.message.clone();
+        *self.failure.borrow_mut() = Some(d);
+        msg
+    }
+
+    fn role_path(&self, dir: &str, name: &str) -> Result<String, String> {
+        check_relative(name)
+            .map_err(|e| self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX)))?;
+        Ok(format!("roles/{}/{dir}/{name}", self.c.role))
+    }
 }
 
 impl Sources for RoleSources<'_> {
     fn file(&self, name: &str) -> Result<Vec<u8>, String> {
-        check_relative(name).map_err(|e| e.to_string())?;
-        let path = format!("roles/{}/files/{name}", self.c.role);
+        let path = self.role_path("files", name)?;
         match self.c.tree.read(&path) {
             Ok(Some(b)) => Ok(b),
-            Ok(None) => Err(format!("{path} does not exist")),
-            Err(e) => Err(e.to_string()),
+            Ok(None) => Err(self.fail(
+                Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
+                    "add the file to roles/{}/files/, or correct the name",
+                    self.c.role
+                )),
+            )),
+            Err(e) => Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX))),
         }
     }
 
     fn template(&self, name: &str) -> Result<String, String> {
-        check_relative(name).map_err(|e| e.to_string())?;
-        self.c
-            .env
-            .template(name, self.ctx)
-            .map_err(|e| match e.file {
-                Some(_) => e.to_string(),
-                None => format!("roles/{}/templates/{name}: {}", self.c.role, e.message),
-            })
+        let path = self.role_path("templates", name)?;
+        self.c.env.template(name, self.ctx).map_err(|e| {
+            let d = match e.file {
+                Some(file) => Diagnostic::new(file, e.line, e.message),
+                None if e.message.starts_with("template not found") => {
+                    Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
+                        "add the template to roles/{}/templates/, or correct the name",
+                        self.c.role
+                    ))
+                }
+                None if e.message.contains("symlink")
+                    || e.message.contains("leaves the fleet repo") =>
+                {
+                    Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)).fix(PATH_FIX)
+                }
+                None => Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)),
+            };
+            self.fail(d)
+        })
     }
 
     fn in_handler(&self) -> bool {
@@ -428,7 +464,11 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             continue;
         }
         let spec = Value::Object(spec);
-        let sources = RoleSources { c: &c, ctx: &ctx };
+        let sources = RoleSources {
+            c: &c,
+            ctx: &ctx,
+            failure: Default::default(),
+        };
         match (rtype.build)(spec.clone(), &sources) {
             Ok(resource) => {
                 let origin = match &item {
@@ -449,11 +489,20 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     .as_deref()
                     .map(|k| if k == rtype.primary { rtype.name } else { k });
                 let line = key.map(line_of).unwrap_or(entry_line);
-                diags.push(Diagnostic::new(
-                    path,
-                    line,
-                    format!("{}: {}", rtype.name, e.message),
-                ));
+                let d = match sources.failure.take() {
+                    // A template's own error: point at the template, say which entry used it.
+                    Some(d) if d.file != path => {
+                        let message = format!("{} (rendered for {path}:{line})", d.message);
+                        Diagnostic { message, ..d }
+                    }
+                    Some(d) => Diagnostic { line, message: format!("{}: {}", rtype.name, d.message), ..d },
+                    None if e.message.starts_with("unknown field") => {
+                        Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message))
+                            .fix("remove the key or correct its spelling; the keys this type takes are listed")
+                    }
+                    None => Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message)),
+                };
+                diags.push(d);
             }
         }
     }

@@ -52,22 +52,79 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &[u8]) -> Result<T, Diagnost
 
 fn error(file: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let line = e.location().map(|l| l.line()).unwrap_or(0);
-    let mut msg = e.without_snippet().to_string();
-    // serde-saphyr appends " at line L, column C"; we print the line ourselves.
-    if let Some(i) = msg.rfind(" at line ") {
-        msg.truncate(i);
-    }
-    let fix = if msg.starts_with("unknown field") {
-        Some("remove the key or correct its spelling; the expected keys are listed above")
+    let raw = e.without_snippet().to_string();
+    let msg = strip_location(&raw).replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    let (msg, fix) = if msg.starts_with("budget breached") {
+        (
+            "YAML aliases expand to too much data (tend bounds alias expansion)".to_string(),
+            "write the data out instead of nesting aliases",
+        )
+    } else if msg.starts_with("unknown field") {
+        (
+            msg,
+            "remove the key or correct its spelling; the expected keys are listed",
+        )
     } else if msg.starts_with("duplicate mapping key") {
-        Some("keep one of the two keys")
+        (msg, "keep one of the two keys")
+    } else if msg.contains("expected sequence") {
+        (msg, "write a list: `[a, b]`, or one `- item` per line")
+    } else if msg.contains("expected mapping") || msg.contains("expected a map") {
+        (msg, "write a mapping of `key: value` lines")
     } else {
-        None
+        (
+            msg,
+            "check the indentation, quoting and brackets near this line",
+        )
     };
-    let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
-    let d = Diagnostic::new(file, line, msg);
-    match fix {
-        Some(f) => d.fix(f),
-        None => d,
+    Diagnostic::new(file, line, msg).fix(fix)
+}
+
+/// serde-saphyr ends messages with " at line L, column C"; tend prints the line itself.
+fn strip_location(msg: &str) -> String {
+    if let Some(i) = msg.rfind(" at line ") {
+        let tail = &msg[i + " at line ".len()..];
+        let is_position = tail
+            .split(", column ")
+            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if is_position && tail.contains(", column ") {
+            return msg[..i].to_string();
+        }
+    }
+    msg.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Any {
+        a: serde_json::Value,
+    }
+
+    #[test]
+    fn alias_bomb_is_refused_with_a_readable_message() {
+        let bomb = "x: &x [1,1,1,1,1,1,1,1,1,1]\nb: &b [*x,*x,*x,*x,*x,*x,*x,*x,*x,*x]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\na: [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+        let d = parse::<serde_json::Value>("groups/x.yaml", bomb.as_bytes()).unwrap_err();
+        assert!(
+            d.message
+                .starts_with("YAML aliases expand to too much data"),
+            "{d}"
+        );
+        assert!(d.fix.is_some());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line_and_suggest_a_fix() {
+        let d = parse::<Any>("fleet.yaml", b"a: [1,\n  2\n").unwrap_err();
+        assert!(d.line >= 1 && d.fix.is_some(), "{d}");
+        assert!(!d.message.contains(" at line "), "{d}");
+    }
+
+    #[test]
+    fn yes_and_leading_zero_numbers_stay_strings() {
+        let v: serde_json::Value = parse("f.yaml", b"a: yes\nb: 0644\nc: true\n").unwrap();
+        assert_eq!(v, serde_json::json!({"a": "yes", "b": "0644", "c": true}));
     }
 }

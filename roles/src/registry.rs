@@ -34,18 +34,49 @@ pub fn find_type(name: &str) -> Option<&'static ResourceType> {
     resource_types().iter().find(|t| t.name == name)
 }
 
-/// Deserializes a rendered spec into a type's spec struct, turning serde's message into a
-/// [`SpecError`] that names the offending key when serde does.
+/// Deserializes a rendered spec into a type's spec struct. The error names the key it is about
+/// (also for a bad value, not only an unknown or missing key), so the agent can point at its line.
 pub fn parse_spec<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
 ) -> Result<T, SpecError> {
-    serde_json::from_value(value).map_err(|e| {
-        let msg = e.to_string();
-        let key = msg
-            .split('`')
-            .nth(1)
-            .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"))
-            .map(str::to_string);
-        SpecError { message: msg, key }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let key = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => message
+                .split('`')
+                .nth(1)
+                .filter(|_| {
+                    message.starts_with("unknown field") || message.starts_with("missing field")
+                })
+                .map(str::to_string),
+        };
+        SpecError { message, key }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Spec {
+        name: String,
+        #[serde(default)]
+        enabled: Option<bool>,
+    }
+
+    #[test]
+    fn errors_name_the_key_for_bad_values_unknown_and_missing_keys() {
+        let bad_value =
+            parse_spec::<Spec>(serde_json::json!({"name": "x", "enabled": "yes"})).unwrap_err();
+        assert_eq!(bad_value.key.as_deref(), Some("enabled"), "{bad_value}");
+        let unknown =
+            parse_spec::<Spec>(serde_json::json!({"name": "x", "enabld": true})).unwrap_err();
+        assert_eq!(unknown.key.as_deref(), Some("enabld"), "{unknown}");
+        let missing = parse_spec::<Spec>(serde_json::json!({})).unwrap_err();
+        assert_eq!(missing.key.as_deref(), Some("name"), "{missing}");
+    }
 }

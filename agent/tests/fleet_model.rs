@@ -1,0 +1,218 @@
+//! The fleet model end to end through the library: precedence of vars and groups, role order,
+//! loops and conditions, local and secret vars, and the bundled example fleet.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tend_agent::facts::Facts;
+use tend_agent::inspect::{offline_facts, validate_repo};
+use tend_agent::tree::{DirTree, Tree};
+use tend_agent::validate::{validate, Inputs, Validated};
+use tend_agent::vars::Mode;
+
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let p = d.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    d
+}
+
+fn facts(device_type: Option<&str>) -> Facts {
+    Facts {
+        device_type: device_type.map(str::to_string),
+        ..offline_facts("dev1")
+    }
+}
+
+fn run(dir: &Path, facts: Facts, root: &Path, vars_files: &[&str]) -> Result<Validated, String> {
+    let tree: Arc<dyn Tree> = Arc::new(DirTree::new(dir).unwrap());
+    validate(Inputs {
+        tree,
+        device_id: "dev1".into(),
+        facts,
+        root,
+        vars_files: vars_files.iter().map(|s| s.to_string()).collect(),
+        mode: Mode::Device,
+    })
+    .map_err(|d| d.to_string())
+}
+
+fn content_of(v: &Validated, path: &str) -> String {
+    v.specs
+        .iter()
+        .find(|s| s.spec["path"] == path)
+        .map(|s| s.spec["content"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no file {path}"))
+}
+
+const PRECEDENCE: &[(&str, &str)] = &[
+    ("fleet.yaml", "format: 1\nvars: {from_fleet: fleet, x: fleet}\nlocal: [x]\nroles: [r]\n"),
+    ("groups/pi4.yaml", "vars: {x: type-group, t: type}\n"),
+    ("groups/a.yaml", "vars: {x: group-a, a: a}\n"),
+    ("groups/b.yaml", "vars: {x: group-b}\n"),
+    ("devices/dev1.yaml", "groups: [a, b]\n"),
+    ("roles/r/role.yaml", "defaults: {x: default, d: default}\nresources:\n  - file: /x\n    content: \"{{ x }} {{ d }} {{ from_fleet }}\"\n"),
+];
+
+#[test]
+fn vars_precedence_is_defaults_fleet_type_group_groups_in_order_device_local() {
+    let none = Path::new("/nonexistent");
+    let d = repo(PRECEDENCE);
+    assert_eq!(
+        content_of(&run(d.path(), facts(None), none, &[]).unwrap(), "/x"),
+        "group-b default fleet"
+    );
+
+    let d = repo(&[PRECEDENCE, &[("devices/dev1.yaml", "groups: [b, a]\n")]].concat());
+    assert_eq!(
+        content_of(&run(d.path(), facts(None), none, &[]).unwrap(), "/x"),
+        "group-a default fleet",
+        "the later group wins"
+    );
+
+    let d = repo(&[PRECEDENCE, &[("devices/dev1.yaml", "groups: []\n")]].concat());
+    let v = run(d.path(), facts(Some("pi4")), none, &[]).unwrap();
+    assert_eq!(
+        content_of(&v, "/x"),
+        "type-group default fleet",
+        "the device type is a group"
+    );
+    assert_eq!(v.groups, ["pi4"]);
+
+    let d = repo(
+        &[
+            PRECEDENCE,
+            &[("devices/dev1.yaml", "groups: [a]\nvars: {x: device}\n")],
+        ]
+        .concat(),
+    );
+    let v = run(d.path(), facts(Some("pi4")), none, &[]).unwrap();
+    assert_eq!(content_of(&v, "/x"), "device default fleet");
+    assert_eq!(
+        v.groups,
+        ["pi4", "a"],
+        "type group first, lowest precedence"
+    );
+
+    let root = repo(&[("etc/tend/vars.d/l.yaml", "x: local\n")]);
+    let v = run(
+        d.path(),
+        facts(None),
+        root.path(),
+        &["/etc/tend/vars.d/l.yaml"],
+    )
+    .unwrap();
+    assert_eq!(
+        content_of(&v, "/x"),
+        "local default fleet",
+        "a declared local var wins over everything"
+    );
+}
+
+#[test]
+fn roles_come_once_with_dependencies_first() {
+    let d = repo(&[
+        ("fleet.yaml", "format: 1\nroles: [app, base]\n"),
+        ("devices/dev1.yaml", "roles: [app]\n"),
+        ("roles/base/role.yaml", "resources: []\n"),
+        ("roles/lib/role.yaml", "depends: [base]\n"),
+        ("roles/app/role.yaml", "depends: [lib]\n"),
+    ]);
+    let v = run(d.path(), facts(None), Path::new("/x"), &[]).unwrap();
+    let names: Vec<&str> = v.desired.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["base", "lib", "app"]);
+}
+
+#[test]
+fn loop_and_when_expand_entries() {
+    let d = repo(&[
+        ("fleet.yaml", "format: 1\nvars: {users: [ann, bob, cy]}\nroles: [r]\n"),
+        (
+            "roles/r/role.yaml",
+            "resources:\n  - file: \"/home/{{ item }}.txt\"\n    content: \"{{ item }}\"\n    loop: \"{{ users }}\"\n    when: item != 'bob'\n  - file: /arm-only\n    content: x\n    when: facts.architecture == 'armhf'\n",
+        ),
+    ]);
+    let v = run(d.path(), facts(None), Path::new("/x"), &[]).unwrap();
+    let paths: Vec<&str> = v
+        .specs
+        .iter()
+        .map(|s| s.spec["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/home/ann.txt", "/home/cy.txt"]);
+}
+
+#[test]
+fn secrets_are_redacted_in_rendered_specs_and_vars() {
+    let d = repo(&[
+        (
+            "fleet.yaml",
+            "format: 1\nlocal: [token]\nsecret: [token]\nroles: [r]\n",
+        ),
+        (
+            "roles/r/role.yaml",
+            "resources:\n  - file: /t\n    content: \"token={{ token }}\"\n",
+        ),
+    ]);
+    let root = repo(&[("etc/tend/vars.d/s.yaml", "token: hunter2-long\n")]);
+    let v = run(
+        d.path(),
+        facts(None),
+        root.path(),
+        &["/etc/tend/vars.d/s.yaml"],
+    )
+    .unwrap();
+    let shown = serde_json::to_string(&v.specs).unwrap()
+        + &serde_json::to_string(&v.vars.redacted()).unwrap();
+    assert!(!shown.contains("hunter2-long"), "{shown}");
+    assert!(shown.contains("token=<redacted>"), "{shown}");
+    assert!(v.redactor.touches(b"token=hunter2-long"));
+}
+
+#[test]
+fn a_local_var_without_a_value_is_an_undefined_var_error() {
+    let d = repo(&[
+        ("fleet.yaml", "format: 1\nlocal: [token]\nroles: [r]\n"),
+        (
+            "roles/r/role.yaml",
+            "resources:\n  - file: /t\n    content: \"{{ token }}\"\n",
+        ),
+    ]);
+    let e = run(d.path(), facts(None), Path::new("/x"), &[])
+        .err()
+        .expect("an error");
+    assert!(
+        e.contains("roles/r/role.yaml:3") && e.contains("`token` is undefined"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_only_the_first() {
+    let d = repo(&[
+        ("fleet.yaml", "format: 1\nroles: [r, missing]\n"),
+        (
+            "roles/r/role.yaml",
+            "resources:\n  - file: relative\n    content: x\n  - command: reboot\n",
+        ),
+    ]);
+    let e = run(d.path(), facts(None), Path::new("/x"), &[])
+        .err()
+        .expect("an error");
+    assert!(
+        e.contains("fleet.yaml:2: role 'missing' does not exist"),
+        "{e}"
+    );
+    assert!(e.contains("roles/r/role.yaml:2"), "{e}");
+    assert!(e.contains("roles/r/role.yaml:4"), "{e}");
+}
+
+#[test]
+fn the_example_fleet_validates() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet");
+    let (devices, diags) = validate_repo(&example, &[]).unwrap();
+    assert!(diags.is_empty(), "{diags}");
+    assert!(devices >= 2);
+}
