@@ -1,8 +1,10 @@
 //! Pipeline step "apply": converge the device to a validated desired state, then report.
 //!
-//! `tend apply --path DIR` runs the straight line load → validate → plan/apply → report on a fleet
-//! repo in a directory. Planning and applying interleave per resource inside the engine, because a
-//! later resource may depend on an earlier one's effect (a user must exist before a file it owns).
+//! A [`Session`] is what every converging command shares: the root, the device config, the device
+//! id, the state dir and the lock. [`converge_tree`] validates a fleet tree (a directory or a git
+//! commit) for the device and converges to it. Planning and applying interleave per resource
+//! inside the engine, because a later resource may depend on an earlier one's effect (a user must
+//! exist before a file it owns).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,20 +17,13 @@ use crate::config::{expand_globs, Config};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exit;
 use crate::facts;
-use crate::identity::{device_id, IdentityError};
+use crate::identity::{self, IdSource, IdentityError};
 use crate::report::{DeviceInfo, Report, RunFacts, SourceInfo};
+use crate::runstate::{RunState, STATE_FILE};
 use crate::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
 use crate::tree::{DirTree, Tree};
-use crate::validate::{validate, Inputs, Validated};
+use crate::validate::{validate, Inputs};
 use crate::vars::Mode;
-
-pub struct ApplyOptions {
-    pub root: PathBuf,
-    pub path: PathBuf,
-    pub device: Option<String>,
-    pub check: bool,
-    pub diff: bool,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -48,76 +43,175 @@ pub enum RunError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Lock(LockError::Held { .. }) => exit::LOCKED,
+            RunError::Usage(_) => exit::USAGE,
             _ => exit::COULD_NOT_RUN,
         }
     }
 }
 
-/// What the caller needs to print and exit with.
-pub struct Applied {
+/// Everything a converging command shares, set up once per run.
+pub struct Session {
+    pub root: PathBuf,
+    pub config: Config,
+    pub device_id: String,
+    pub id_source: IdSource,
+    pub state: StateDir,
+    pub run_state: RunState,
+    pub check: bool,
+    pub diff: bool,
+    pub command: String,
+    pub started: SystemTime,
+    clock: Instant,
+    _lock: Option<Lock>,
+}
+
+pub struct SessionOptions<'a> {
+    pub root: PathBuf,
+    pub device: Option<&'a str>,
+    pub check: bool,
+    pub diff: bool,
+    pub command: &'a str,
+}
+
+impl Session {
+    pub fn start(o: SessionOptions) -> Result<Session, RunError> {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let config = Config::load(&o.root).map_err(RunError::Config)?;
+        let state = StateDir::new(&o.root, &config.state_dir);
+        // Check mode has no side effects at all: no lock file, no state dir, no report.
+        let lock = if o.check {
+            None
+        } else {
+            Some(Lock::acquire(&o.root)?)
+        };
+        let mut run_state = RunState::load(&state.file(STATE_FILE)).unwrap_or_else(|e| {
+            tracing::warn!("run state unreadable, starting afresh: {e}");
+            RunState::default()
+        });
+        let real_root = o.root == std::path::Path::new("/");
+        let mender = || {
+            if real_root {
+                identity::mender_device_id_via_dbus()
+            } else {
+                None
+            }
+        };
+        let (device_id, id_source) = identity::device_id(
+            &o.root,
+            o.device,
+            config.device_id.as_deref(),
+            &mender,
+            run_state.mender_device_id.as_deref(),
+        )?;
+        if id_source == IdSource::Mender
+            && run_state.mender_device_id.as_deref() != Some(device_id.as_str())
+        {
+            if let Some(old) = &run_state.mender_device_id {
+                tracing::warn!(old = %old, new = %device_id, "the Mender device id changed");
+            }
+            run_state.mender_device_id = Some(device_id.clone());
+        }
+        Ok(Session {
+            root: o.root,
+            config,
+            device_id,
+            id_source,
+            state,
+            run_state,
+            check: o.check,
+            diff: o.diff,
+            command: o.command.to_string(),
+            started,
+            clock,
+            _lock: lock,
+        })
+    }
+
+    fn run_facts(&self, source: &SourceInfo, device: DeviceInfo) -> RunFacts {
+        RunFacts {
+            command: self.command.clone(),
+            source: source.clone(),
+            device,
+            started: self.started,
+            elapsed: self.clock.elapsed(),
+        }
+    }
+
+    pub fn save_state(&self) -> Result<(), RunError> {
+        if self.check {
+            return Ok(());
+        }
+        let err = |e| RunError::State {
+            path: self.state.path.display().to_string(),
+            source: e,
+        };
+        self.state.ensure().map_err(err)?;
+        self.run_state
+            .save(&self.state.file(STATE_FILE))
+            .map_err(err)
+    }
+
+    pub fn write_report(&self, report: &Report) -> Result<(), RunError> {
+        if self.check {
+            return Ok(());
+        }
+        let err = |e| RunError::State {
+            path: self.state.path.display().to_string(),
+            source: e,
+        };
+        self.state.ensure().map_err(err)?;
+        report.write(&self.state.file(REPORT_FILE)).map_err(err)
+    }
+}
+
+/// The result of converging one tree. `report.result` is `invalid` when the tree did not validate
+/// for this device; nothing was applied then.
+pub struct Converged {
     pub exit: u8,
     pub report: Report,
 }
 
-pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Applied, RunError> {
-    let started = SystemTime::now();
-    let clock = Instant::now();
-    let config = Config::load(&opts.root).map_err(RunError::Config)?;
-    let id = device_id(
-        &opts.root,
-        opts.device.as_deref(),
-        config.device_id.as_deref(),
-    )?;
-    // Check mode has no side effects at all: no lock file, no state dir, no report.
-    let _lock = if opts.check {
-        None
-    } else {
-        Some(Lock::acquire(&opts.root)?)
-    };
-    let state = StateDir::new(&opts.root, &config.state_dir);
+impl Converged {
+    pub fn invalid(&self) -> bool {
+        self.exit == exit::INVALID_REPO
+    }
+}
 
-    let tree: Arc<dyn Tree> = Arc::new(DirTree::new(&opts.path).map_err(|e| RunError::Source {
-        path: opts.path.display().to_string(),
-        source: e,
-    })?);
+/// Validates `tree` for the session's device and, if it is valid, converges to it.
+pub fn converge_tree(
+    s: &Session,
+    tree: Arc<dyn Tree>,
+    source: SourceInfo,
+    out: &mut dyn Write,
+) -> Result<Converged, RunError> {
     let facts = facts::gather(facts::Inputs {
-        root: &opts.root,
-        device_id: &id,
-        device_type: config.device_type.clone(),
+        root: &s.root,
+        device_id: &s.device_id,
+        device_type: s.config.device_type.clone(),
     });
-    let source = SourceInfo {
-        kind: "path".into(),
-        location: tree.describe(),
-    };
     let mut device = DeviceInfo {
-        id: id.clone(),
+        id: s.device_id.clone(),
         device_type: facts.device_type.clone(),
         groups: Vec::new(),
     };
-
     let validated = validate(Inputs {
         tree,
-        device_id: id,
+        device_id: s.device_id.clone(),
         facts,
-        root: &opts.root,
-        vars_files: expand_globs(&opts.root, &config.vars_files),
+        root: &s.root,
+        vars_files: expand_globs(&s.root, &s.config.vars_files),
         mode: Mode::Device,
     });
-    let run = |device: DeviceInfo| RunFacts {
-        command: "apply".into(),
-        source: source.clone(),
-        device,
-        started,
-        elapsed: clock.elapsed(),
-    };
-
-    let v: Validated = match validated {
+    let v = match validated {
         Ok(v) => v,
         Err(Diagnostics(diags)) => {
             for d in &diags {
@@ -126,13 +220,11 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Applied, RunErr
             }
             let _ = writeln!(
                 out,
-                "tend: the fleet repo is invalid for this device; nothing was applied"
+                "tend: the fleet repo ({}) is invalid for this device; nothing was applied",
+                source.location
             );
-            let report = Report::invalid(run(device), diags);
-            if !opts.check {
-                write_report(&state, &report)?;
-            }
-            return Ok(Applied {
+            let report = Report::invalid(s.run_facts(&source, device), diags);
+            return Ok(Converged {
                 exit: exit::INVALID_REPO,
                 report,
             });
@@ -140,58 +232,74 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Applied, RunErr
     };
     device.groups = v.groups.clone();
 
-    let mut host = Host::new(&opts.root).with_redactor(v.redactor.clone());
-    host.check = opts.check;
-    host.dpkg_lock_timeout = config.apt_lock_timeout;
-    host.apt_lists_max_age = config.apt_lists_max_age;
-    if !opts.check {
-        state.ensure().map_err(|e| RunError::State {
-            path: state.path.display().to_string(),
+    let mut host = Host::new(&s.root).with_redactor(v.redactor.clone());
+    host.check = s.check;
+    host.dpkg_lock_timeout = s.config.apt_lock_timeout;
+    host.apt_lists_max_age = s.config.apt_lists_max_age;
+    if !s.check {
+        s.state.ensure().map_err(|e| RunError::State {
+            path: s.state.path.display().to_string(),
             source: e,
         })?;
     }
-    let pending = state.file(PENDING_HANDLERS_FILE);
+    let pending = s.state.file(PENDING_HANDLERS_FILE);
     let mut progress = |done: usize, total: usize, r: &ResourceReport| {
         tracing::debug!(done, total, kind = %r.kind, id = %r.id, outcome = ?r.outcome, "resource");
     };
     let summary = converge(&v.desired, &host, Some(&pending), &mut progress);
-    print_summary(out, &summary, opts);
+    print_summary(out, &summary, s);
 
-    let report = Report::from_summary(run(device), &summary);
-    if !opts.check {
-        write_report(&state, &report)?;
-    }
-    let failed = summary.failed();
-    let changed = summary.changed();
-    let verb = if opts.check {
-        "would change"
-    } else {
-        "changed"
-    };
+    let report = Report::from_summary(s.run_facts(&source, device), &summary);
+    let (changed, failed) = (summary.changed(), summary.failed());
+    let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
         "tend: {changed} {verb}, {failed} failed, {} unchanged, {} skipped (device {}, {})",
         report.counts.unchanged, report.counts.skipped, report.device.id, report.source.location
     );
     // As Puppet's --noop with detailed exit codes: 2 in check mode means "would change".
-    let exit = exit::for_counts(changed, failed);
-    Ok(Applied { exit, report })
+    Ok(Converged {
+        exit: exit::for_counts(changed, failed),
+        report,
+    })
 }
 
-fn write_report(state: &StateDir, report: &Report) -> Result<(), RunError> {
-    let err = |e| RunError::State {
-        path: state.path.display().to_string(),
+pub struct ApplyOptions {
+    pub root: PathBuf,
+    pub path: PathBuf,
+    pub device: Option<String>,
+    pub check: bool,
+    pub diff: bool,
+}
+
+/// `tend apply --path DIR`: converge to a fleet repo in a directory.
+pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
+    let session = Session::start(SessionOptions {
+        root: opts.root.clone(),
+        device: opts.device.as_deref(),
+        check: opts.check,
+        diff: opts.diff,
+        command: "apply",
+    })?;
+    let tree: Arc<dyn Tree> = Arc::new(DirTree::new(&opts.path).map_err(|e| RunError::Source {
+        path: opts.path.display().to_string(),
         source: e,
+    })?);
+    let source = SourceInfo {
+        kind: "path".into(),
+        location: tree.describe(),
     };
-    state.ensure().map_err(err)?;
-    report.write(&state.file(REPORT_FILE)).map_err(err)
+    let converged = converge_tree(&session, tree, source, out)?;
+    session.write_report(&converged.report)?;
+    session.save_state()?;
+    Ok(converged)
 }
 
-fn print_summary(out: &mut dyn Write, summary: &RunSummary, opts: &ApplyOptions) {
+fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
     for r in &summary.resources {
         let word = match r.outcome {
             Outcome::Unchanged => continue,
-            Outcome::Changed if opts.check => "would",
+            Outcome::Changed if s.check => "would",
             Outcome::Changed => "changed",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
@@ -199,7 +307,7 @@ fn print_summary(out: &mut dyn Write, summary: &RunSummary, opts: &ApplyOptions)
         let what = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("");
         let handler = if r.handler { " (handler)" } else { "" };
         let _ = writeln!(out, "{word:<8} {:<11} {}{handler}: {what}", r.kind, r.id);
-        if opts.diff {
+        if s.diff {
             if let Some(d) = &r.diff {
                 let _ = writeln!(out, "{}", d.trim_end());
             }

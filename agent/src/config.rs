@@ -16,10 +16,49 @@ use crate::yaml;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fragment {
+    source: Option<SourceFragment>,
+    verify: Option<VerifyFragment>,
     device: Option<DeviceFragment>,
     vars_files: Option<Vec<String>>,
     state_dir: Option<String>,
     apt: Option<AptFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFragment {
+    url: Option<String>,
+    branch: Option<String>,
+    ca_file: Option<String>,
+    proxy: Option<String>,
+    no_proxy: Option<String>,
+    ssh_key: Option<String>,
+    known_hosts: Option<String>,
+    /// Seconds to establish a connection.
+    connect_timeout: Option<u64>,
+    /// Seconds a whole fetch may take.
+    timeout: Option<u64>,
+    retries: Option<u32>,
+    /// `branch` (default): follow the branch head. `tags`: follow signed annotated tags named
+    /// `<branch>/<number>`, the number growing (binds the stage and freshness to the signature).
+    follow: Option<Follow>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Follow {
+    #[default]
+    Branch,
+    Tags,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyFragment {
+    allowed_signers: Option<String>,
+    openpgp_keyring: Option<String>,
+    /// Accept a new head that does not descend from the last verified commit (a force-push).
+    allow_rewinds: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,8 +79,52 @@ struct AptFragment {
     lists_max_age: Option<u64>,
 }
 
+/// Where the fleet repo comes from (`tend run`).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub url: Option<String>,
+    pub branch: String,
+    pub ca_file: Option<String>,
+    pub proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    pub ssh_key: Option<String>,
+    pub known_hosts: Option<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub follow: Follow,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self {
+            url: None,
+            branch: "production".into(),
+            ca_file: None,
+            proxy: None,
+            no_proxy: None,
+            ssh_key: None,
+            known_hosts: None,
+            connect_timeout: Duration::from_secs(20),
+            timeout: Duration::from_secs(300),
+            retries: 3,
+            follow: Follow::Branch,
+        }
+    }
+}
+
+/// Which keys commits must be signed by.
+#[derive(Clone, Debug, Default)]
+pub struct Verify {
+    pub allowed_signers: Option<String>,
+    pub openpgp_keyring: Option<String>,
+    pub allow_rewinds: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
+    pub source: Source,
+    pub verify: Verify,
     /// A fixed device id; None means auto-detect.
     pub device_id: Option<String>,
     pub device_type: Option<String>,
@@ -58,6 +141,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            source: Source::default(),
+            verify: Verify::default(),
             device_id: None,
             device_type: None,
             vars_files: vec!["/etc/tend/vars.d/*.yaml".into()],
@@ -108,6 +193,48 @@ impl Config {
     }
 
     fn merge(&mut self, f: Fragment, path: &Path) -> Result<(), Diagnostic> {
+        if let Some(src) = f.source {
+            let s = &mut self.source;
+            macro_rules! set {
+                ($field:ident) => {
+                    if src.$field.is_some() {
+                        s.$field = src.$field;
+                    }
+                };
+            }
+            set!(url);
+            set!(ca_file);
+            set!(proxy);
+            set!(no_proxy);
+            set!(ssh_key);
+            set!(known_hosts);
+            if let Some(b) = src.branch {
+                s.branch = b;
+            }
+            if let Some(t) = src.connect_timeout {
+                s.connect_timeout = Duration::from_secs(t);
+            }
+            if let Some(t) = src.timeout {
+                s.timeout = Duration::from_secs(t);
+            }
+            if let Some(r) = src.retries {
+                s.retries = r;
+            }
+            if let Some(f) = src.follow {
+                s.follow = f;
+            }
+        }
+        if let Some(v) = f.verify {
+            if v.allowed_signers.is_some() {
+                self.verify.allowed_signers = v.allowed_signers;
+            }
+            if v.openpgp_keyring.is_some() {
+                self.verify.openpgp_keyring = v.openpgp_keyring;
+            }
+            if let Some(a) = v.allow_rewinds {
+                self.verify.allow_rewinds = a;
+            }
+        }
         if let Some(d) = f.device {
             if let Some(id) = d.id {
                 self.device_id = (id != "auto").then_some(id);
@@ -185,13 +312,27 @@ mod tests {
             VENDOR_CONFIG,
             "state_dir: /var/lib/tend\napt: {lock_timeout: 60}\n",
         );
-        w(ADMIN_CONFIG, "device: {id: pi-1}\n");
+        w(ADMIN_CONFIG, "device: {id: pi-1}\nsource: {url: 'https://git.example.com/fleet.git', branch: canary}\n");
+        w(
+            "etc/tend/tend.d/20-tags.yaml",
+            "source: {follow: tags}\nverify: {allowed_signers: /etc/tend/allowed_signers}\n",
+        );
         w("etc/tend/tend.d/10-data.yaml", "state_dir: /data/tend\n");
         let c = Config::load(d.path()).unwrap();
         assert_eq!(c.state_dir, "/data/tend");
         assert_eq!(c.device_id.as_deref(), Some("pi-1"));
         assert_eq!(c.apt_lock_timeout, Duration::from_secs(60));
-        assert_eq!(c.fragments.len(), 3);
+        assert_eq!(c.fragments.len(), 4);
+        assert_eq!(c.source.branch, "canary");
+        assert_eq!(
+            c.source.url.as_deref(),
+            Some("https://git.example.com/fleet.git")
+        );
+        assert_eq!(c.source.follow, Follow::Tags);
+        assert_eq!(
+            c.verify.allowed_signers.as_deref(),
+            Some("/etc/tend/allowed_signers")
+        );
     }
 
     #[test]

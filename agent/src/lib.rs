@@ -18,6 +18,7 @@ pub mod model;
 pub mod render;
 pub mod report;
 pub mod resolve;
+pub mod runstate;
 pub mod state;
 pub mod tree;
 pub mod validate;

@@ -42,6 +42,36 @@ pub struct SourceInfo {
     pub location: String,
 }
 
+/// Where the applied tree came from, for runs that pull (`tend run`, `apply --ref`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GitInfo {
+    pub url: String,
+    /// The branch (or ref) followed in this run.
+    pub branch: String,
+    /// The commit applied (the branch head, or the last good commit after a fallback).
+    pub commit: String,
+    /// Committer time of that commit, Unix seconds.
+    pub commit_time: i64,
+    /// The branch head seen on the server, when it differs from what was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// Who signed the applied commit, when keys are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The configured branch, and the branch a device file moved this device from, if it did.
+    pub configured_branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_from: Option<String>,
+    /// True when the new head was refused and tend converged to the last good commit instead.
+    #[serde(default)]
+    pub fell_back: bool,
+    /// Why the new head was not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_repo: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DeviceInfo {
     pub id: String,
@@ -69,6 +99,11 @@ pub struct Report {
     pub diagnostics: Vec<Diagnostic>,
     #[serde(default)]
     pub pending_handlers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    /// Things that did not fail the run but must be seen (e.g. no signing keys configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
@@ -125,6 +160,8 @@ impl Report {
             errors: summary.errors.clone(),
             diagnostics: Vec::new(),
             pending_handlers: summary.pending_handlers.clone(),
+            git: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -144,6 +181,8 @@ impl Report {
             errors: diagnostics.iter().map(|d| d.to_string()).collect(),
             diagnostics,
             pending_handlers: Vec::new(),
+            git: None,
+            warnings: Vec::new(),
         }
     }
 
