@@ -100,12 +100,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(STATE_FILE);
         assert!(RunState::load(&p).unwrap().last_good.is_none());
-        let mut s = RunState::default();
-        s.last_good = Some(GoodCommit {
-            commit: "abc".into(),
-            branch: "main".into(),
-            applied_at: 1,
-        });
+        let mut s = RunState {
+            last_good: Some(GoodCommit {
+                commit: "abc".into(),
+                branch: "main".into(),
+                applied_at: 1,
+            }),
+            ..Default::default()
+        };
         s.last_verified.insert("main".into(), "abc".into());
         s.save(&p).unwrap();
         let back = RunState::load(&p).unwrap();
