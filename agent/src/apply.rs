@@ -24,6 +24,7 @@ use crate::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE
 use crate::tree::{DirTree, Tree};
 use crate::validate::{validate, Inputs};
 use crate::vars::Mode;
+use crate::{inventory, mender, metrics, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -160,7 +161,9 @@ impl Session {
             .map_err(err)
     }
 
-    pub fn write_report(&self, report: &Report) -> Result<(), RunError> {
+    /// Writes the report, keeps it in the history, updates the metrics textfile, and tells
+    /// Mender when what it shows changed (or a heartbeat passed).
+    pub fn write_report(&mut self, report: &Report) -> Result<(), RunError> {
         if self.check {
             return Ok(());
         }
@@ -169,7 +172,77 @@ impl Session {
             source: e,
         };
         self.state.ensure().map_err(err)?;
-        report.write(&self.state.file(REPORT_FILE)).map_err(err)
+        report.write(&self.state.file(REPORT_FILE)).map_err(err)?;
+        if let Err(e) = status::record_history(&self.state.path, report, self.config.history) {
+            tracing::warn!("cannot keep the report history: {e}");
+        }
+        let suspended = status::suspension(&self.state.path).is_some();
+        if let Some(m) = &self.config.metrics_file {
+            if let Err(e) = metrics::write(
+                &self.root.join(m.trim_start_matches('/')),
+                report,
+                suspended,
+            ) {
+                tracing::warn!("cannot write metrics to {m}: {e}");
+            }
+        }
+        self.tell_mender(report, suspended);
+        Ok(())
+    }
+
+    fn tell_mender(&mut self, report: &Report, suspended: bool) {
+        if self.root != std::path::Path::new("/") {
+            return;
+        }
+        let git = report.git.as_ref();
+        let shown = mender::Shown {
+            branch: git.map(|g| g.branch.clone()).unwrap_or_default(),
+            commit: git.map(|g| g.commit.clone()).unwrap_or_default(),
+            status: inventory::status_word(report).to_string(),
+            suspended,
+        };
+        let now = crate::report::unix_seconds(SystemTime::now());
+        if !mender::due(
+            self.run_state.inventory.as_ref(),
+            &shown,
+            now,
+            self.config.heartbeat,
+        ) {
+            return;
+        }
+        match mender::send_inventory(std::time::Duration::from_secs(60)) {
+            Ok(true) => {
+                tracing::info!(commit = %shown.commit, branch = %shown.branch, "asked the Mender client to send inventory");
+                self.run_state.inventory = Some(mender::SendState {
+                    shown,
+                    sent_at: now,
+                });
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("mender send-inventory: {e}"),
+        }
+    }
+}
+
+/// The suspension in force, unless this is a check (which changes nothing anyway).
+pub fn suspended(s: &Session) -> Option<status::Suspension> {
+    if s.check {
+        return None;
+    }
+    status::suspension(&s.state.path)
+}
+
+impl Session {
+    /// The report of a run that applied nothing because the device is suspended.
+    pub fn suspended_report(&self, source: SourceInfo, susp: &status::Suspension) -> Report {
+        let device = DeviceInfo {
+            id: self.device_id.clone(),
+            ..Default::default()
+        };
+        let mut report = Report::invalid(self.run_facts(&source, device), Vec::new());
+        report.result = crate::report::RunResult::Suspended;
+        report.warnings.push(format!("suspended: {}", susp.reason));
+        report
     }
 }
 
@@ -274,7 +347,7 @@ pub struct ApplyOptions {
 
 /// `tend apply --path DIR`: converge to a fleet repo in a directory.
 pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
-    let session = Session::start(SessionOptions {
+    let mut session = Session::start(SessionOptions {
         root: opts.root.clone(),
         device: opts.device.as_deref(),
         check: opts.check,
@@ -289,6 +362,19 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
         kind: "path".into(),
         location: tree.describe(),
     };
+    if let Some(susp) = suspended(&session) {
+        let _ = writeln!(
+            out,
+            "tend: suspended ({}); nothing was applied; `tend resume` to apply again",
+            susp.reason
+        );
+        let report = session.suspended_report(source, &susp);
+        session.write_report(&report)?;
+        return Ok(Converged {
+            exit: exit::SUSPENDED,
+            report,
+        });
+    }
     let converged = converge_tree(&session, tree, source, out)?;
     session.write_report(&converged.report)?;
     session.save_state()?;

@@ -68,6 +68,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// The last run: what is applied and since when, result and age, pending handlers,
+    /// suspension, and whether the applied commit lags the branch head.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// List the kept reports of past runs, newest first.
+        #[arg(long)]
+        history: bool,
+    },
+    /// Stop applying (runs still fetch and report) until `tend resume`; the reason is shown in
+    /// status, the report and Mender.
+    Suspend {
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+    /// Apply again after `tend suspend`.
+    Resume,
+    /// Mender inventory attributes (tend_*) of the last run, as `name=value` lines.
+    Inventory,
     /// Print the fully resolved roles, resources and vars of one device, as JSON.
     Render {
         #[arg(long, value_name = "ID")]
@@ -134,6 +153,21 @@ pub fn run(cli: Cli) -> u8 {
             devices,
             format,
         } => run_validate(&dir, &devices, format, &mut out),
+        Command::Status { json, history } => run_status(&cli.root, json, history, &mut out),
+        Command::Suspend { reason } => run_suspend(&cli.root, Some(&reason), &mut out),
+        Command::Resume => run_suspend(&cli.root, None, &mut out),
+        Command::Inventory => match device_state(&cli.root) {
+            Ok((state, run_state)) => {
+                match crate::inventory::print(&mut out, &state.path, &run_state) {
+                    Ok(()) => exit::OK,
+                    Err(e) => {
+                        eprintln!("tend: {e}");
+                        exit::COULD_NOT_RUN
+                    }
+                }
+            }
+            Err(code) => code,
+        },
         Command::Render { device, dir } => match inspect::render(&dir, &device, &mut out) {
             Ok(()) => exit::OK,
             Err(diags) => {
@@ -144,9 +178,97 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// The state dir and run state from the device config, for the commands that only read them.
+fn device_state(
+    root: &std::path::Path,
+) -> Result<(crate::state::StateDir, crate::runstate::RunState), u8> {
+    let config = crate::config::Config::load(root).map_err(|d| {
+        eprintln!("tend: device config: {d}");
+        exit::COULD_NOT_RUN
+    })?;
+    let state = crate::state::StateDir::new(root, &config.state_dir);
+    let run_state = crate::runstate::RunState::load(&state.file(crate::runstate::STATE_FILE))
+        .unwrap_or_default();
+    Ok((state, run_state))
+}
+
+fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn Write) -> u8 {
+    let (state, run_state) = match device_state(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let now = std::time::SystemTime::now();
+    let result = if history {
+        let reports = crate::status::history(&state.path);
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&reports).unwrap_or_default()
+            )
+        } else {
+            reports.iter().try_for_each(|r| {
+                writeln!(
+                    out,
+                    "{}  {:<9} {:>3} changed {:>3} failed  {}",
+                    crate::inventory::rfc3339(r.finished),
+                    crate::inventory::status_word(r),
+                    r.counts.changed,
+                    r.counts.failed,
+                    r.source.location
+                )
+            })
+        }
+    } else {
+        let s = crate::status::status(&state.path, &run_state, now);
+        if json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&s).unwrap_or_default()
+            )
+        } else {
+            crate::status::print(out, &s, now)
+        }
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("tend: {e}");
+            exit::COULD_NOT_RUN
+        }
+    }
+}
+
+fn run_suspend(root: &std::path::Path, reason: Option<&str>, out: &mut dyn Write) -> u8 {
+    let (state, _) = match device_state(root) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match reason {
+        Some(r) => crate::status::suspend(&state.path, r).map(|_| format!("tend: suspended ({r}); runs fetch and report but apply nothing until `tend resume`")),
+        None => crate::status::resume(&state.path).map(|was| if was { "tend: resumed".to_string() } else { "tend: was not suspended".to_string() }),
+    };
+    match result {
+        Ok(msg) => {
+            tracing::info!(
+                suspended = reason.is_some(),
+                reason = reason.unwrap_or(""),
+                "{msg}"
+            );
+            let _ = writeln!(out, "{msg}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("tend: {}: {e}", state.path.display());
+            exit::COULD_NOT_RUN
+        }
+    }
+}
+
 fn run_apply(opts: ApplyOptions, out: &mut dyn Write) -> u8 {
     match apply(&opts, out) {
-        Ok(applied) => applied.exit,
+        Ok(converged) => converged.exit,
         Err(e) => {
             let code = e.exit_code();
             let err = anyhow::Error::new(e).context("tend could not run; nothing was applied");

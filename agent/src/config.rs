@@ -22,6 +22,18 @@ struct Fragment {
     vars_files: Option<Vec<String>>,
     state_dir: Option<String>,
     apt: Option<AptFragment>,
+    report: Option<ReportFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportFragment {
+    /// Seconds between inventory sends when nothing changed.
+    heartbeat: Option<u64>,
+    /// The Prometheus textfile; empty string disables it.
+    metrics_file: Option<String>,
+    /// How many past reports `tend status --history` keeps.
+    history: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +146,11 @@ pub struct Config {
     pub state_dir: String,
     pub apt_lock_timeout: Duration,
     pub apt_lists_max_age: Duration,
+    /// At most this long between inventory sends to Mender.
+    pub heartbeat: Duration,
+    /// Device path of the Prometheus textfile, if any.
+    pub metrics_file: Option<String>,
+    pub history: usize,
     /// The fragments that were read, in order.
     pub fragments: Vec<PathBuf>,
 }
@@ -149,6 +166,9 @@ impl Default for Config {
             state_dir: "/var/lib/tend".into(),
             apt_lock_timeout: Duration::from_secs(120),
             apt_lists_max_age: Duration::from_secs(24 * 3600),
+            heartbeat: Duration::from_secs(3600),
+            metrics_file: Some("/var/lib/prometheus/node-exporter/tend.prom".into()),
+            history: 20,
             fragments: Vec::new(),
         }
     }
@@ -256,6 +276,17 @@ impl Config {
                 .fix("write an absolute path such as /var/lib/tend or /data/tend"));
             }
             self.state_dir = s;
+        }
+        if let Some(r) = f.report {
+            if let Some(h) = r.heartbeat {
+                self.heartbeat = Duration::from_secs(h);
+            }
+            if let Some(m) = r.metrics_file {
+                self.metrics_file = (!m.is_empty()).then_some(m);
+            }
+            if let Some(n) = r.history {
+                self.history = n;
+            }
         }
         if let Some(a) = f.apt {
             if let Some(t) = a.lock_timeout {

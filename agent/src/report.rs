@@ -25,6 +25,8 @@ pub enum RunResult {
     Invalid,
     /// The run could not start (bad config, unreadable state).
     Error,
+    /// The device is suspended: it fetched and reported, and applied nothing.
+    Suspended,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -41,6 +41,9 @@ pub struct RunState {
     /// The device id learnt from Mender, kept for offline runs.
     #[serde(default)]
     pub mender_device_id: Option<String>,
+    /// What Mender was last told, and when.
+    #[serde(default)]
+    pub inventory: Option<crate::mender::SendState>,
 }
 
 impl RunState {

@@ -1,0 +1,144 @@
+//! `tend inventory`: the `tend_*` Mender inventory attributes, from the last report.
+//!
+//! Mender's client replaces the whole inventory on every send, so tend never patches the server
+//! itself: the client runs /usr/share/mender/inventory/mender-inventory-tend (which runs this) and
+//! sends what it prints, one `name=value` line per attribute. Values cannot hold a newline;
+//! Mender documents URL-style encoding (`%0A`) for special characters, so `%`, CR, LF and other
+//! control characters are percent-encoded. Long values are cut so one error cannot bloat the
+//! inventory of every device.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::report::{Report, RunResult};
+use crate::runstate::RunState;
+use crate::status::Suspension;
+
+/// The longest value tend puts in one attribute.
+pub const MAX_VALUE_CHARS: usize = 1024;
+
+/// Percent-encodes what a `name=value` line cannot carry, and truncates (on a char boundary).
+pub fn encode_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len().min(MAX_VALUE_CHARS));
+    for (chars, c) in value.chars().enumerate() {
+        if chars >= MAX_VALUE_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '%' => out.push_str("%25"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// One word for fleet views and the promotion gate: ok (converged, with or without changes),
+/// failed, invalid, error, suspended.
+pub fn status_word(report: &Report) -> &'static str {
+    match report.result {
+        RunResult::Ok | RunResult::Changed => "ok",
+        RunResult::Failed => "failed",
+        RunResult::Invalid => "invalid",
+        RunResult::Error => "error",
+        RunResult::Suspended => "suspended",
+    }
+}
+
+pub fn attributes(
+    report: Option<&Report>,
+    run_state: &RunState,
+    suspended: Option<&Suspension>,
+) -> Vec<(&'static str, String)> {
+    let mut a: Vec<(&'static str, String)> =
+        vec![("tend_version", env!("CARGO_PKG_VERSION").to_string())];
+    a.push((
+        "tend_suspended",
+        suspended
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| "false".into()),
+    ));
+    let Some(r) = report else {
+        a.push(("tend_status", "never-run".into()));
+        return a;
+    };
+    a.push(("tend_status", status_word(r).into()));
+    if let Some(g) = &r.git {
+        a.push(("tend_branch", g.branch.clone()));
+        a.push(("tend_commit", g.commit.clone()));
+    }
+    a.push(("tend_last_run", rfc3339(r.finished)));
+    if let Some(good) = &run_state.last_good {
+        a.push(("tend_last_success", rfc3339(good.applied_at)));
+    }
+    a.push(("tend_changed", r.counts.changed.to_string()));
+    a.push(("tend_failed", r.counts.failed.to_string()));
+    if let Some(e) = r.errors.first() {
+        a.push(("tend_error", e.clone()));
+    }
+    a
+}
+
+pub fn print(out: &mut dyn Write, state_dir: &Path, run_state: &RunState) -> std::io::Result<()> {
+    let report = Report::read(&state_dir.join(crate::state::REPORT_FILE)).ok();
+    let suspended = crate::status::suspension(state_dir);
+    for (k, v) in attributes(report.as_ref(), run_state, suspended.as_ref()) {
+        writeln!(out, "{k}={}", encode_value(&v))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newlines_percent_and_controls_are_encoded() {
+        assert_eq!(encode_value("a\nb\r\tc"), "a%0Ab%0D%09c");
+        assert_eq!(encode_value("100% done"), "100%25 done");
+    }
+
+    #[test]
+    fn equals_signs_and_non_ascii_pass_through() {
+        // The client splits a line at its first '=', so '=' inside a value is safe.
+        assert_eq!(encode_value("key=value=x"), "key=value=x");
+        assert_eq!(encode_value("Grüße aus Köln ✓"), "Grüße aus Köln ✓");
+    }
+
+    #[test]
+    fn ten_kilobyte_errors_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(10_000);
+        let v = encode_value(&long);
+        assert!(v.ends_with("..."));
+        assert_eq!(v.chars().count(), MAX_VALUE_CHARS + 3);
+        assert!(!v.contains('\n'));
+    }
+
+    #[test]
+    fn a_device_that_never_ran_says_so() {
+        let a = attributes(None, &RunState::default(), None);
+        assert!(a.contains(&("tend_status", "never-run".into())));
+        assert!(a.contains(&("tend_suspended", "false".into())));
+    }
+
+    #[test]
+    fn rfc3339_is_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

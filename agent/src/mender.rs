@@ -1,0 +1,145 @@
+//! Asking the Mender client to send inventory now, so the fleet view follows a device's run.
+//!
+//! Only after a run that changed what Mender shows (branch, commit, status, suspension), and
+//! otherwise at most once per heartbeat, so `tend_last_run` in Mender is never older than one
+//! heartbeat plus a timer interval. Client 3.x: `mender send-inventory` (it reaches the daemon);
+//! 4.x: `mender-update send-inventory`. A device without a Mender client is fine.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What Mender shows of a run; a change of any of these triggers a send.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    pub branch: String,
+    pub commit: String,
+    pub status: String,
+    pub suspended: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SendState {
+    pub shown: Shown,
+    /// Unix seconds of the last successful send.
+    pub sent_at: u64,
+}
+
+pub fn due(last: Option<&SendState>, now: &Shown, now_secs: u64, heartbeat: Duration) -> bool {
+    match last {
+        None => true,
+        Some(l) => l.shown != *now || now_secs.saturating_sub(l.sent_at) >= heartbeat.as_secs(),
+    }
+}
+
+/// The client command for the installed Mender, if any: 4.x first (its `mender` is the auth
+/// daemon), then 3.x.
+fn client(path: &str) -> Option<Vec<&'static str>> {
+    let exists = |bin: &str| {
+        path.split(':')
+            .any(|d| std::path::Path::new(d).join(bin).is_file())
+    };
+    if exists("mender-update") {
+        Some(vec!["mender-update", "send-inventory"])
+    } else if exists("mender") {
+        Some(vec!["mender", "send-inventory"])
+    } else {
+        None
+    }
+}
+
+/// Runs the client's send-inventory with a bound; Ok(false) when there is no client.
+pub fn send_inventory(timeout: Duration) -> Result<bool, String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let Some(argv) = client(&path) else {
+        return Ok(false);
+    };
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(true),
+            Ok(Some(status)) => {
+                let out = child
+                    .wait_with_output()
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "{} exited with {status}: {}",
+                    argv.join(" "),
+                    out.trim()
+                ));
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{} did not finish in {} s",
+                    argv.join(" "),
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(commit: &str) -> Shown {
+        Shown {
+            branch: "canary".into(),
+            commit: commit.into(),
+            status: "ok".into(),
+            suspended: false,
+        }
+    }
+
+    #[test]
+    fn sends_on_change_and_on_heartbeat_only() {
+        let hb = Duration::from_secs(3600);
+        assert!(due(None, &shown("a"), 100, hb), "first run");
+        let last = SendState {
+            shown: shown("a"),
+            sent_at: 100,
+        };
+        assert!(!due(Some(&last), &shown("a"), 200, hb), "nothing changed");
+        assert!(due(Some(&last), &shown("b"), 200, hb), "new commit");
+        assert!(
+            due(
+                Some(&last),
+                &Shown {
+                    suspended: true,
+                    ..shown("a")
+                },
+                200,
+                hb
+            ),
+            "suspension"
+        );
+        assert!(due(Some(&last), &shown("a"), 100 + 3600, hb), "heartbeat");
+    }
+
+    #[test]
+    fn client_detection_prefers_mender_4() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().display().to_string();
+        assert_eq!(client(&p), None);
+        std::fs::write(d.path().join("mender"), "").unwrap();
+        assert_eq!(client(&p), Some(vec!["mender", "send-inventory"]));
+        std::fs::write(d.path().join("mender-update"), "").unwrap();
+        assert_eq!(client(&p), Some(vec!["mender-update", "send-inventory"]));
+    }
+}
