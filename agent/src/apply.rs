@@ -70,6 +70,8 @@ pub struct Session {
     pub diff: bool,
     pub command: String,
     pub started: SystemTime,
+    /// sd_notify STATUS= lines for `systemctl status tend`.
+    pub notifier: crate::notify::Notifier,
     clock: Instant,
     _lock: Option<Lock>,
 }
@@ -132,6 +134,7 @@ impl Session {
             diff: o.diff,
             command: o.command.to_string(),
             started,
+            notifier: crate::notify::Notifier::from_env(),
             clock,
             _lock: lock,
         })
@@ -164,6 +167,18 @@ impl Session {
     /// Writes the report, keeps it in the history, updates the metrics textfile, and tells
     /// Mender when what it shows changed (or a heartbeat passed).
     pub fn write_report(&mut self, report: &Report) -> Result<(), RunError> {
+        let git = report.git.as_ref();
+        tracing::info!(
+            commit = git.map(|g| g.commit.as_str()).unwrap_or(""),
+            branch = git.map(|g| g.branch.as_str()).unwrap_or(""),
+            result = report.result.as_str(),
+            changed = report.counts.changed,
+            failed = report.counts.failed,
+            "run finished: {}, {} changed, {} failed",
+            report.result.as_str(),
+            report.counts.changed,
+            report.counts.failed
+        );
         if self.check {
             return Ok(());
         }
@@ -316,12 +331,21 @@ pub fn converge_tree(
         })?;
     }
     let pending = s.state.file(PENDING_HANDLERS_FILE);
+    s.notifier.status("applying");
     let mut progress = |done: usize, total: usize, r: &ResourceReport| {
-        tracing::debug!(done, total, kind = %r.kind, id = %r.id, outcome = ?r.outcome, "resource");
+        s.notifier.status(&format!("applying {done}/{total}"));
+        let resource = format!("{} {}", r.kind, r.id);
+        match r.outcome {
+            Outcome::Changed | Outcome::Failed => {
+                tracing::info!(resource = %resource, outcome = ?r.outcome, summary = r.summary.as_deref().or(r.error.as_deref()).unwrap_or(""), "{resource}")
+            }
+            _ => tracing::debug!(resource = %resource, outcome = ?r.outcome, "{resource}"),
+        }
     };
     let summary = converge(&v.desired, &host, Some(&pending), &mut progress);
     print_summary(out, &summary, s);
 
+    s.notifier.status("reporting");
     let report = Report::from_summary(s.run_facts(&source, device), &summary);
     let (changed, failed) = (summary.changed(), summary.failed());
     let verb = if s.check { "would change" } else { "changed" };

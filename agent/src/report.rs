@@ -29,6 +29,19 @@ pub enum RunResult {
     Suspended,
 }
 
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Changed => "changed",
+            RunResult::Failed => "failed",
+            RunResult::Invalid => "invalid",
+            RunResult::Error => "error",
+            RunResult::Suspended => "suspended",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub unchanged: usize,

@@ -193,8 +193,8 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
         Some(r) => {
             writeln!(
                 out,
-                "last run:   {:?} {} ({} changed, {} failed) from {}",
-                r.result,
+                "last run:   {} {} ({} changed, {} failed) from {}",
+                r.result.as_str(),
                 age(r.age_seconds),
                 r.changed,
                 r.failed,
