@@ -451,3 +451,41 @@ fn local_vars_file_cannot_set_an_undeclared_var() -> Result<()> {
     ensure!(bed.report()?["result"] == "invalid");
     Ok(())
 }
+
+#[test]
+fn a_suspended_device_applies_nothing_until_resumed() -> Result<()> {
+    if skip_chroot_tests("a_suspended_device_applies_nothing_until_resumed") {
+        return Ok(());
+    }
+    let bed = Bed::new(Suite::Bookworm)?;
+    bed.dev
+        .tend(&["suspend", "--reason", "field test in progress"])?
+        .ok()?;
+    let excludes = [VOLATILE, &["/var/lib/tend"]].concat();
+    let before = bed.dev.snapshot(&excludes)?;
+    let out = bed.tend(&["apply"])?;
+    expect_code(&out, 11)?;
+    ensure!(out.stdout.contains("field test in progress"), "{out}");
+    let after = bed.dev.snapshot(&excludes)?;
+    ensure!(
+        before.hash() == after.hash(),
+        "a suspended device changed: {:?}",
+        after.changes_since(&before)
+    );
+    ensure!(bed.report()?["result"] == "suspended");
+    let inventory = bed.dev.tend(&["inventory"])?.ok()?.stdout;
+    ensure!(
+        inventory.contains("tend_suspended=field test in progress")
+            && inventory.contains("tend_status=suspended"),
+        "{inventory}"
+    );
+
+    bed.dev.tend(&["resume"])?.ok()?;
+    expect_code(&bed.tend(&["apply"])?, 2)?;
+    let status = bed.dev.tend(&["status"])?.ok()?.stdout;
+    ensure!(
+        status.contains("suspended:  no") && status.contains("last run:   changed"),
+        "{status}"
+    );
+    Ok(())
+}
