@@ -100,6 +100,8 @@ pub enum Command {
 pub enum Format {
     Text,
     Json,
+    /// GitHub Actions workflow commands: each error annotates its file and line in the PR.
+    Github,
 }
 
 pub fn main() -> ExitCode {
@@ -278,6 +280,38 @@ fn run_apply(opts: ApplyOptions, out: &mut dyn Write) -> u8 {
     }
 }
 
+/// `::error file=…,line=…,title=…::message` with GitHub's escaping of `%`, CR, LF (and `,` `:` in
+/// properties).
+pub fn github_annotation(dir: &std::path::Path, d: &crate::diag::Diagnostic) -> String {
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let file = if d.file.starts_with('/') {
+        d.file.clone()
+    } else {
+        dir.join(&d.file).display().to_string()
+    };
+    let file = file.trim_start_matches("./").to_string();
+    let mut msg = d.message.clone();
+    if let Some(fix) = &d.fix {
+        msg.push_str(&format!("\nfix: {fix}"));
+    }
+    let line = if d.line > 0 {
+        format!(",line={}", d.line)
+    } else {
+        String::new()
+    };
+    format!(
+        "::error file={}{line},title={}::{}",
+        prop(&file),
+        prop("tend validate"),
+        data(&msg)
+    )
+}
+
 fn run_validate(
     dir: &std::path::Path,
     devices: &[String],
@@ -299,6 +333,16 @@ fn run_validate(
                 out,
                 "{}",
                 serde_json::to_string_pretty(&doc).unwrap_or_default()
+            );
+        }
+        Format::Github => {
+            for d in &diags.0 {
+                let _ = writeln!(out, "{}", github_annotation(dir, d));
+            }
+            let _ = writeln!(
+                out,
+                "tend: {} error(s), {count} devices rendered",
+                diags.0.len()
             );
         }
         Format::Text => {

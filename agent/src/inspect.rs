@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::facts::Facts;
 use crate::load::Fleet;
+use crate::model::FactsFixture;
 use crate::tree::{DirTree, Tree};
 use crate::validate::{validate, Inputs, Validated};
 use crate::vars::Mode;
@@ -40,11 +41,58 @@ pub fn open(dir: &Path) -> Result<Arc<dyn Tree>, Diagnostic> {
         })
 }
 
+/// Offline facts for a device: the defaults, with `facts/<device_type>.yaml` over them when the
+/// device file names its type.
+fn fixture_facts(tree: &Arc<dyn Tree>, id: &str) -> Result<Facts, Diagnostic> {
+    let mut facts = offline_facts(id);
+    let Ok(fleet) = Fleet::open(tree.as_ref()) else {
+        return Ok(facts);
+    };
+    let Ok(Some(device)) = fleet.device(id) else {
+        return Ok(facts);
+    };
+    let Some(t) = device.device_type else {
+        return Ok(facts);
+    };
+    crate::load::check_name("device type", &t.value)
+        .map_err(|m| Diagnostic::new(Fleet::device_path(id), t.referenced.line(), m))?;
+    facts.device_type = Some(t.value.clone());
+    let path = format!("facts/{}.yaml", t.value);
+    let Some(bytes) = tree.read(&path).map_err(crate::load::tree_error)? else {
+        return Ok(facts);
+    };
+    let f: FactsFixture = crate::yaml::parse(&path, &bytes)?;
+    let set = |field: &mut String, v: Option<String>| {
+        if let Some(v) = v {
+            *field = v;
+        }
+    };
+    set(&mut facts.os_id, f.os_id);
+    set(&mut facts.os_codename, f.os_codename);
+    set(&mut facts.os_version_id, f.os_version_id);
+    set(&mut facts.architecture, f.architecture);
+    set(&mut facts.hostname, f.hostname);
+    if !f.interfaces.is_empty() {
+        facts.interfaces = f
+            .interfaces
+            .into_iter()
+            .map(|i| crate::facts::Interface {
+                name: i.name,
+                mac: i.mac,
+                ipv4: i.ipv4,
+                ipv6: i.ipv6,
+            })
+            .collect();
+    }
+    Ok(facts)
+}
+
 fn render_device(tree: &Arc<dyn Tree>, id: &str) -> Result<Validated, Diagnostics> {
+    let facts = fixture_facts(tree, id)?;
     validate(Inputs {
         tree: tree.clone(),
         device_id: id.to_string(),
-        facts: offline_facts(id),
+        facts,
         root: Path::new("/nonexistent"),
         vars_files: Vec::new(),
         mode: Mode::Placeholders,

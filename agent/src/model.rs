@@ -89,6 +89,9 @@ pub struct GroupFile {
 pub struct DeviceFile {
     /// The branch this device follows from its next run on.
     pub subscribed_branch: Option<Spanned<String>>,
+    /// The device's type, as the device reports it (Mender's device_type). Offline validation
+    /// renders the device with `facts/<device_type>.yaml`; on the device the fact wins.
+    pub device_type: Option<Spanned<String>>,
     /// Groups in increasing precedence: a later group's vars win over an earlier one's.
     #[serde(default)]
     pub groups: Names,
@@ -96,6 +99,30 @@ pub struct DeviceFile {
     pub vars: Vars,
     #[serde(default)]
     pub roles: Names,
+}
+
+/// `facts/<device_type>.yaml`: the facts `tend validate` renders devices of that type with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactsFixture {
+    pub os_id: Option<String>,
+    pub os_codename: Option<String>,
+    pub os_version_id: Option<String>,
+    pub architecture: Option<String>,
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub interfaces: Vec<FixtureInterface>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureInterface {
+    pub name: String,
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub ipv4: Vec<String>,
+    #[serde(default)]
+    pub ipv6: Vec<String>,
 }
 
 /// One entry of `resources:` or one handler: the type key (`file: /etc/x`), its keys, and tend's

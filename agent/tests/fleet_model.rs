@@ -216,3 +216,49 @@ fn the_example_fleet_validates() {
     assert!(diags.is_empty(), "{diags}");
     assert!(devices >= 2);
 }
+
+#[test]
+fn validate_renders_a_device_with_the_facts_of_its_type() {
+    let d = repo(&[
+        ("fleet.yaml", "format: 1\nroles: [r]\n"),
+        ("devices/pi2.yaml", "device_type: raspberrypi2\n"),
+        ("facts/raspberrypi2.yaml", "architecture: armhf\nos_codename: bookworm\ninterfaces:\n  - {name: eth0, ipv4: [10.0.0.2]}\n"),
+        (
+            "roles/r/role.yaml",
+            "resources:\n  - file: /arch\n    content: \"{{ facts.architecture }} {{ facts.device_type }} {{ facts.interfaces[0].name }}\"\n",
+        ),
+    ]);
+    let (_, diags) = validate_repo(d.path(), &["pi2".into()]).unwrap();
+    assert!(diags.is_empty(), "{diags}");
+    let mut out = Vec::new();
+    tend_agent::inspect::render(d.path(), "pi2", &mut out).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        doc["resources"][0]["spec"]["content"],
+        "armhf raspberrypi2 eth0"
+    );
+
+    let bad = repo(&[
+        ("fleet.yaml", "format: 1\n"),
+        ("devices/pi2.yaml", "device_type: raspberrypi2\n"),
+        ("facts/raspberrypi2.yaml", "architecure: armhf\n"),
+    ]);
+    let (_, diags) = validate_repo(bad.path(), &["pi2".into()]).unwrap();
+    assert!(
+        diags
+            .to_string()
+            .contains("facts/raspberrypi2.yaml:1: unknown field `architecure`"),
+        "{diags}"
+    );
+}
+
+#[test]
+fn github_annotations_carry_file_line_and_fix() {
+    let d = tend_agent::diag::Diagnostic::new("roles/web/role.yaml", 7, "bad: 100%\nsecond")
+        .fix("do x, then y");
+    let a = tend_agent::cli::github_annotation(Path::new("fleet"), &d);
+    assert_eq!(
+        a,
+        "::error file=fleet/roles/web/role.yaml,line=7,title=tend validate::bad: 100%25%0Asecond%0Afix: do x, then y"
+    );
+}
