@@ -394,6 +394,7 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
         );
         let report = session.suspended_report(source, &susp);
         session.write_report(&report)?;
+        session.save_state()?;
         return Ok(Converged {
             exit: exit::SUSPENDED,
             report,

@@ -89,10 +89,27 @@ pub fn attributes(
     }
     a.push(("tend_changed", r.counts.changed.to_string()));
     a.push(("tend_failed", r.counts.failed.to_string()));
-    if let Some(e) = r.errors.first() {
-        a.push(("tend_error", e.clone()));
+    if let Some(e) = first_error(r) {
+        a.push(("tend_error", e));
     }
     a
+}
+
+/// The run's first error: a run-level one, else the first failed resource's, named.
+fn first_error(r: &Report) -> Option<String> {
+    r.errors.first().cloned().or_else(|| {
+        r.resources
+            .iter()
+            .find(|x| x["outcome"] == "failed")
+            .map(|x| {
+                format!(
+                    "{} {}: {}",
+                    x["kind"].as_str().unwrap_or(""),
+                    x["id"].as_str().unwrap_or(""),
+                    x["error"].as_str().unwrap_or("failed")
+                )
+            })
+    })
 }
 
 pub fn print(out: &mut dyn Write, state_dir: &Path, run_state: &RunState) -> std::io::Result<()> {
@@ -135,6 +152,38 @@ mod tests {
         let a = attributes(None, &RunState::default(), None);
         assert!(a.contains(&("tend_status", "never-run".into())));
         assert!(a.contains(&("tend_suspended", "false".into())));
+    }
+
+    #[test]
+    fn a_failed_resource_is_the_error_when_the_run_has_none_of_its_own() {
+        let mut r = Report::invalid(
+            crate::report::RunFacts {
+                command: "apply".into(),
+                source: crate::report::SourceInfo {
+                    kind: "path".into(),
+                    location: "x".into(),
+                },
+                device: Default::default(),
+                started: std::time::SystemTime::UNIX_EPOCH,
+                elapsed: std::time::Duration::ZERO,
+            },
+            vec![],
+        );
+        r.result = RunResult::Failed;
+        r.resources = vec![
+            serde_json::json!({"kind": "file", "id": "/a", "outcome": "changed"}),
+            serde_json::json!({"kind": "command", "id": "flash-check", "outcome": "failed", "error": "flash worn out\nreplace"}),
+        ];
+        let a = attributes(Some(&r), &RunState::default(), None);
+        let e = a
+            .iter()
+            .find(|(k, _)| *k == "tend_error")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(
+            encode_value(&e),
+            "command flash-check: flash worn out%0Areplace"
+        );
     }
 
     #[test]
