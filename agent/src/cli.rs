@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::apply::{apply, ApplyOptions};
 use crate::exit;
 use crate::inspect;
+use crate::run::RunOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,12 +35,35 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Converge this device to a fleet repo in a directory.
+    /// What the timer runs: pull the subscribed branch, verify it, converge, report.
+    Run {
+        /// The device id; default: config, then Mender, then /etc/machine-id.
+        #[arg(long, value_name = "ID")]
+        device: Option<String>,
+        /// Wait a random 0..SECONDS first, so a fleet does not pull at once.
+        #[arg(long, value_name = "SECONDS")]
+        splay: Option<u64>,
+        /// Plan only: change nothing, write nothing.
+        #[arg(long)]
+        check: bool,
+        /// Show unified diffs of file content.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Converge this device once: to a fleet repo in a directory, or to a branch or tag pulled
+    /// from the configured source (signature still required).
+    #[command(group(clap::ArgGroup::new("from").required(true).args(["path", "reference"])))]
     Apply {
         /// The fleet repo (a directory holding fleet.yaml).
         #[arg(long, value_name = "DIR")]
-        path: PathBuf,
-        /// The device id; default: config, then /etc/machine-id.
+        path: Option<PathBuf>,
+        /// A branch or tag of the configured source.
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
+        /// With --ref: apply without checking the signature (logged and reported).
+        #[arg(long, requires = "reference")]
+        insecure_skip_verify: bool,
+        /// The device id; default: config, then Mender, then /etc/machine-id.
         #[arg(long, value_name = "ID")]
         device: Option<String>,
         /// Plan only: change nothing, write nothing. Exit 2 means "would change".
@@ -125,16 +149,53 @@ pub fn run(cli: Cli) -> u8 {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
+        Command::Run {
+            device,
+            splay,
+            check,
+            diff,
+        } => run_pull(
+            RunOptions {
+                root: cli.root,
+                device,
+                splay,
+                reference: None,
+                insecure_skip_verify: false,
+                check,
+                diff,
+            },
+            &mut out,
+        ),
         Command::Apply {
-            path,
+            path: Some(path),
             device,
             check,
             diff,
+            ..
         } => run_apply(
             ApplyOptions {
                 root: cli.root,
                 path,
                 device,
+                check,
+                diff,
+            },
+            &mut out,
+        ),
+        Command::Apply {
+            path: None,
+            reference,
+            insecure_skip_verify,
+            device,
+            check,
+            diff,
+        } => run_pull(
+            RunOptions {
+                root: cli.root,
+                device,
+                splay: None,
+                reference,
+                insecure_skip_verify,
                 check,
                 diff,
             },
@@ -264,6 +325,18 @@ fn run_suspend(root: &std::path::Path, reason: Option<&str>, out: &mut dyn Write
         Err(e) => {
             eprintln!("tend: {}: {e}", state.path.display());
             exit::COULD_NOT_RUN
+        }
+    }
+}
+
+fn run_pull(opts: RunOptions, out: &mut dyn Write) -> u8 {
+    match crate::run::run(&opts, out) {
+        Ok(converged) => converged.exit,
+        Err(e) => {
+            let code = e.exit_code();
+            let err = anyhow::Error::new(e).context("tend could not run; nothing was applied");
+            eprintln!("tend: {err:#}");
+            code
         }
     }
 }

@@ -1,0 +1,375 @@
+//! Fetching one branch or one stage's tags, with bounded retries.
+//!
+//! Depth: a ref tend has never fetched comes shallow (depth 1), so a device's first fetch costs
+//! one snapshot, not the fleet's whole history. After that a fetch is incremental (no depth), so
+//! the history from the last fetched head to the new one is complete and ancestry can be proven.
+//! A poll with no new commit lists the refs and stops there: no pack is asked for.
+//!
+//! Each attempt is bounded by `timeout` as a whole: a watchdog raises gix's interrupt flag when
+//! it passes (pack reception stops), reqwest bounds each request, and ssh runs under `timeout`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gix::protocol::transport::client::blocking_io::{ssh as gix_ssh, Transport};
+use gix::remote::fetch::Shallow;
+use gix::remote::Direction;
+
+use super::error::{classify, Attempt, Scheme};
+use super::{http, ssh, FetchError, Fetched, LocalRepo, ObjectId, TagRef};
+
+/// The local namespace of fetched branches (what `git clone` would call origin's).
+const TRACKING: &str = "refs/remotes/origin/";
+/// First wait before a retry; doubled each time, capped.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What one successful attempt saw and got.
+struct Received {
+    /// Remote refs that matched the refspec: full name, object the ref points to, and the
+    /// commit it leads to (differs for annotated tags).
+    refs: Vec<(String, ObjectId, ObjectId)>,
+    pack_bytes: Option<u64>,
+}
+
+fn scheme_of(url: &str) -> Scheme {
+    match gix::url::parse(gix::bstr::BStr::new(url)).map(|u| u.scheme) {
+        Ok(gix::url::Scheme::Https) => Scheme::Https,
+        Ok(gix::url::Scheme::Http) => Scheme::Http,
+        Ok(gix::url::Scheme::Ssh) => Scheme::Ssh,
+        _ => Scheme::File,
+    }
+}
+
+impl LocalRepo {
+    /// Fetches one branch: shallow (depth 1) the first time, incremental after; stores it as
+    /// `refs/remotes/origin/<branch>`; retries transient failures with backoff.
+    pub fn fetch_branch(
+        &self,
+        src: &super::SourceConfig,
+        branch: &str,
+    ) -> Result<Fetched, FetchError> {
+        let full = format!("refs/heads/{branch}");
+        valid_ref(&full, "branch", branch)?;
+        let spec = format!("+{full}:{TRACKING}{branch}");
+        let got = self.with_retries(src, |s| self.fetch_once(s, &spec, None))?;
+        let Some((_, head, _)) = got.refs.iter().find(|(name, _, _)| *name == full) else {
+            return Err(FetchError::BranchMissing {
+                url: src.url.clone(),
+                branch: branch.to_string(),
+            });
+        };
+        Ok(Fetched {
+            head: *head,
+            received_pack: got.pack_bytes.is_some(),
+            bytes: got.pack_bytes.unwrap_or(0),
+        })
+    }
+
+    /// Fetches the tags named `<prefix>*` (stored under `refs/tags/`) and returns those the
+    /// server has now, sorted by name. No matching tag is not an error: the list is empty.
+    pub fn fetch_tags(
+        &self,
+        src: &super::SourceConfig,
+        prefix: &str,
+    ) -> Result<Vec<TagRef>, FetchError> {
+        valid_ref(&format!("refs/tags/{prefix}x"), "tag prefix", prefix)?;
+        let spec = format!("+refs/tags/{prefix}*:refs/tags/{prefix}*");
+        let got = self.with_retries(src, |s| self.fetch_once(s, &spec, None))?;
+        let mut tags: Vec<TagRef> = got
+            .refs
+            .into_iter()
+            .filter_map(|(name, tag, target)| {
+                name.strip_prefix("refs/tags/").map(|n| TagRef {
+                    name: n.to_string(),
+                    tag,
+                    target,
+                })
+            })
+            .collect();
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tags)
+    }
+
+    /// Fetches `commits` more generations of `branch` below the shallow boundary, for when
+    /// [`Self::ancestry`] says `Unknown` (e.g. after a corrupt repo was re-created). Returns
+    /// false when the repo holds the branch's complete history (nothing left to deepen).
+    pub fn deepen(
+        &self,
+        src: &super::SourceConfig,
+        branch: &str,
+        commits: u32,
+    ) -> Result<bool, FetchError> {
+        let full = format!("refs/heads/{branch}");
+        valid_ref(&full, "branch", branch)?;
+        if self.local().shallow_commits().ok().flatten().is_none() {
+            return Ok(false);
+        }
+        let spec = format!("+{full}:{TRACKING}{branch}");
+        let got = self.with_retries(src, |s| {
+            self.fetch_once(s, &spec, Some(Shallow::Deepen(commits.max(1))))
+        })?;
+        if !got.refs.iter().any(|(name, _, _)| *name == full) {
+            return Err(FetchError::BranchMissing {
+                url: src.url.clone(),
+                branch: branch.to_string(),
+            });
+        }
+        Ok(true)
+    }
+
+    fn with_retries<T>(
+        &self,
+        src: &super::SourceConfig,
+        mut attempt: impl FnMut(&super::SourceConfig) -> Result<T, FetchError>,
+    ) -> Result<T, FetchError> {
+        let mut wait = BACKOFF_START;
+        let mut tries = 0;
+        loop {
+            match attempt(src) {
+                Err(e) if e.is_transient() && tries < src.retries => {
+                    tracing::warn!(url = %src.url, error = %e, "fetch failed; retrying in {}s", wait.as_secs());
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(BACKOFF_MAX);
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One connection: list the refs matching `spec`, then fetch what is missing.
+    fn fetch_once(
+        &self,
+        src: &super::SourceConfig,
+        spec: &str,
+        shallow: Option<Shallow>,
+    ) -> Result<Received, FetchError> {
+        let scheme = scheme_of(&src.url);
+        let ssh_log = self.path.join("tend-ssh.log");
+        if scheme == Scheme::Ssh {
+            // ssh -E appends; one attempt's messages are what classify the failure.
+            let _ = std::fs::write(&ssh_log, b"");
+        }
+        let started = Instant::now();
+        let interrupt = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            let (done, finished) = mpsc::channel::<()>();
+            if !src.timeout.is_zero() {
+                let flag = &interrupt;
+                scope.spawn(move || {
+                    if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(src.timeout)
+                    {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+            let r = self.transfer(src, scheme, spec, shallow, &ssh_log, &interrupt);
+            drop(done);
+            r
+        });
+        result.map_err(|e| match e {
+            Failure::Fetch(e) => e,
+            Failure::Gix(err) => classify(
+                &err,
+                &Attempt {
+                    url: &src.url,
+                    scheme,
+                    ca_file: src.ca_file.as_deref(),
+                    known_hosts: src.known_hosts.as_deref(),
+                    ssh_key: src.ssh_key.as_deref(),
+                    connect_timeout: src.connect_timeout,
+                    timeout: if src.timeout.is_zero() {
+                        Duration::MAX
+                    } else {
+                        src.timeout
+                    },
+                    elapsed: started.elapsed(),
+                    ssh_log: std::fs::read_to_string(&ssh_log)
+                        .ok()
+                        .filter(|_| scheme == Scheme::Ssh)
+                        .unwrap_or_default(),
+                },
+            ),
+        })
+    }
+
+    fn transfer(
+        &self,
+        src: &super::SourceConfig,
+        scheme: Scheme,
+        spec: &str,
+        shallow: Option<Shallow>,
+        ssh_log: &std::path::Path,
+        interrupt: &AtomicBool,
+    ) -> Result<Received, Failure> {
+        let repo = self.local();
+        let remote = repo
+            .remote_at(src.url.as_str())
+            .map_err(|e| {
+                FetchError::other(format!("source.url `{}` is not a git URL", src.url), e)
+            })?
+            .with_fetch_tags(gix::remote::fetch::Tags::None)
+            .with_refspecs([spec], Direction::Fetch)
+            .map_err(|e| FetchError::other(format!("refspec {spec}"), e))?;
+        let connection = match scheme {
+            Scheme::Ssh => {
+                let url = remote
+                    .url(Direction::Fetch)
+                    .cloned()
+                    .ok_or_else(|| FetchError::other("source.url", "no URL"))?;
+                let options = gix_ssh::connect::Options {
+                    command: Some(ssh::command(src, ssh_log).into()),
+                    disallow_shell: false,
+                    kind: Some(gix_ssh::ProgramKind::Ssh),
+                };
+                let transport =
+                    gix_ssh::connect(url, gix::protocol::transport::Protocol::V2, options, false)
+                        .map_err(|e| FetchError::other(format!("source.url `{}`", src.url), e))?;
+                let transport: Box<dyn Transport + Send> = Box::new(transport);
+                remote.to_connection_with_transport(transport)
+            }
+            Scheme::Https | Scheme::Http => remote
+                .connect(Direction::Fetch)
+                .map_err(Failure::Gix)?
+                .with_transport_options(Box::new(http::transport_options(src)?)),
+            Scheme::File => remote.connect(Direction::Fetch).map_err(Failure::Gix)?,
+        };
+        // No credential helpers and never a prompt: a timer run has nobody to answer it.
+        let connection = connection.with_credentials(|_| Ok(None));
+        let prepare = connection
+            .prepare_fetch(gix::progress::Discard, Default::default())
+            .map_err(Failure::Gix)?;
+        let refs: Vec<(String, ObjectId, ObjectId)> = prepare
+            .ref_map()
+            .mappings
+            .iter()
+            .filter_map(|m| match &m.remote {
+                gix::remote::fetch::refmap::Source::Ref(r) => {
+                    let (name, target, peeled) = r.unpack();
+                    let target = target?.to_owned();
+                    let peeled = peeled.map(ToOwned::to_owned).unwrap_or(target);
+                    Some((name.to_string(), target, peeled))
+                }
+                gix::remote::fetch::refmap::Source::ObjectId(_) => None,
+            })
+            .collect();
+        if refs.is_empty() {
+            return Ok(Received {
+                refs,
+                pack_bytes: None,
+            });
+        }
+        let shallow = shallow.unwrap_or_else(|| first_fetch_depth(&repo, &prepare));
+        let outcome = prepare
+            .with_shallow(shallow)
+            .receive(gix::progress::Discard, interrupt)
+            .map_err(Failure::Gix)?;
+        let pack_bytes = match &outcome.status {
+            gix::remote::fetch::Status::Change {
+                write_pack_bundle, ..
+            } => Some(
+                write_pack_bundle
+                    .data_path
+                    .as_ref()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+            ),
+            gix::remote::fetch::Status::NoPackReceived { .. } => None,
+        };
+        Ok(Received { refs, pack_bytes })
+    }
+}
+
+/// Depth 1 when none of the wanted refs was fetched before and their objects are not here
+/// (a first fetch); otherwise incremental, so history stays connected.
+fn first_fetch_depth<T: Transport>(
+    repo: &gix::Repository,
+    prepare: &gix::remote::fetch::Prepare<'_, '_, T>,
+) -> Shallow {
+    let map = prepare.ref_map();
+    let all_known = map
+        .mappings
+        .iter()
+        .filter_map(|m| m.remote.as_id())
+        .all(|id| repo.has_object(id));
+    let fetched_before = map.mappings.iter().any(|m| {
+        m.local.as_ref().is_some_and(|name| {
+            repo.try_find_reference(name.to_string().as_str())
+                .ok()
+                .flatten()
+                .is_some()
+        })
+    });
+    if all_known || fetched_before {
+        Shallow::NoChange
+    } else {
+        Shallow::DepthAtRemote(std::num::NonZeroU32::MIN)
+    }
+}
+
+/// Errors before classification: ours are final, gix's still need to be read.
+enum Failure {
+    Fetch(FetchError),
+    Gix(gix::Error),
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Self {
+        Failure::Fetch(e)
+    }
+}
+
+fn valid_ref(full: &str, what: &str, name: &str) -> Result<(), FetchError> {
+    gix::refs::FullName::try_from(full)
+        .map(|_| ())
+        .map_err(|e| FetchError::other(format!("{what} `{name}` is not a valid git ref name"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_url_form_of_the_config_is_recognised() {
+        assert_eq!(
+            scheme_of("https://git.example.com/fleet.git"),
+            Scheme::Https
+        );
+        assert_eq!(scheme_of("http://git.example.com/fleet.git"), Scheme::Http);
+        assert_eq!(
+            scheme_of("ssh://git@git.example.com:2222/srv/fleet.git"),
+            Scheme::Ssh
+        );
+        assert_eq!(scheme_of("git@git.example.com:fleet.git"), Scheme::Ssh);
+        assert_eq!(scheme_of("file:///srv/fleet.git"), Scheme::File);
+        assert_eq!(scheme_of("/srv/fleet.git"), Scheme::File);
+    }
+
+    #[test]
+    fn scp_like_urls_become_an_ssh_invocation_without_a_port() {
+        let url = gix::url::parse(gix::bstr::BStr::new("git@git.example.com:fleet.git")).unwrap();
+        assert_eq!(url.user(), Some("git"));
+        assert_eq!(url.host(), Some("git.example.com"));
+        assert_eq!(url.port, None);
+        assert_eq!(url.path, "fleet.git");
+        let url = gix::url::parse(gix::bstr::BStr::new(
+            "ssh://git@git.example.com:2222/srv/fleet.git",
+        ))
+        .unwrap();
+        assert_eq!(
+            (url.port, url.path.to_string()),
+            (Some(2222), "/srv/fleet.git".to_string())
+        );
+    }
+
+    #[test]
+    fn ref_names_are_validated_before_anything_is_sent() {
+        assert!(valid_ref("refs/heads/production", "branch", "production").is_ok());
+        assert!(valid_ref("refs/heads/prod*", "branch", "prod*").is_err());
+        assert!(valid_ref("refs/heads/a b", "branch", "a b").is_err());
+        assert!(valid_ref("refs/tags/production/x", "tag prefix", "production/").is_ok());
+    }
+}

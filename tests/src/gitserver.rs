@@ -1,0 +1,104 @@
+//! Real git servers on 127.0.0.1 for fetch tests: a fleet repo fixture, git over https
+//! (`git http-backend` behind lighttpd, with a CA made at test time), git over ssh (OpenSSH's
+//! sshd with its own host key and config), and plain `file://` paths.
+//!
+//! Fetching is where a pull agent meets the network, so it is tested against the servers devices
+//! really talk to rather than a mock that would agree with the client's own assumptions. Each
+//! server runs in the foreground as a child process in a tempdir, on an ephemeral port, and is
+//! killed when dropped. The packages come from `scripts/testbed-deps`.
+
+mod https;
+mod repo;
+mod ssh;
+mod tls;
+
+pub use https::{AccessEntry, HttpsGitServer};
+pub use repo::{Change, FleetRepo};
+pub use ssh::SshGitServer;
+pub use tls::TestCa;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A port that was free a moment ago (servers that take a port number, not a socket, need one).
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The program's path, or an error saying how to install it.
+pub(crate) fn require(program: &str) -> Result<std::path::PathBuf> {
+    crate::gate::find_in_path(program).with_context(|| {
+        format!("`{program}` is not installed: run `scripts/testbed-deps` as root")
+    })
+}
+
+/// A child process that is killed (and reaped) when dropped.
+pub(crate) struct Daemon {
+    name: &'static str,
+    child: Child,
+}
+
+impl Daemon {
+    /// Spawns `cmd` and waits until `port` accepts connections; `log` is shown if it does not.
+    pub(crate) fn start(
+        name: &'static str,
+        mut cmd: Command,
+        port: u16,
+        log: &Path,
+    ) -> Result<Daemon> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let mut d = Daemon { name, child };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(d);
+            }
+            if let Some(status) = d.child.try_wait()? {
+                bail!(
+                    "{name} exited ({status}) before listening on {port}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} did not listen on {port} within {START_TIMEOUT:?}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill() {
+            eprintln!("stopping {}: {e}", self.name);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion, failing with its output.
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
