@@ -65,6 +65,8 @@ struct Candidate {
     signer: Option<String>,
     switched_from: Option<String>,
     tree: Arc<dyn Tree>,
+    /// A subscription cycle was found; the run stays on its branch and fails with this.
+    cycle: Option<String>,
 }
 
 fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
@@ -217,7 +219,14 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 s.save_state()?;
                 return Ok(converged);
             }
-            let converged = converge_tree(&s, c.tree, source, out)?;
+            let cycle = c.cycle.clone();
+            let mut converged = converge_tree(&s, c.tree, source, out)?;
+            if let Some(msg) = cycle {
+                // The current branch was applied; the broken subscription still fails the run.
+                converged.report.errors.push(msg);
+                converged.report.result = crate::report::RunResult::Failed;
+                converged.exit |= exit::FAILED;
+            }
             if converged.invalid() {
                 let cause = format!(
                     "commit {} of {} is invalid for this device",
@@ -353,6 +362,8 @@ fn follow(
     let mut branch = s.run_state.branch(&configured);
     let mut visited = vec![branch.clone()];
     let mut switched_from = None;
+    // The current branch's own head: where the device stays if the subscription cycles.
+    let mut current: Option<Candidate> = None;
     loop {
         let c = match s.config.source.follow {
             Follow::Branch => verified_branch_head(s, repo, src, trust, &branch)?,
@@ -363,18 +374,25 @@ fn follow(
         match wanted {
             Some(next) if next != branch => {
                 if visited.contains(&next) {
+                    let stay = current.unwrap_or(c);
                     let mut chain = visited.clone();
                     chain.push(next.clone());
                     let msg = format!(
-                        "subscription cycle {}: staying on {branch}",
-                        chain.join(" -> ")
+                        "subscription cycle {}: staying on {}; fix subscribed_branch in devices/{}.yaml",
+                        chain.join(" -> "),
+                        stay.branch,
+                        s.device_id
                     );
                     tracing::error!("{msg}");
-                    warnings.push(msg);
-                    return Ok(Candidate { switched_from, ..c });
+                    warnings.push(msg.clone());
+                    return Ok(Candidate {
+                        cycle: Some(msg),
+                        ..stay
+                    });
                 }
-                if switched_from.is_none() {
+                if current.is_none() {
                     switched_from = Some(branch.clone());
+                    current = Some(c);
                 }
                 visited.push(next.clone());
                 branch = next;
@@ -444,6 +462,7 @@ fn verified_branch_head(
         signer,
         switched_from: None,
         tree: Arc::new(tree),
+        cycle: None,
     })
 }
 
@@ -530,6 +549,7 @@ fn verified_stage_tag(
         )),
         switched_from: None,
         tree: Arc::new(tree),
+        cycle: None,
     })
 }
 
@@ -581,5 +601,6 @@ fn one_shot(
         signer,
         switched_from: None,
         tree: Arc::new(tree),
+        cycle: None,
     })
 }

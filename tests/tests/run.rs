@@ -1,0 +1,394 @@
+//! Issue #3: `tend run` against a real https git server (lighttpd + git-http-backend, test CA) on
+//! 127.0.0.1, inside a Debian chroot. Commits are signed with a real SSH key (`git commit -S`),
+//! and the device pins it in allowed_signers. Each case asserts the exit code, the report and the
+//! files on the device: a signed head is applied; unsigned, unknown-signer and rolled-back heads
+//! are refused and the device keeps converging to its last good commit; a device file moves the
+//! device to another branch, a subscription cycle keeps it where it is; a first boot with nothing
+//! verifiable applies nothing; a second run while one holds the lock exits at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
+use tend_tests::{skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
+
+/// A work tree that publishes signed (or unsigned) commits to the served bare repo.
+struct Publisher {
+    work: tempfile::TempDir,
+    bare: PathBuf,
+    key: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "ops")
+        .env("GIT_AUTHOR_EMAIL", "ops@example.org")
+        .env("GIT_COMMITTER_NAME", "ops")
+        .env("GIT_COMMITTER_EMAIL", "ops@example.org")
+        .output()?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn keygen(dir: &Path, name: &str) -> Result<PathBuf> {
+    let key = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()?;
+    ensure!(st.success(), "ssh-keygen failed");
+    Ok(key)
+}
+
+impl Publisher {
+    fn new(bare: &Path, key: PathBuf) -> Result<Publisher> {
+        let work = tempfile::tempdir()?;
+        git(work.path(), &["init", "-q", "-b", "main"])?;
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/run-fleet");
+        copy_tree(&fixture, work.path())?;
+        Ok(Publisher {
+            work,
+            bare: bare.to_path_buf(),
+            key,
+        })
+    }
+
+    fn write(&self, path: &str, content: &str) -> Result<()> {
+        let p = self.work.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        Ok(std::fs::write(p, content)?)
+    }
+
+    /// Commits everything on `branch` (signed with `key`, or unsigned) and pushes it.
+    fn publish(&self, branch: &str, message: &str, key: Option<&Path>) -> Result<String> {
+        let dir = self.work.path();
+        if git(dir, &["symbolic-ref", "--short", "HEAD"])? != branch {
+            let exists = git(dir, &["rev-parse", "--verify", "-q", branch]).is_ok();
+            git(
+                dir,
+                &if exists {
+                    vec!["checkout", "-q", branch]
+                } else {
+                    vec!["checkout", "-q", "-b", branch]
+                },
+            )?;
+        }
+        git(dir, &["add", "-A"])?;
+        let mut args = vec!["-c".to_string(), "gpg.format=ssh".to_string()];
+        match key {
+            Some(k) => args.extend([
+                "-c".into(),
+                format!("user.signingkey={}", k.display()),
+                "commit".into(),
+                "-q".into(),
+                "-S".into(),
+            ]),
+            None => args.extend(["commit".into(), "-q".into()]),
+        }
+        args.extend(["--allow-empty".into(), "-m".into(), message.into()]);
+        git(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        git(
+            dir,
+            &[
+                "push",
+                "-q",
+                "-f",
+                &self.bare.display().to_string(),
+                &format!("{branch}:{branch}"),
+            ],
+        )?;
+        git(dir, &["rev-parse", "HEAD"])
+    }
+}
+
+impl Publisher {
+    /// Force-moves `branch` back to `commit` on the server (a rewind or a replayed head).
+    fn publish_reset(&self, branch: &str, commit: &str) -> Result<()> {
+        git(
+            self.work.path(),
+            &[
+                "push",
+                "-q",
+                "-f",
+                &self.bare.display().to_string(),
+                &format!("{commit}:refs/heads/{branch}"),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Switches the work tree to an existing branch.
+    fn publish_checkout(&self, branch: &str) -> Result<()> {
+        git(self.work.path(), &["checkout", "-q", branch])?;
+        Ok(())
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let t = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &t)?;
+        } else {
+            std::fs::copy(e.path(), &t)?;
+        }
+    }
+    Ok(())
+}
+
+struct Bed {
+    dev: Device,
+    publisher: Publisher,
+    _server: HttpsGitServer,
+    _repo: FleetRepo,
+    keys: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new() -> Result<Bed> {
+        let keys = tempfile::tempdir()?;
+        let key = keygen(keys.path(), "ops")?;
+        let repo = FleetRepo::new()?;
+        let ca = TestCa::new("tend-run")?;
+        let server = HttpsGitServer::start(repo.root(), &ca)?;
+        let publisher = Publisher::new(repo.path(), key.clone())?;
+        let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
+        dev.install_tend(&tend_binary()?)?;
+        dev.write("/etc/tend/ca.pem", std::fs::read(ca.cert())?)?;
+        let pubkey = std::fs::read_to_string(key.with_extension("pub"))?;
+        dev.write(
+            "/etc/tend/allowed_signers",
+            format!("ops@example.org namespaces=\"git\" {pubkey}"),
+        )?;
+        dev.write(
+            "/etc/tend/tend.yaml",
+            format!(
+                "source:\n  url: {}\n  branch: main\n  ca_file: /etc/tend/ca.pem\n  retries: 0\nverify:\n  allowed_signers: /etc/tend/allowed_signers\n",
+                server.url("fleet.git")
+            ),
+        )?;
+        Ok(Bed {
+            dev,
+            publisher,
+            _server: server,
+            _repo: repo,
+            keys,
+        })
+    }
+
+    fn run(&self) -> Result<Outcome> {
+        self.dev.tend(&["run", "--device", "dev1"])
+    }
+
+    fn report(&self) -> Result<Value> {
+        Ok(serde_json::from_slice(
+            &self.dev.read("/var/lib/tend/report.json")?,
+        )?)
+    }
+
+    fn site(&self) -> String {
+        self.dev.read_string("/etc/site").unwrap_or_default()
+    }
+
+    fn signed(&self, branch: &str, msg: &str) -> Result<String> {
+        self.publisher
+            .publish(branch, msg, Some(&self.publisher.key))
+    }
+}
+
+fn code(out: &Outcome, want: i32) -> Result<()> {
+    ensure!(out.code() == Some(want), "expected exit {want}\n{out}");
+    Ok(())
+}
+
+#[test]
+fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> Result<()> {
+    if skip_chroot_tests("signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+
+    // First boot, head unsigned: nothing verifiable, nothing applied.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.publisher.publish("main", "unsigned start", None)?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(
+        !bed.dev.exists("/etc/site"),
+        "nothing may be applied on a first boot without a verified commit"
+    );
+    ensure!(
+        bed.report()?["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not signed"),
+        "{}",
+        bed.report()?
+    );
+
+    // A signed head is applied; a second run changes nothing.
+    let good = bed.signed("main", "site one")?;
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "one\n");
+    let r = bed.report()?;
+    ensure!(
+        r["git"]["commit"] == good.as_str() && r["git"]["branch"] == "main",
+        "{r:#}"
+    );
+    ensure!(
+        r["git"]["signer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ops@example.org"),
+        "{r:#}"
+    );
+    code(&bed.run()?, 0)?;
+
+    // Unsigned, then signed by an unknown key: refused, the device stays on the good commit.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: two}\n")?;
+    let unsigned = bed.publisher.publish("main", "unsigned change", None)?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(
+        bed.site() == "one\n",
+        "an unsigned commit was applied\n{out}"
+    );
+    let r = bed.report()?;
+    ensure!(
+        r["git"]["fell_back"] == true
+            && r["git"]["commit"] == good.as_str()
+            && r["git"]["head"] == unsigned.as_str(),
+        "{r:#}"
+    );
+
+    let stranger = keygen(bed.keys.path(), "stranger")?;
+    bed.publisher
+        .publish("main", "signed by a stranger", Some(&stranger))?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(bed.site() == "one\n", "{out}");
+    ensure!(
+        bed.report()?["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allowed_signers"),
+        "{}",
+        bed.report()?
+    );
+
+    // Drift is repaired by the fallback convergence.
+    bed.dev.write("/etc/site", "tampered\n")?;
+    code(&bed.run()?, 6)?;
+    ensure!(bed.site() == "one\n", "the fallback run repairs drift");
+
+    // A new signed head is applied; then the branch is rewound to the older signed commit.
+    let newer = bed.signed("main", "site two")?;
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "two\n");
+    bed.publisher.publish_reset("main", &good)?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(
+        bed.site() == "two\n",
+        "a replayed old signed commit was applied\n{out}"
+    );
+    let r = bed.report()?;
+    ensure!(
+        r["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not descend"),
+        "{r:#}"
+    );
+    ensure!(r["git"]["commit"] == newer.as_str(), "{r:#}");
+    Ok(())
+}
+
+#[test]
+fn device_file_moves_the_device_and_a_cycle_keeps_it_in_place() -> Result<()> {
+    if skip_chroot_tests("device_file_moves_the_device_and_a_cycle_keeps_it_in_place") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: main}\n")?;
+    bed.signed("main", "main")?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: canary}\n")?;
+    let canary = bed.signed("canary", "canary")?;
+    bed.publisher.publish_checkout("main")?;
+    bed.publisher.write(
+        "devices/dev1.yaml",
+        "subscribed_branch: canary\nvars: {site: main}\n",
+    )?;
+    bed.signed("main", "move dev1 to canary")?;
+
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "canary\n");
+    let r = bed.report()?;
+    ensure!(
+        r["git"]["branch"] == "canary"
+            && r["git"]["switched_from"] == "main"
+            && r["git"]["commit"] == canary.as_str(),
+        "{r:#}"
+    );
+
+    // canary → main → canary: an error, reported; the device stays on canary.
+    bed.publisher.publish_checkout("canary")?;
+    bed.publisher.write(
+        "devices/dev1.yaml",
+        "subscribed_branch: main\nvars: {site: canary-2}\n",
+    )?;
+    bed.signed("canary", "back to main")?;
+    let out = bed.run()?;
+    code(&out, 6)?;
+    ensure!(bed.site() == "canary-2\n", "{out}");
+    let r = bed.report()?;
+    ensure!(r["git"]["branch"] == "canary", "{r:#}");
+    ensure!(
+        r["warnings"].to_string().contains("subscription cycle"),
+        "{r:#}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_run_exits_at_once_while_one_holds_the_lock() -> Result<()> {
+    if skip_chroot_tests("a_second_run_exits_at_once_while_one_holds_the_lock") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.signed("main", "one")?;
+    let lock_path = bed.dev.path("/run/tend/lock")?;
+    std::fs::create_dir_all(lock_path.parent().unwrap())?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .context("lock file")?;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a descriptor we own, as tend does.
+    ensure!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0);
+    let out = bed.run()?;
+    code(&out, 12)?;
+    ensure!(out.stderr.contains("holds the lock"), "{out}");
+    ensure!(!bed.dev.exists("/etc/site"));
+    drop(file);
+    code(&bed.run()?, 2)?;
+    Ok(())
+}
