@@ -392,3 +392,227 @@ fn a_second_run_exits_at_once_while_one_holds_the_lock() -> Result<()> {
     code(&bed.run()?, 2)?;
     Ok(())
 }
+
+impl Publisher {
+    /// A signed annotated tag `name` on `commit`, pushed.
+    fn signed_tag(&self, name: &str, commit: &str) -> Result<()> {
+        let dir = self.work.path();
+        let key = format!("user.signingkey={}", self.key.display());
+        git(
+            dir,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &key,
+                "tag",
+                "-f",
+                "-s",
+                "-m",
+                name,
+                name,
+                commit,
+            ],
+        )?;
+        git(
+            dir,
+            &[
+                "push",
+                "-q",
+                "-f",
+                &self.bare.display().to_string(),
+                &format!("refs/tags/{name}"),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+#[test]
+fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> {
+    if skip_chroot_tests("strict_tag_mode_refuses_another_stages_tag_and_older_numbers") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        cfg.replace("branch: main", "branch: production\n  follow: tags"),
+    )?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
+    let prod1 = bed.signed("main", "prod 1")?;
+    bed.publisher.signed_tag("production/1", &prod1)?;
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "prod-1\n");
+    ensure!(
+        bed.report()?["git"]["signer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("via tag production/1"),
+        "{}",
+        bed.report()?
+    );
+
+    // A signed tag of another stage, re-served under production's name: refused.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: canary-only}\n")?;
+    let canary = bed.signed("main", "canary work")?;
+    bed.publisher.signed_tag("canary/7", &canary)?;
+    let raw_tag = git(
+        bed.publisher.work.path(),
+        &["rev-parse", "refs/tags/canary/7"],
+    )?;
+    git(
+        bed.publisher.work.path(),
+        &[
+            "push",
+            "-q",
+            "-f",
+            &bed.publisher.bare.display().to_string(),
+            &format!("{raw_tag}:refs/tags/production/2"),
+        ],
+    )?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(
+        bed.site() == "prod-1\n",
+        "another stage's tag was applied\n{out}"
+    );
+    ensure!(
+        bed.report()?["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("another stage"),
+        "{}",
+        bed.report()?
+    );
+
+    // A properly signed production/3 is applied; then only an older number is left: refused.
+    bed.publisher.signed_tag("production/3", &canary)?;
+    git(
+        bed.publisher.work.path(),
+        &[
+            "push",
+            "-q",
+            &bed.publisher.bare.display().to_string(),
+            ":refs/tags/production/2",
+        ],
+    )?;
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "canary-only\n");
+    git(
+        bed.publisher.work.path(),
+        &[
+            "push",
+            "-q",
+            &bed.publisher.bare.display().to_string(),
+            ":refs/tags/production/3",
+        ],
+    )?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(
+        bed.report()?["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rollback"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<()> {
+    if skip_chroot_tests("apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: main}\n")?;
+    let main = bed.signed("main", "main")?;
+    code(&bed.run()?, 2)?;
+
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: feature}\n")?;
+    bed.publisher.publish("feature", "unsigned feature", None)?;
+    let out = bed
+        .dev
+        .tend(&["apply", "--ref", "feature", "--device", "dev1"])?;
+    code(&out, 4)?;
+    ensure!(bed.site() == "main\n", "an unsigned ref was applied\n{out}");
+
+    let out = bed.dev.tend(&[
+        "apply",
+        "--ref",
+        "feature",
+        "--insecure-skip-verify",
+        "--device",
+        "dev1",
+    ])?;
+    code(&out, 2)?;
+    ensure!(bed.site() == "feature\n");
+    ensure!(
+        bed.report()?["warnings"]
+            .to_string()
+            .contains("insecure-skip-verify"),
+        "{}",
+        bed.report()?
+    );
+
+    // The next timer run returns the device to its subscription and its last good commit.
+    code(&bed.run()?, 2)?;
+    ensure!(bed.site() == "main\n");
+    ensure!(bed.report()?["git"]["commit"] == main.as_str());
+    Ok(())
+}
+
+#[test]
+fn deleted_branch_and_server_down_keep_the_last_good_commit() -> Result<()> {
+    if skip_chroot_tests("deleted_branch_and_server_down_keep_the_last_good_commit") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.signed("main", "one")?;
+    code(&bed.run()?, 2)?;
+
+    bed._repo.delete_branch("main")?;
+    bed.dev.write("/etc/site", "drifted\n")?;
+    let out = bed.run()?;
+    code(&out, 6)?;
+    ensure!(
+        bed.site() == "one\n",
+        "the last good commit is applied again\n{out}"
+    );
+    ensure!(bed.report()?["git"]["fell_back"] == true);
+
+    // The server goes away entirely: point the device at a loopback port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    let url_start = cfg.find("https://").context("url")?;
+    let url_end = url_start + cfg[url_start..].find('\n').context("url end")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        format!(
+            "{}https://127.0.0.1:{closed}/git/fleet.git{}",
+            &cfg[..url_start],
+            &cfg[url_end..]
+        ),
+    )?;
+    let out = bed.run()?;
+    code(&out, 4)?;
+    ensure!(bed.site() == "one\n");
+    ensure!(
+        bed.report()?["git"]["refused"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fetching main failed"),
+        "{}",
+        bed.report()?
+    );
+    Ok(())
+}
