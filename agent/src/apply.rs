@@ -72,6 +72,8 @@ pub struct Session {
     pub started: SystemTime,
     /// sd_notify STATUS= lines for `systemctl status tend`.
     pub notifier: crate::notify::Notifier,
+    /// Things this run must report besides its result (e.g. the device id changed).
+    pub notices: Vec<String>,
     clock: Instant,
     _lock: Option<Lock>,
 }
@@ -115,11 +117,14 @@ impl Session {
             &mender,
             run_state.mender_device_id.as_deref(),
         )?;
+        let mut notices = Vec::new();
         if id_source == IdSource::Mender
             && run_state.mender_device_id.as_deref() != Some(device_id.as_str())
         {
             if let Some(old) = &run_state.mender_device_id {
-                tracing::warn!(old = %old, new = %device_id, "the Mender device id changed");
+                let msg = format!("the Mender device id changed from {old} to {device_id}");
+                tracing::warn!(old = %old, new = %device_id, "{msg}");
+                notices.push(msg);
             }
             run_state.mender_device_id = Some(device_id.clone());
         }
@@ -135,6 +140,7 @@ impl Session {
             command: o.command.to_string(),
             started,
             notifier: crate::notify::Notifier::from_env(),
+            notices,
             clock,
             _lock: lock,
         })
@@ -167,6 +173,14 @@ impl Session {
     /// Writes the report, keeps it in the history, updates the metrics textfile, and tells
     /// Mender when what it shows changed (or a heartbeat passed).
     pub fn write_report(&mut self, report: &Report) -> Result<(), RunError> {
+        let mut with_notices;
+        let report = if self.notices.is_empty() {
+            report
+        } else {
+            with_notices = report.clone();
+            with_notices.warnings.extend(self.notices.iter().cloned());
+            &with_notices
+        };
         let git = report.git.as_ref();
         tracing::info!(
             commit = git.map(|g| g.commit.as_str()).unwrap_or(""),

@@ -421,6 +421,7 @@ fn verified_branch_head(
     trust: &TrustRoots,
     branch: &str,
 ) -> Result<Candidate, Refused> {
+    s.notifier.status(&format!("fetching {branch}"));
     let fetched = repo
         .fetch_branch(src, branch)
         .map_err(|e| format!("fetching {branch} failed: {e}"))?;
@@ -428,6 +429,7 @@ fn verified_branch_head(
     let signer = if trust.is_empty() {
         None
     } else {
+        s.notifier.status(&format!("verifying {}", short(&head)));
         let raw = repo.raw_commit(&head).map_err(|e| e.to_string())?;
         let signer = verify_commit(&raw, trust)
             .map_err(|e| format!("commit {} of {branch} refused: {e}", short(&head)))
@@ -506,6 +508,7 @@ fn verified_stage_tag(
         return Err(String::from("source.follow: tags needs signing keys (verify.allowed_signers or verify.openpgp_keyring)").into());
     }
     let prefix = format!("{stage}/");
+    s.notifier.status(&format!("fetching tags {prefix}*"));
     let tags = repo
         .fetch_tags(src, &prefix)
         .map_err(|e| format!("fetching tags {prefix}* failed: {e}"))?;
