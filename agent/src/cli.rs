@@ -330,19 +330,16 @@ fn run_suspend(root: &std::path::Path, reason: Option<&str>, out: &mut dyn Write
 }
 
 fn run_pull(opts: RunOptions, out: &mut dyn Write) -> u8 {
-    match crate::run::run(&opts, out) {
-        Ok(converged) => converged.exit,
-        Err(e) => {
-            let code = e.exit_code();
-            let err = anyhow::Error::new(e).context("tend could not run; nothing was applied");
-            eprintln!("tend: {err:#}");
-            code
-        }
-    }
+    exit_code(crate::run::run(&opts, out))
 }
 
 fn run_apply(opts: ApplyOptions, out: &mut dyn Write) -> u8 {
-    match apply(&opts, out) {
+    exit_code(apply(&opts, out))
+}
+
+/// The exit code of a converging command; an error that stopped it is printed with its causes.
+fn exit_code(result: Result<crate::apply::Converged, crate::apply::RunError>) -> u8 {
+    match result {
         Ok(converged) => converged.exit,
         Err(e) => {
             let code = e.exit_code();

@@ -149,13 +149,8 @@ pub struct RunFacts {
 }
 
 impl Report {
-    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
-        let counts = counts(&summary.resources);
-        let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
-            (_, true) => RunResult::Failed,
-            (true, false) => RunResult::Changed,
-            (false, false) => RunResult::Ok,
-        };
+    /// A report of a run that applied nothing yet: the frame every result fills in.
+    fn empty(run: RunFacts, result: RunResult) -> Self {
         Self {
             schema: SCHEMA,
             tend_version: env!("CARGO_PKG_VERSION").into(),
@@ -166,6 +161,24 @@ impl Report {
             finished: unix_seconds(run.started + run.elapsed),
             duration_ms: run.elapsed.as_millis() as u64,
             result,
+            counts: Counts::default(),
+            resources: Vec::new(),
+            errors: Vec::new(),
+            diagnostics: Vec::new(),
+            pending_handlers: Vec::new(),
+            git: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
+        let counts = counts(&summary.resources);
+        let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
+            (_, true) => RunResult::Failed,
+            (true, false) => RunResult::Changed,
+            (false, false) => RunResult::Ok,
+        };
+        Self {
             counts,
             resources: summary
                 .resources
@@ -173,31 +186,16 @@ impl Report {
                 .map(|r| serde_json::to_value(r).unwrap_or_default())
                 .collect(),
             errors: summary.errors.clone(),
-            diagnostics: Vec::new(),
             pending_handlers: summary.pending_handlers.clone(),
-            git: None,
-            warnings: Vec::new(),
+            ..Self::empty(run, result)
         }
     }
 
     pub fn invalid(run: RunFacts, diagnostics: Vec<Diagnostic>) -> Self {
         Self {
-            schema: SCHEMA,
-            tend_version: env!("CARGO_PKG_VERSION").into(),
-            command: run.command,
-            source: run.source,
-            device: run.device,
-            started: unix_seconds(run.started),
-            finished: unix_seconds(run.started + run.elapsed),
-            duration_ms: run.elapsed.as_millis() as u64,
-            result: RunResult::Invalid,
-            counts: Counts::default(),
-            resources: Vec::new(),
             errors: diagnostics.iter().map(|d| d.to_string()).collect(),
             diagnostics,
-            pending_handlers: Vec::new(),
-            git: None,
-            warnings: Vec::new(),
+            ..Self::empty(run, RunResult::Invalid)
         }
     }
 

@@ -188,11 +188,24 @@ impl Device {
     }
 
     /// Runs `/usr/bin/tend <args>` inside the device (see [`Device::install_tend`]).
+    ///
+    /// Retries (a few times) when the exec fails with "Text file busy": right after
+    /// [`Device::install_tend`] wrote the binary, a child forked by another test thread may still
+    /// hold the write descriptor it inherited, until that child execs.
     pub fn tend(&self, args: &[&str]) -> Result<Outcome> {
         let argv: Vec<&str> = std::iter::once(TEND_PATH)
             .chain(args.iter().copied())
             .collect();
-        self.run(&argv)
+        let mut attempt = 0;
+        loop {
+            let out = self.run(&argv)?;
+            let busy = out.code() == Some(126) && out.stderr.contains("Text file busy");
+            if !busy || attempt == 10 {
+                return Ok(out);
+            }
+            attempt += 1;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Runs a host tend binary against the device. Every [`ROOT`] in `args` becomes the device

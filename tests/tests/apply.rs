@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use tend_tests::{skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite};
+use tend_tests::{
+    copy_tree, skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite,
+};
 
 const SECRET: &str = "s3cret-token-9f2c";
 const FLEET: &str = "/srv/fleet";
@@ -23,20 +25,6 @@ const APT_LOG: &str = "/var/log/apt-get-calls.log";
 struct Bed {
     dev: Device,
     _repo: AptRepo,
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 impl Bed {

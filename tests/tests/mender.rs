@@ -31,7 +31,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tend_tests::mender::MenderServer;
-use tend_tests::{cache, run, skip_chroot_tests, tend_binary, Device, Outcome};
+use tend_tests::{cache, copy_tree, run, skip_chroot_tests, tend_binary, Device, Outcome};
 
 const FLEET: &str = "/srv/fleet";
 const TEST_RUN: &str = "/run/tend-test";
@@ -595,19 +595,5 @@ fn install_debs(dev: &Device, debs: &[PathBuf]) -> Result<()> {
         dev.write(&format!("{DIR}/{name}"), fs::read(deb)?)?;
     }
     dev.sh(&format!("dpkg -i {DIR}/*.deb >/dev/null && rm -r {DIR}"))?;
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            fs::copy(entry.path(), &target)?;
-        }
-    }
     Ok(())
 }

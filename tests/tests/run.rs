@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
-use tend_tests::{skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
+use tend_tests::{copy_tree, skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
 
 /// A work tree that publishes signed (or unsigned) commits to the served bare repo.
 struct Publisher {
@@ -130,20 +130,6 @@ impl Publisher {
         git(self.work.path(), &["checkout", "-q", branch])?;
         Ok(())
     }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let t = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_tree(&e.path(), &t)?;
-        } else {
-            std::fs::copy(e.path(), &t)?;
-        }
-    }
-    Ok(())
 }
 
 struct Bed {
