@@ -207,6 +207,15 @@ fn a_panicking_test_still_unmounts_and_removes_its_device() -> Result<()> {
         assert!(!mounts::mounts_under(dev.root()).unwrap().is_empty());
         // A process left running inside must not pin the mounts.
         let child = dev.command(&["sleep", "300"]).spawn().expect("spawn");
+        // Wait (bounded) until the child has entered the chroot: teardown finds processes by
+        // their root directory, and `chroot` may not have switched yet on a loaded machine.
+        let proc_root = PathBuf::from(format!("/proc/{}/root", child.id()));
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(&proc_root).ok().as_deref() != Some(dev.root())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         *leftover.lock().unwrap() = Some(child);
         panic!("test failure inside a device");
     });
