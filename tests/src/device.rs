@@ -79,10 +79,7 @@ impl Device {
             timeout: Duration::from_secs(if arch == Arch::Amd64 { 600 } else { 1800 }),
             hashes: HashCache::default(),
         };
-        fs::write(
-            device.dir.join("owner"),
-            owner_stamp(std::process::id() as i32),
-        )?;
+        write_owner(&device.dir, std::process::id() as i32)?;
         fs::create_dir(&device.root)?;
         mounts::mount_tmpfs(&device.root)?;
         let mut tar = Command::new("tar");
@@ -294,9 +291,9 @@ fn sweep_stale(base: &Path) {
         }
         let dir = entry.path();
         let stale = match fs::read_to_string(dir.join("owner")) {
-            Ok(stamp) => !owner_alive(&stamp),
+            Ok(stamp) if !stamp.trim().is_empty() => !owner_alive(&stamp),
             // Created but not yet stamped: stale only once clearly abandoned.
-            Err(_) => entry
+            _ => entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(120)),
@@ -305,6 +302,15 @@ fn sweep_stale(base: &Path) {
             teardown(&dir.canonicalize().unwrap_or(dir));
         }
     }
+}
+
+/// Stamps a device directory with its owner, atomically: a sweep in another test thread must
+/// never read a half-written stamp and tear down a device that is being created.
+fn write_owner(dir: &Path, pid: i32) -> Result<()> {
+    let tmp = dir.join("owner.tmp");
+    fs::write(&tmp, owner_stamp(pid))?;
+    fs::rename(&tmp, dir.join("owner"))?;
+    Ok(())
 }
 
 /// "<pid> <start time>": a pid alone may have been reused by an unrelated process.
@@ -359,5 +365,25 @@ mod tests {
         assert!(!dead.exists());
         assert!(odd.join("root/etc").exists());
         assert!(live.exists());
+    }
+
+    /// CI once tore down a device while `tar` was filling it: a parallel test's sweep read the
+    /// owner file after `fs::write` had created it but before it held the stamp.
+    #[test]
+    fn a_device_being_stamped_is_not_swept() {
+        let base = tempfile::tempdir().unwrap();
+        let young = base.path().join(format!("{PREFIX}young"));
+        fs::create_dir_all(young.join("root")).unwrap();
+        fs::write(young.join("owner"), "").unwrap();
+        sweep_stale(base.path());
+        assert!(
+            young.join("root").exists(),
+            "an empty stamp is not a dead owner"
+        );
+        write_owner(&young, std::process::id() as i32).unwrap();
+        assert!(!young.join("owner.tmp").exists());
+        assert!(owner_alive(
+            &fs::read_to_string(young.join("owner")).unwrap()
+        ));
     }
 }
