@@ -20,6 +20,8 @@ pub struct Item {
     pub notify: Vec<String>,
     /// Where it was declared, "roles/web/role.yaml:12", for reports.
     pub origin: String,
+    /// A change to it needs a reboot to take effect (a kernel, /boot/config.txt).
+    pub reboot: bool,
 }
 
 pub struct RolePlan {
@@ -32,6 +34,8 @@ pub struct Handler {
     pub name: String,
     pub role: String,
     pub resource: Box<dyn DynResource>,
+    /// Running it needs a reboot to take effect.
+    pub reboot: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +85,13 @@ pub struct RunSummary {
     pub pending_handlers: Vec<String>,
     /// Errors not tied to one resource, e.g. the pending-handler file could not be written.
     pub errors: Vec<String>,
+    /// Handlers that ran and changed something, by name (a revert runs them again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handlers_run: Vec<String>,
+    /// "kind id" of every changed resource or handler marked `reboot: true` (in check mode: that
+    /// would change).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reboot: Vec<String>,
 }
 
 impl RunSummary {
@@ -100,6 +111,10 @@ impl RunSummary {
 
 /// Called after each resource, with (done, total, report): progress for sd-notify and logs.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &ResourceReport);
+
+/// Called just before a resource (or handler) is applied; an error fails that resource instead of
+/// applying it. The agent keeps what the resource is about to replace here.
+pub type BeforeApply<'a> = &'a mut dyn FnMut(&dyn DynResource) -> Result<(), String>;
 
 /// Pending notifications, persisted as a JSON list of handler names.
 pub struct PendingHandlers {
@@ -142,13 +157,39 @@ impl PendingHandlers {
         )
     }
 
-    fn add(&mut self, names: &[String]) -> std::io::Result<()> {
+    /// Adds notifications and persists them (e.g. handlers to run again after a revert).
+    pub fn add(&mut self, names: &[String]) -> std::io::Result<()> {
         let before = self.names.len();
         self.names.extend(names.iter().cloned());
         if self.names.len() != before {
             self.save()?;
         }
         Ok(())
+    }
+
+    /// Adds and persists `names` before a change; returns those that were not pending yet.
+    fn note(&mut self, names: &[String]) -> std::io::Result<Vec<String>> {
+        let added: Vec<String> = names
+            .iter()
+            .filter(|n| self.names.insert((*n).clone()))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            if let Err(e) = self.save() {
+                self.names.retain(|n| !added.contains(n));
+                return Err(e);
+            }
+        }
+        Ok(added)
+    }
+
+    /// Takes back what [`PendingHandlers::note`] added, when the change was not made after all.
+    fn forget(&mut self, added: &[String]) -> std::io::Result<()> {
+        if added.is_empty() {
+            return Ok(());
+        }
+        self.names.retain(|n| !added.contains(n));
+        self.save()
     }
 
     fn remove(&mut self, name: &str) -> std::io::Result<()> {
@@ -165,6 +206,17 @@ pub fn converge(
     host: &Host,
     pending_path: Option<&Path>,
     progress: Progress,
+) -> RunSummary {
+    converge_with(desired, host, pending_path, progress, &mut |_| Ok(()))
+}
+
+/// [`converge`], calling `before_apply` before each change is applied.
+pub fn converge_with(
+    desired: &Desired,
+    host: &Host,
+    pending_path: Option<&Path>,
+    progress: Progress,
+    before_apply: BeforeApply,
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     let persist = if host.check { None } else { pending_path };
@@ -201,18 +253,37 @@ pub fn converge(
                 report.outcome = Outcome::Skipped;
                 report.summary = Some(reason.clone());
             } else {
-                match step(item.resource.as_ref(), host) {
+                // Write-ahead: the notification is durable before the change is made, so a power
+                // cut between the two can cause one extra handler run, never a lost one.
+                let mut noted = Vec::new();
+                let mut note_then = |r: &dyn DynResource| {
+                    noted = pending.note(&item.notify).map_err(|e| {
+                        format!("cannot persist pending handlers before the change: {e}")
+                    })?;
+                    before_apply(r)
+                };
+                let outcome = step(item.resource.as_ref(), host, &mut note_then);
+                if !matches!(outcome, Step::Changed(..)) {
+                    // Nothing was changed after all: the handlers are owed no run for it.
+                    if let Err(e) = pending.forget(&noted) {
+                        summary
+                            .errors
+                            .push(format!("cannot persist pending handlers: {e}"));
+                    }
+                }
+                match outcome {
                     Step::Unchanged => {}
                     Step::Changed(summary_line, diff) => {
                         report.outcome = Outcome::Changed;
+                        if item.reboot {
+                            summary
+                                .reboot
+                                .push(format!("{} {}", report.kind, report.id));
+                        }
                         report.summary = Some(summary_line);
                         report.diff = diff;
                         if host.check {
                             would_notify.extend(item.notify.iter().cloned());
-                        } else if let Err(e) = pending.add(&item.notify) {
-                            summary
-                                .errors
-                                .push(format!("cannot persist pending handlers: {e}"));
                         }
                     }
                     Step::Skipped(reason) => {
@@ -238,7 +309,14 @@ pub fn converge(
         }
     }
 
-    run_handlers(desired, host, &mut pending, &would_notify, &mut summary);
+    run_handlers(
+        desired,
+        host,
+        &mut pending,
+        &would_notify,
+        &mut summary,
+        before_apply,
+    );
     summary.pending_handlers = pending.names();
     summary
 }
@@ -250,7 +328,7 @@ enum Step {
     Failed(String),
 }
 
-fn step(resource: &dyn DynResource, host: &Host) -> Step {
+fn step(resource: &dyn DynResource, host: &Host, before_apply: BeforeApply) -> Step {
     let plan = match resource.plan(host) {
         Ok(plan) => plan,
         Err(e) => return Step::Failed(e.to_string()),
@@ -266,6 +344,9 @@ fn step(resource: &dyn DynResource, host: &Host) -> Step {
             None => Step::Changed(summary, diff),
         };
     }
+    if let Err(e) = before_apply(resource) {
+        return Step::Failed(e);
+    }
     match plan.apply(host) {
         Ok(Applied::Done) => Step::Changed(summary, diff),
         Ok(Applied::Skipped(reason)) => Step::Skipped(host.redact(&reason)),
@@ -279,6 +360,7 @@ fn run_handlers(
     pending: &mut PendingHandlers,
     would_notify: &BTreeSet<String>,
     summary: &mut RunSummary,
+    before_apply: BeforeApply,
 ) {
     let known: BTreeSet<&str> = desired.handlers.iter().map(|h| h.name.as_str()).collect();
     for stale in pending.names() {
@@ -313,10 +395,18 @@ fn run_handlers(
             report.summary =
                 Some("deferred: the run had failures; the handler stays pending".into());
         } else {
-            match step(handler.resource.as_ref(), host) {
+            match step(handler.resource.as_ref(), host, before_apply) {
                 Step::Unchanged => report.outcome = Outcome::Unchanged,
                 Step::Changed(s, d) => {
                     report.outcome = Outcome::Changed;
+                    if handler.reboot {
+                        summary
+                            .reboot
+                            .push(format!("{} {}", report.kind, report.id));
+                    }
+                    if !host.check {
+                        summary.handlers_run.push(handler.name.clone());
+                    }
                     report.summary = Some(if host.check {
                         format!("would run: {s}")
                     } else {
@@ -410,6 +500,7 @@ mod tests {
             resource: Box::new(Marker { path, content }),
             notify: notify.iter().map(|s| s.to_string()).collect(),
             origin: "test".into(),
+            reboot: false,
         }
     }
 
@@ -426,6 +517,7 @@ mod tests {
             name: name.into(),
             role: "r".into(),
             resource: Box::new(Counter(path)),
+            reboot: false,
         }
     }
 
@@ -501,6 +593,55 @@ mod tests {
             &mut |_, _, _| {},
         );
         assert_eq!(runs(d.path(), "h1"), 1);
+        assert_eq!(s.handlers_run, ["first", "second"]);
+    }
+
+    #[test]
+    fn before_apply_sees_only_changes_and_its_error_fails_the_resource() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("same"), "x").unwrap();
+        let desired = Desired {
+            roles: vec![role(
+                "r",
+                &[],
+                vec![
+                    item("/same", "x", &[]),
+                    item("/new", "x", &[]),
+                    item("/refused", "x", &[]),
+                ],
+            )],
+            handlers: vec![],
+        };
+        let mut seen = Vec::new();
+        let s = converge_with(
+            &desired,
+            &Host::new(d.path()),
+            None,
+            &mut |_, _, _| {},
+            &mut |r| {
+                seen.push(r.id());
+                if r.id() == "/refused" {
+                    Err("cannot keep the old content".into())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(
+            seen,
+            ["/new", "/refused"],
+            "unchanged resources are not applied"
+        );
+        let outcomes: Vec<Outcome> = s.resources.iter().map(|r| r.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [Outcome::Unchanged, Outcome::Changed, Outcome::Failed]
+        );
+        assert_eq!(
+            s.resources[2].error.as_deref(),
+            Some("cannot keep the old content")
+        );
+        assert!(!d.path().join("refused").exists(), "never applied");
     }
 
     #[test]
@@ -549,6 +690,35 @@ mod tests {
     }
 
     #[test]
+    fn only_changed_resources_and_handlers_marked_reboot_require_one() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("same"), "x").unwrap();
+        let marked = |path, content, notify: &[&str]| Item {
+            reboot: true,
+            ..item(path, content, notify)
+        };
+        let desired = Desired {
+            roles: vec![role(
+                "r",
+                &[],
+                vec![
+                    marked("/same", "x", &[]),
+                    marked("/kernel", "6.1", &["fw"]),
+                    item("/plain", "x", &[]),
+                ],
+            )],
+            handlers: vec![Handler {
+                reboot: true,
+                ..handler("fw", "/fw")
+            }],
+        };
+        let s = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+        assert_eq!(s.reboot, ["marker /kernel", "counter /fw"]);
+        let again = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+        assert!(again.reboot.is_empty(), "converged: no reboot");
+    }
+
+    #[test]
     fn check_mode_writes_nothing() {
         let d = tempfile::tempdir().unwrap();
         let pending = d.path().join("pending.json");
@@ -565,5 +735,82 @@ mod tests {
             0,
             "nothing written, not even pending handlers"
         );
+    }
+
+    /// Writes its file only after checking that the notification it triggers is already on
+    /// disk: a power cut between the write and the notification must not lose the handler.
+    struct SeesPending {
+        path: &'static str,
+        pending: std::path::PathBuf,
+    }
+
+    impl Resource for SeesPending {
+        type Actual = bool;
+        fn kind(&self) -> &'static str {
+            "sees-pending"
+        }
+        fn id(&self) -> String {
+            self.path.to_string()
+        }
+        fn read(&self, host: &Host) -> Result<bool, ResourceError> {
+            Ok(host.path(self.path)?.exists())
+        }
+        fn diff(&self, exists: &bool, _: &Host) -> Option<Change> {
+            (!exists).then(|| Change::new("create"))
+        }
+        fn apply(&self, _: bool, host: &Host) -> Result<Applied, ResourceError> {
+            let on_disk = fs::read_to_string(&self.pending).unwrap_or_default();
+            if !on_disk.contains("\"h\"") {
+                return Err(ResourceError::other(format!(
+                    "the notification is not on disk before the change: {on_disk:?}"
+                )));
+            }
+            fs::write(host.path(self.path)?, "x")
+                .map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
+            Ok(Applied::Done)
+        }
+    }
+
+    #[test]
+    fn a_power_cut_after_a_change_cannot_lose_its_notification() {
+        let d = tempfile::tempdir().unwrap();
+        let pending = d.path().join("pending.json");
+        let desired = Desired {
+            roles: vec![role(
+                "r",
+                &[],
+                vec![
+                    Item {
+                        resource: Box::new(SeesPending {
+                            path: "/1",
+                            pending: pending.clone(),
+                        }),
+                        notify: vec!["h".into()],
+                        origin: "test".into(),
+                        reboot: false,
+                    },
+                    item("/2", "FAIL", &["g"]),
+                ],
+            )],
+            handlers: vec![handler("h", "/h"), handler("g", "/g")],
+        };
+        let s = converge(
+            &desired,
+            &Host::new(d.path()),
+            Some(&pending),
+            &mut |_, _, _| {},
+        );
+        assert_eq!(
+            s.resources[0].outcome,
+            Outcome::Changed,
+            "{:?}",
+            s.resources[0]
+        );
+        assert_eq!(
+            s.pending_handlers,
+            ["h"],
+            "a failed change takes back its own notification; the run's failure defers h"
+        );
+        assert_eq!(fs::read_to_string(&pending).unwrap(), "[\"h\"]");
     }
 }

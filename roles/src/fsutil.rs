@@ -50,12 +50,35 @@ pub fn atomic_write(path: &Path, bytes: &[u8], meta: Meta) -> io::Result<()> {
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
+        remove_stale_temps(dir, &name);
         fsync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes the temp files of earlier writes to `name` that a power cut interrupted: a killed
+/// process never reaches its cleanup, and only the next write of the same file knows the name.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tend-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Makes a rename or unlink in `dir` durable.
@@ -158,6 +181,29 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file remains");
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_power_cut_is_removed_by_the_next_write() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("app.conf");
+        fs::write(d.path().join(".app.conf.tend-4242.tmp"), "half").unwrap();
+        fs::write(d.path().join(".other.conf.tend-4242.tmp"), "another file's").unwrap();
+        fs::write(d.path().join(".app.conf.tend-x.tmp"), "not tend's").unwrap();
+        atomic_write(&p, b"new", Meta::default()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".app.conf.tend-x.tmp",
+                ".other.conf.tend-4242.tmp",
+                "app.conf"
+            ]
+        );
     }
 
     #[test]

@@ -14,9 +14,11 @@ pub mod registry;
 pub mod resource;
 pub mod types;
 
-pub use engine::{converge, Desired, Handler, Item, Outcome, ResourceReport, RolePlan, RunSummary};
+pub use engine::{
+    converge, converge_with, Desired, Handler, Item, Outcome, ResourceReport, RolePlan, RunSummary,
+};
 pub use error::{ResourceError, SpecError};
 pub use host::Host;
 pub use redact::Redactor;
-pub use registry::{find_type, resource_types, ResourceType, Sources};
-pub use resource::{Applied, Change, DynResource, Plan, Resource};
+pub use registry::{find_type, resource_types, NoSources, ResourceType, Sources};
+pub use resource::{Applied, Change, DynResource, Managed, Plan, Resource};

@@ -16,6 +16,18 @@ pub trait Sources {
     }
 }
 
+/// Sources for specs that name no role file: undo specs, and tests.
+pub struct NoSources;
+
+impl Sources for NoSources {
+    fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+        Err(format!("no role file is readable here ({name})"))
+    }
+    fn template(&self, name: &str) -> Result<String, String> {
+        Err(format!("no template is readable here ({name})"))
+    }
+}
+
 pub type BuildFn = fn(serde_json::Value, &dyn Sources) -> Result<Box<dyn DynResource>, SpecError>;
 
 pub struct ResourceType {

@@ -45,6 +45,21 @@ pub enum Applied {
     Skipped(String),
 }
 
+/// Something a resource brings into being on the device, recorded by the agent so that it can be
+/// removed ("pruned") once no resource declares it any more.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Managed {
+    /// The resource type, e.g. "file".
+    pub kind: String,
+    /// What is managed, unique per kind: a path, a source, unit, package or user name.
+    pub key: String,
+    /// A spec of the same type that removes it, e.g. `{"path": "/etc/x", "state": "absent"}`.
+    pub undo: serde_json::Value,
+    /// Remove it only when tend created it (a package tend installed, not one that was there).
+    #[serde(default)]
+    pub only_if_created: bool,
+}
+
 /// A resource type. `Actual` is whatever `read` finds on the device.
 pub trait Resource: Send + Sync {
     type Actual;
@@ -59,6 +74,17 @@ pub trait Resource: Send + Sync {
     fn diff(&self, actual: &Self::Actual, host: &Host) -> Option<Change>;
     /// Brings the device to the desired state. Called only when `diff` returned a change.
     fn apply(&self, actual: Self::Actual, host: &Host) -> Result<Applied, ResourceError>;
+    /// The device paths `apply` may create, replace or remove, so that the agent can keep what
+    /// was there before and put it back if the change has to be reverted. Resources whose effect
+    /// is not a file (packages, units, accounts) return none and are reverted by re-applying.
+    fn touches(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// What this resource makes exist, for pruning; nothing for resources that remove, run a
+    /// command, or only adjust something that is not theirs.
+    fn managed(&self) -> Vec<Managed> {
+        Vec::new()
+    }
 }
 
 type ApplyFn<'a> = Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>;
@@ -79,6 +105,8 @@ impl Plan<'_> {
 pub trait DynResource: Send + Sync {
     fn kind(&self) -> &'static str;
     fn id(&self) -> String;
+    fn touches(&self) -> Vec<String>;
+    fn managed(&self) -> Vec<Managed>;
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
 }
 
@@ -92,6 +120,12 @@ where
     }
     fn id(&self) -> String {
         Resource::id(self)
+    }
+    fn touches(&self) -> Vec<String> {
+        Resource::touches(self)
+    }
+    fn managed(&self) -> Vec<Managed> {
+        Resource::managed(self)
     }
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
         let actual = self.read(host)?;

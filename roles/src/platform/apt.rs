@@ -27,6 +27,9 @@ const PERIODIC: &str = "/var/lib/apt/periodic";
 const SUCCESS_STAMP: &str = "/var/lib/apt/periodic/update-success-stamp";
 /// Touched by Debian's apt-daily after its own successful update.
 const DAILY_STAMP: &str = "/var/lib/apt/periodic/update-stamp";
+/// Touched by [`update_source`]: lists of one source were fetched alone since the last complete
+/// update, so the newest list file no longer dates the others.
+const PARTIAL_STAMP: &str = "/var/lib/apt/periodic/tend-source-update-stamp";
 
 /// The options every apt-get call gets, after `apt-get <subcommand>`.
 fn common_options(host: &Host, recommends: bool) -> Vec<String> {
@@ -133,7 +136,7 @@ fn classify(host: &Host, shown: &str, status: &str, text: &str) -> ResourceError
     }
     if let Some(line) = errors.iter().find(|l| l.contains("dpkg was interrupted")) {
         return ResourceError::other(host.redact(&format!(
-            "dpkg was interrupted: run `dpkg --configure -a` on the device to finish it; tend does not do that by itself, and will continue on its next run ({line})"
+            "dpkg was interrupted: tend finishes it with `dpkg --configure -a` on its next run ({line})"
         )));
     }
     let lines = explaining_lines(text);
@@ -206,6 +209,9 @@ pub fn update_source(host: &Host, sources_file: &str) -> Result<(), ResourceErro
         &argv,
         &format!("apt-get update (of {sources_file} only)"),
     )?;
+    if let Err(e) = touch(host, PARTIAL_STAMP) {
+        tracing::warn!(error = %e, "cannot record the partial list refresh in {PARTIAL_STAMP}");
+    }
     Ok(())
 }
 
@@ -221,23 +227,31 @@ fn wait_for_lists_lock(host: &Host) {
     }
 }
 
-/// Records a complete update; creates apt's periodic directory when an image lacks it.
+/// Records a complete update.
 fn touch_stamp(host: &Host) -> std::io::Result<()> {
+    touch(host, SUCCESS_STAMP)
+}
+
+/// Sets a stamp's time to now; creates apt's periodic directory when an image lacks it.
+fn touch(host: &Host, stamp: &str) -> std::io::Result<()> {
     let dir = host.path(PERIODIC).map_err(std::io::Error::other)?;
     fs::create_dir_all(&dir)?;
     let f = fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
-        .open(host.path(SUCCESS_STAMP).map_err(std::io::Error::other)?)?;
+        .open(host.path(stamp).map_err(std::io::Error::other)?)?;
     f.set_modified(SystemTime::now())
 }
 
-/// The time of the last known refresh of the package lists: the newest Release/InRelease file,
-/// or a stamp of a complete update, whichever is newer. None when there are no lists at all.
+/// The time of the last known refresh of all package lists: the OLDEST Release/InRelease file
+/// (one source fetched alone, as `apt_source` does, says nothing about the others), or a stamp
+/// of a complete update, whichever is newer. When a source was fetched alone after the last
+/// complete update, only that update's stamp counts (the other sources' lists may be missing
+/// altogether). None when there are no lists at all, or no complete update since a partial one.
 pub fn lists_refreshed_at(host: &Host) -> Result<Option<SystemTime>, ResourceError> {
     let dir = host.path(LISTS)?;
-    let mut newest: Option<SystemTime> = None;
+    let mut oldest: Option<SystemTime> = None;
     let mut any_list = false;
     match fs::read_dir(&dir) {
         Ok(entries) => {
@@ -249,7 +263,7 @@ pub fn lists_refreshed_at(host: &Host) -> Result<Option<SystemTime>, ResourceErr
                 }
                 any_list = true;
                 if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
-                    newest = newest.max(Some(t));
+                    oldest = Some(oldest.map_or(t, |o| o.min(t)));
                 }
             }
         }
@@ -260,10 +274,17 @@ pub fn lists_refreshed_at(host: &Host) -> Result<Option<SystemTime>, ResourceErr
         // A stamp without lists (an image with its lists removed) proves nothing.
         return Ok(None);
     }
-    let stamps = [SUCCESS_STAMP, DAILY_STAMP]
+    let stamp_time = |s: &str| fs::metadata(host.path(s).ok()?).ok()?.modified().ok();
+    let complete = [SUCCESS_STAMP, DAILY_STAMP]
         .into_iter()
-        .filter_map(|s| fs::metadata(host.path(s).ok()?).ok()?.modified().ok());
-    Ok(stamps.fold(newest, |n, t| n.max(Some(t))))
+        .filter_map(stamp_time)
+        .max();
+    if let Some(partial) = stamp_time(PARTIAL_STAMP) {
+        if complete.is_none_or(|c| partial > c) {
+            return Ok(complete);
+        }
+    }
+    Ok(oldest.max(complete))
 }
 
 /// True when the lists must be refreshed before they are trusted: none at all, or older than
@@ -307,6 +328,17 @@ pub fn install(host: &Host, specs: &[&str], recommends: bool) -> Result<(), Reso
         &[]
     };
     apt_get(host, "install", extra, specs, recommends)?;
+    Ok(())
+}
+
+/// `apt-get install --reinstall`: unpacks again what a cut left half-installed, which
+/// `dpkg --configure -a` cannot finish (dpkg flags such packages "reinstreq").
+pub fn reinstall(host: &Host, names: &[&str]) -> Result<(), ResourceError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    ensure_fresh_lists(host)?;
+    apt_get(host, "install", &["--reinstall"], names, false)?;
     Ok(())
 }
 
@@ -452,7 +484,7 @@ E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is an
         let (_d, host) = tmp_host();
         let e = classify(&host, "apt-get install curl", "exit status: 100", "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem. \n").to_string();
         assert!(
-            e.starts_with("dpkg was interrupted: run `dpkg --configure -a`"),
+            e.starts_with("dpkg was interrupted: tend finishes it with `dpkg --configure -a`"),
             "{e}"
         );
     }
@@ -523,6 +555,51 @@ E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is an
             Duration::from_secs(3600),
             SystemTime::now()
         ));
+    }
+
+    /// Bug: the newest InRelease dated every list, so a third-party source that `apt_source`
+    /// had just fetched alone made week-old (or missing) Debian lists look fresh, and Debian
+    /// packages then failed with "Unable to locate package".
+    #[test]
+    fn one_freshly_fetched_source_does_not_make_old_or_missing_lists_fresh() {
+        let (d, host) = tmp_host();
+        let lists = d.path().join("var/lib/apt/lists");
+        fs::create_dir_all(&lists).unwrap();
+        let week = Duration::from_secs(7 * 86400);
+        let set = |name: &str, t: SystemTime| {
+            fs::File::create(lists.join(name))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set(
+            "deb.debian.org_debian_dists_bookworm_InRelease",
+            SystemTime::now() - week,
+        );
+        set(
+            "127.0.0.1:8080_debian_dists_bookworm_InRelease",
+            SystemTime::now(),
+        );
+        let day = Duration::from_secs(86400);
+        assert!(
+            lists_stale(lists_refreshed_at(&host).unwrap(), day, SystemTime::now()),
+            "the old Debian lists must be refreshed"
+        );
+
+        // Debian's lists missing altogether: only the source fetched alone is there.
+        fs::remove_file(lists.join("deb.debian.org_debian_dists_bookworm_InRelease")).unwrap();
+        touch(&host, PARTIAL_STAMP).unwrap();
+        assert_eq!(
+            lists_refreshed_at(&host).unwrap(),
+            None,
+            "a partial update without a complete one since proves nothing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        touch_stamp(&host).unwrap();
+        assert!(
+            !lists_stale(lists_refreshed_at(&host).unwrap(), day, SystemTime::now()),
+            "a complete update after it makes the lists fresh again"
+        );
     }
 
     #[test]

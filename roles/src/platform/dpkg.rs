@@ -237,6 +237,24 @@ impl DpkgStatus {
     /// Why apt cannot be used right now, if dpkg was left half-way, in words that say what to do.
     /// `lock_held` tells an interruption (nobody holds the lock) from a dpkg run in progress.
     pub fn interrupted(&self, lock_held: bool) -> Option<String> {
+        let what = self.interruption()?;
+        Some(if lock_held {
+            format!("dpkg is busy: another process holds the dpkg lock ({what}); tend will retry on its next run")
+        } else {
+            format!("dpkg was interrupted ({what}): tend finishes it with `dpkg --configure -a` before it installs or removes anything")
+        })
+    }
+
+    /// The unfinished packages as apt names them ("curl", "libc6:armhf").
+    pub fn unfinished_names(&self) -> Vec<String> {
+        self.unfinished
+            .iter()
+            .map(|u| self.key_for(&u.name, &u.arch))
+            .collect()
+    }
+
+    /// What dpkg left half-way ("curl is half-configured, …"), or None when it finished cleanly.
+    pub fn interruption(&self) -> Option<String> {
         if self.unfinished.is_empty() && !self.journal_pending {
             return None;
         }
@@ -259,12 +277,7 @@ impl DpkgStatus {
         if what.is_empty() {
             what.push("its journal in /var/lib/dpkg/updates is not merged".to_string());
         }
-        let what = what.join(", ");
-        Some(if lock_held {
-            format!("dpkg is busy: another process holds the dpkg lock ({what}); tend will retry on its next run")
-        } else {
-            format!("dpkg was interrupted ({what}): run `dpkg --configure -a` on the device to finish it; tend does not do that by itself, and will continue on its next run")
-        })
+        Some(what.join(", "))
     }
 }
 
@@ -319,6 +332,20 @@ pub fn read(host: &Host) -> Result<DpkgStatus, ResourceError> {
     let journal = journal(host)?;
     let refs: Vec<&str> = journal.iter().map(String::as_str).collect();
     Ok(DpkgStatus::parse(&text, &refs))
+}
+
+/// Finishes what an interrupted dpkg left half-way (a power cut during an install or removal):
+/// unpacked packages are configured, pending triggers run, and the journal is merged. Conffiles
+/// are kept as apt calls keep them, so the repair never prompts.
+pub fn configure_pending(host: &Host) -> Result<(), ResourceError> {
+    host.run(&[
+        "dpkg",
+        "--force-confdef",
+        "--force-confold",
+        "--configure",
+        "-a",
+    ])?;
+    Ok(())
 }
 
 /// Installed packages, keyed as apt names them (see [`DpkgStatus`]).

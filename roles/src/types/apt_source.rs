@@ -30,7 +30,7 @@ use crate::fsutil::{self, Meta};
 use crate::host::Host;
 use crate::platform::{apt, deb822, diff};
 use crate::registry::{parse_spec, ResourceType, Sources};
-use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "apt_source",
@@ -412,6 +412,27 @@ impl Resource for AptSource {
 
     fn id(&self) -> String {
         self.name.clone()
+    }
+
+    fn touches(&self) -> Vec<String> {
+        vec![
+            self.sources_path(),
+            keyring_path(&self.name, true),
+            keyring_path(&self.name, false),
+        ]
+    }
+
+    /// A present source is removed with its keyring once undeclared.
+    fn managed(&self) -> Vec<Managed> {
+        if self.desired.is_none() {
+            return Vec::new();
+        }
+        vec![Managed {
+            kind: "apt_source".into(),
+            key: self.name.clone(),
+            undo: serde_json::json!({"name": self.name, "state": "absent"}),
+            only_if_created: false,
+        }]
     }
 
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {

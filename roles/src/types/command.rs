@@ -218,6 +218,21 @@ fn timed_out(host: &Host, shown: &str, timeout: Duration, out: &Output) -> Resou
     }
 }
 
+/// Runs argv inside the root with a deadline, as a command resource does: a non-zero exit or the
+/// deadline passing is an error carrying the (redacted) tail of its output. Health checks use it.
+pub fn run_with_timeout(
+    host: &Host,
+    argv: &[&str],
+    shown: &str,
+    timeout: Duration,
+) -> Result<Output, ResourceError> {
+    match run_captured(host, argv, shown, timeout)? {
+        Finished::TimedOut(out) => Err(timed_out(host, shown, timeout, &out)),
+        Finished::Exited(out) if out.status.success() => Ok(out),
+        Finished::Exited(out) => Err(host.command_error(shown, &out)),
+    }
+}
+
 /// Runs argv inside the root in its own process group, capturing the tail of its output, and
 /// kills the group when `timeout` passes.
 fn run_captured(

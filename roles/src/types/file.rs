@@ -19,7 +19,7 @@ use crate::fsutil::{self, Meta};
 use crate::host::Host;
 use crate::platform::{accounts, diff};
 use crate::registry::{parse_spec, ResourceType, Sources};
-use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "file",
@@ -370,6 +370,24 @@ impl Resource for FileResource {
 
     fn id(&self) -> String {
         self.path.clone()
+    }
+
+    fn touches(&self) -> Vec<String> {
+        vec![self.path.clone()]
+    }
+
+    /// Files and links are tend's to delete once undeclared; a directory is not, as it may hold
+    /// data that no resource declared.
+    fn managed(&self) -> Vec<Managed> {
+        match self.want {
+            Want::File(_) | Want::Link(_) => vec![Managed {
+                kind: "file".into(),
+                key: self.path.clone(),
+                undo: serde_json::json!({"path": self.path, "state": "absent"}),
+                only_if_created: false,
+            }],
+            Want::Directory | Want::Absent => Vec::new(),
+        }
     }
 
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {

@@ -136,17 +136,8 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::NoSources;
     use serde_json::json;
-
-    struct NoSources;
-    impl Sources for NoSources {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
-            Err(format!("no file {name}"))
-        }
-        fn template(&self, name: &str) -> Result<String, String> {
-            Err(format!("no template {name}"))
-        }
-    }
 
     fn group(spec: serde_json::Value) -> Group {
         let spec: Spec = parse_spec(spec).unwrap();

@@ -11,8 +11,11 @@
 //! present package that is installed, a pin whose version is installed, an absent package that is
 //! not. Only `latest` needs apt's view (`apt-cache policy`); outside check mode the package lists
 //! are refreshed first when they are stale or a source changed. All packages of one resource go
-//! through one `apt-get install` (or one remove/purge). A dpkg left half-way fails the resource with
-//! the fix (`dpkg --configure -a`) when there is something to do, rather than letting apt trip on it.
+//! through one `apt-get install` (or one remove/purge). A dpkg left half-way (a power cut during an
+//! install) is finished with `dpkg --configure -a` (and a package cut during its unpack is
+//! reinstalled) before anything else, and the repair is reported
+//! as part of the resource's change; while another process holds dpkg's lock, a resource with work
+//! to do fails with "retry on the next run" instead.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -23,7 +26,7 @@ use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::platform::{apt, dpkg};
 use crate::registry::{parse_spec, ResourceType, Sources};
-use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "package",
@@ -85,6 +88,8 @@ pub struct Todo {
     removals: Vec<Op>,
     /// Check mode only: names apt has no candidate for in the current lists (not refreshed).
     unknown: Vec<String>,
+    /// What an interrupted dpkg left half-way, to finish before anything else.
+    repair: Option<String>,
 }
 
 impl Todo {
@@ -316,14 +321,37 @@ impl Resource for Package {
             .join(", ")
     }
 
+    /// Each installed package is purged once undeclared, but only when tend installed it: a
+    /// package that was there before tend first declared it stays.
+    fn managed(&self) -> Vec<Managed> {
+        if !matches!(self.state, State::Present | State::Latest) {
+            return Vec::new();
+        }
+        self.wanted
+            .iter()
+            .map(|w| Managed {
+                kind: "package".into(),
+                key: w.name.clone(),
+                undo: serde_json::json!({"names": w.name, "state": "purged"}),
+                only_if_created: true,
+            })
+            .collect()
+    }
+
     fn read(&self, host: &Host) -> Result<Todo, ResourceError> {
         let status = dpkg::read(host)?;
         let mut todo = self.plan(&status);
+        if let Some(what) = status.interruption() {
+            if !dpkg::lock_held(host) {
+                todo.repair = Some(what);
+            } else if !todo.is_empty() {
+                return Err(ResourceError::other(
+                    status.interrupted(true).unwrap_or(what),
+                ));
+            }
+        }
         if todo.is_empty() {
             return Ok(todo);
-        }
-        if let Some(msg) = status.interrupted(dpkg::lock_held(host)) {
-            return Err(ResourceError::other(msg));
         }
         let ask: Vec<&str> = todo
             .installs
@@ -343,10 +371,15 @@ impl Resource for Package {
     }
 
     fn diff(&self, todo: &Todo, _: &Host) -> Option<Change> {
-        if todo.is_empty() {
+        if todo.is_empty() && todo.repair.is_none() {
             return None;
         }
         let mut parts = Vec::new();
+        if let Some(what) = &todo.repair {
+            parts.push(format!(
+                "finish the interrupted dpkg ({what}) with `dpkg --configure -a`;"
+            ));
+        }
         if !todo.installs.is_empty() {
             let list: Vec<String> = todo.installs.iter().map(describe).collect();
             parts.push(format!("install {}", list.join(", ")));
@@ -369,7 +402,21 @@ impl Resource for Package {
         Some(Change::new(parts.join(" ")))
     }
 
-    fn apply(&self, todo: Todo, host: &Host) -> Result<Applied, ResourceError> {
+    fn apply(&self, mut todo: Todo, host: &Host) -> Result<Applied, ResourceError> {
+        if todo.repair.is_some() {
+            dpkg::configure_pending(host)?;
+            // A package cut during its unpack is half-installed: only unpacking it again helps.
+            let left = dpkg::read(host)?.unfinished_names();
+            let left: Vec<&str> = left.iter().map(String::as_str).collect();
+            apt::reinstall(host, &left)?;
+            // The repair may have finished the very install this resource wants: plan again.
+            todo = self.read(host)?;
+            if let Some(what) = todo.repair {
+                return Err(ResourceError::other(format!(
+                    "dpkg is still unfinished after `dpkg --configure -a` ({what}); run `dpkg --audit` on the device to see why"
+                )));
+            }
+        }
         if !todo.installs.is_empty() {
             apt::ensure_fresh_lists(host)?;
             let args: Vec<&str> = todo.installs.iter().map(|o| o.arg.as_str()).collect();
@@ -386,17 +433,8 @@ impl Resource for Package {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::NoSources;
     use serde_json::json;
-
-    struct NoSources;
-    impl Sources for NoSources {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
-            Err(format!("no file {name}"))
-        }
-        fn template(&self, name: &str) -> Result<String, String> {
-            Err(format!("no template {name}"))
-        }
-    }
 
     fn pkg(spec: serde_json::Value) -> Package {
         Package::from_spec(parse_spec(spec).unwrap()).unwrap()
@@ -619,9 +657,53 @@ Version: 1.0-1
     }
 
     #[test]
-    fn interrupted_dpkg_fails_only_when_there_is_work() {
+    fn interrupted_dpkg_is_a_planned_repair_even_without_other_work() {
         let broken = format!("{STATUS}\nPackage: halfway\nStatus: install ok half-configured\nArchitecture: arm64\nVersion: 1-1\n");
         let (_d, host) = root(&broken);
+        let converged = pkg(json!({"names": ["curl"]}));
+        let change = converged
+            .diff(&converged.read(&host).unwrap(), &host)
+            .expect("a half-configured package is work for tend");
+        assert!(
+            change.summary.contains("dpkg --configure -a")
+                && change.summary.contains("halfway is half-configured"),
+            "{}",
+            change.summary
+        );
+        let absent = pkg(json!({"names": ["curl"], "state": "absent"}));
+        let summary = absent
+            .diff(&absent.read(&host).unwrap(), &host)
+            .unwrap()
+            .summary;
+        assert!(
+            summary.starts_with("finish the interrupted dpkg") && summary.ends_with("remove curl"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_held_dpkg_lock_fails_only_when_there_is_work() {
+        let broken = format!("{STATUS}\nPackage: halfway\nStatus: install ok half-configured\nArchitecture: arm64\nVersion: 1-1\n");
+        let (d, host) = root(&broken);
+        let lock = d.path().join("var/lib/dpkg/lock-frontend");
+        std::fs::write(&lock, "").unwrap();
+        let holder = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import fcntl,time\nf=open('{}','w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)\n",
+                lock.display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut holder = KillOnDrop(holder);
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
         let converged = pkg(json!({"names": ["curl"]}));
         assert_eq!(converged.diff(&converged.read(&host).unwrap(), &host), None);
         let err = pkg(json!({"names": ["vim"], "state": "present"}))
@@ -629,13 +711,17 @@ Version: 1.0-1
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("dpkg --configure -a") && err.contains("halfway is half-configured"),
+            err.contains("retry on its next run") && err.contains("halfway is half-configured"),
             "{err}"
         );
-        let err = pkg(json!({"names": ["curl"], "state": "absent"}))
-            .read(&host)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("dpkg --configure -a"), "{err}");
+    }
+
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::registry::{parse_spec, ResourceType, Sources};
-use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "service",
@@ -500,6 +500,20 @@ impl Resource for Service {
         self.unit.clone()
     }
 
+    /// A unit this resource enables is disabled (and stopped) once undeclared; units it only
+    /// starts, stops or masks were not tend's to begin with.
+    fn managed(&self) -> Vec<Managed> {
+        if self.enabled != Some(true) {
+            return Vec::new();
+        }
+        vec![Managed {
+            kind: "service".into(),
+            key: self.unit.clone(),
+            undo: serde_json::json!({"name": self.unit, "enabled": false, "state": "stopped"}),
+            only_if_created: false,
+        }]
+    }
+
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
         let (unit, enablement) = self.enablement(host)?;
         let mut actual = Actual {
@@ -560,17 +574,8 @@ impl Resource for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::NoSources;
     use serde_json::json;
-
-    struct NoSources;
-    impl Sources for NoSources {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
-            Err(format!("no file {name}"))
-        }
-        fn template(&self, name: &str) -> Result<String, String> {
-            Err(format!("no template {name}"))
-        }
-    }
 
     fn service(spec: serde_json::Value) -> Service {
         Service::from_spec(parse_spec(spec).unwrap()).unwrap()

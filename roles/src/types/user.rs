@@ -32,7 +32,7 @@ use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::platform::accounts::{self, GroupEntry, PasswdEntry};
 use crate::registry::{parse_spec, ResourceType, Sources};
-use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 use crate::types::group::Presence;
 
 pub const TYPE: ResourceType = ResourceType {
@@ -330,6 +330,19 @@ impl Resource for User {
         self.name.clone()
     }
 
+    /// A present user is removed once undeclared (its home directory stays, as with `absent`).
+    fn managed(&self) -> Vec<Managed> {
+        if self.state != Presence::Present {
+            return Vec::new();
+        }
+        vec![Managed {
+            kind: "user".into(),
+            key: self.name.clone(),
+            undo: serde_json::json!({"name": self.name, "state": "absent"}),
+            only_if_created: false,
+        }]
+    }
+
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
         let entry = accounts::users(host)?
             .into_iter()
@@ -392,6 +405,7 @@ impl Resource for User {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::NoSources;
     use serde_json::json;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
@@ -640,15 +654,5 @@ mod tests {
             json!({"name": "kiosk", "group": "1000", "groups": ["video"], "home": "/home/k"})
         )
         .is_none());
-    }
-
-    struct NoSources;
-    impl Sources for NoSources {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
-            Err(format!("no file {name}"))
-        }
-        fn template(&self, name: &str) -> Result<String, String> {
-            Err(format!("no template {name}"))
-        }
     }
 }
