@@ -1,9 +1,13 @@
 //! Logging: structured fields to journald when running under systemd, human lines on stderr
-//! otherwise. `TEND_LOG` takes a tracing filter (e.g. `debug`).
+//! otherwise. `TEND_LOG` takes a level, or per-target levels (`debug`, `info,tend_roles=debug`).
+//!
+//! The filter is tracing-subscriber's `Targets`, not `EnvFilter`: EnvFilter's span and field
+//! matching needs a regex engine that would add a few hundred kilobytes to a device binary.
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 use crate::journal::{under_journald, JournalLayer, SOCKET};
 
@@ -13,14 +17,17 @@ pub fn init(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = || EnvFilter::try_from_env("TEND_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = |default: &str| {
+        std::env::var("TEND_LOG")
+            .ok()
+            .and_then(|v| v.parse::<Targets>().ok())
+            .unwrap_or_else(|| default.parse().expect("a level is a valid filter"))
+    };
     if under_journald() {
         if let Ok(journal) = JournalLayer::new(SOCKET) {
             // Under systemd the journal gets info and up regardless of -v: it is the record.
-            let level =
-                EnvFilter::try_from_env("TEND_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
             let _ = tracing_subscriber::registry()
-                .with(journal.with_filter(level))
+                .with(journal.with_filter(filter("info")))
                 .try_init();
             return;
         }
@@ -31,6 +38,6 @@ pub fn init(verbose: u8) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter()))
+        .with(fmt.with_filter(filter(default)))
         .try_init();
 }

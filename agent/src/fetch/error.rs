@@ -1,6 +1,6 @@
 //! What can go wrong while fetching, in terms a device operator can act on.
 //!
-//! gix reports transport failures as a tree of wrapped errors (gix, reqwest, hyper, rustls, io,
+//! gix reports transport failures as a tree of wrapped errors (gix, tend's http client, rustls, io,
 //! and for ssh only the text `ssh` printed). [`classify`] walks that tree once and decides which
 //! of a few actionable kinds it is, so the report says what failed, where, and what to change,
 //! and the retry loop knows which failures are worth another attempt.
@@ -171,9 +171,12 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return tls_error(a, tls);
         }
+        if let Some(crate::net::HttpError::Tls(tls)) = e.downcast_ref::<crate::net::HttpError>() {
+            return tls_error(a, tls);
+        }
     }
     for e in &errors {
-        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+        if let Some(r) = e.downcast_ref::<crate::net::HttpError>() {
             if r.is_timeout() {
                 return timeout(a, r.is_connect());
             }

@@ -1,19 +1,19 @@
-//! The https client gix uses, configured by tend rather than by git config.
-//!
-//! gix-transport's reqwest backend ignores git's `http.sslCAInfo`, `http.proxy`, `http.lowSpeed*`
-//! and `http.connectTimeout`; what it offers instead is a hook that receives reqwest's
-//! `ClientBuilder` before the client is built. Everything is wired there:
+//! git over http(s) for gix: tend's own client (`crate::net`) behind gix-transport's `Http`
+//! trait, configured by tend rather than by git config:
 //! - TLS: a rustls config on the *ring* provider whose roots are the system's (Debian's
 //!   /etc/ssl/certs, read at run time so `ca-certificates` updates apply) plus `ca_file`;
 //! - the proxy: `source.proxy`, else `https_proxy`/`HTTPS_PROXY` (`http_proxy` for http URLs),
-//!   with `no_proxy`/`NO_PROXY` honoured; reqwest's own environment lookup is switched off so
-//!   the rules here are the only ones;
+//!   with `no_proxy`/`NO_PROXY` honoured;
 //! - `connect_timeout`, and `timeout` as the bound of each request including its body (a
 //!   stalled server cannot hold a fetch forever).
+//!
+//! gix hands over a POST's body after `post` returns, and reads the answer only once it has
+//! dropped the body writer; so a POST is buffered (a fetch's negotiation is a few kilobytes) and
+//! sent when gix first reads the response headers.
 
+use std::io::{self, BufRead, Cursor, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use gix::protocol::transport::client::blocking_io::http as gix_http;
 use rustls::pki_types::pem::PemObject;
@@ -23,7 +23,11 @@ use super::error::FetchError;
 use super::SourceConfig;
 
 /// The root certificates a device trusts: the system bundle plus the configured CA file.
-pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, FetchError> {
+/// `setting` names where the CA file was configured (`source.ca_file`, `--ca-file`), for errors.
+pub(crate) fn root_store(
+    ca_file: Option<&Path>,
+    setting: &str,
+) -> Result<rustls::RootCertStore, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     // Missing system roots are not an error by themselves: a device with only a private CA
     // (ca_file) and no ca-certificates package is a valid setup.
@@ -32,44 +36,46 @@ pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore
     if let Some(path) = ca_file {
         let bytes = std::fs::read(path).map_err(|e| FetchError::Tls {
             url: String::new(),
-            cause: format!("cannot read source.ca_file {}: {e}", path.display()),
-            fix: "point source.ca_file at a readable PEM file".into(),
+            cause: format!("cannot read {setting} {}: {e}", path.display()),
+            fix: format!("point {setting} at a readable PEM file"),
         })?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
             .map_err(|e| FetchError::Tls {
                 url: String::new(),
                 cause: format!("{} is not a PEM certificate file: {e}", path.display()),
-                fix: "source.ca_file must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
-                    .into(),
+                fix: format!(
+                    "{setting} must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
+                ),
             })?;
         if certs.is_empty() {
             return Err(FetchError::Tls {
                 url: String::new(),
                 cause: format!("{} holds no certificate", path.display()),
-                fix: "source.ca_file must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
-                    .into(),
+                fix: format!(
+                    "{setting} must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
+                ),
             });
         }
         for cert in certs {
             roots.add(cert).map_err(|e| FetchError::Tls {
                 url: String::new(),
                 cause: format!("a certificate in {} is unusable: {e}", path.display()),
-                fix: "source.ca_file must hold X.509 CA certificates".into(),
+                fix: format!("{setting} must hold X.509 CA certificates"),
             })?;
         }
     }
     if roots.is_empty() {
         return Err(FetchError::Tls {
             url: String::new(),
-            cause: "no trusted CA: /etc/ssl/certs has none and source.ca_file is not set".into(),
-            fix: "install the ca-certificates package, or set source.ca_file".into(),
+            cause: format!("no trusted CA: /etc/ssl/certs has none and {setting} is not set"),
+            fix: format!("install the ca-certificates package, or set {setting}"),
         });
     }
     Ok(roots)
 }
 
-fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, FetchError> {
+pub(crate) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, FetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -103,46 +109,283 @@ pub(crate) fn proxy_settings(
     (proxy, no_proxy)
 }
 
-/// The transport options gix hands to the http backend: tend's client configuration.
-pub(crate) fn transport_options(src: &SourceConfig) -> Result<gix_http::Options, FetchError> {
-    let roots = root_store(src.ca_file.as_deref()).map_err(|e| with_url(e, &src.url))?;
+/// The gix transport for an http(s) `url`, speaking through tend's client.
+pub(crate) fn transport(
+    src: &SourceConfig,
+    url: gix::Url,
+) -> Result<gix_http::Transport<GitHttp>, FetchError> {
+    let roots =
+        root_store(src.ca_file.as_deref(), "source.ca_file").map_err(|e| with_url(e, &src.url))?;
     let tls = tls_config(roots)?;
     let (proxy, no_proxy) = proxy_settings(src, |k| std::env::var(k).ok());
-    let proxy = match proxy {
-        Some(p) => Some(
-            reqwest::Proxy::all(p.as_str())
-                .map_err(|e| FetchError::other(format!("source.proxy `{p}` is not a URL"), e))?
-                .no_proxy(no_proxy.as_deref().and_then(reqwest::NoProxy::from_string)),
-        ),
-        None => None,
-    };
-    let (connect_timeout, timeout) = (src.connect_timeout, src.timeout);
-    let configure = move |builder: reqwest::blocking::ClientBuilder| {
-        let builder = builder
-            .no_proxy()
-            .tls_backend_preconfigured(tls.clone())
-            .connect_timeout(connect_timeout)
-            .timeout(nonzero(timeout));
-        Ok(match &proxy {
-            Some(p) => builder.proxy(p.clone()),
-            None => builder,
-        })
-    };
-    let backend = gix_http::reqwest::Options {
-        configure_client: Some(Box::new(configure)),
-        configure_request: None,
-    };
-    let backend: Arc<Mutex<dyn std::any::Any + Send + Sync>> = Arc::new(Mutex::new(backend));
-    Ok(gix_http::Options {
-        connect_timeout: Some(connect_timeout),
-        backend: Some(backend),
-        ..Default::default()
-    })
+    let client = crate::net::Client::new(
+        tls,
+        proxy.as_deref(),
+        no_proxy.as_deref(),
+        src.connect_timeout,
+        src.timeout,
+    )
+    .map_err(|e| FetchError::other("source.proxy", e))?;
+    Ok(gix_http::connect_http(
+        GitHttp { client },
+        url,
+        gix::protocol::transport::Protocol::V2,
+        false,
+    ))
 }
 
-/// reqwest treats a zero timeout as "fail at once"; zero in the config means "no bound".
-fn nonzero(d: Duration) -> Option<Duration> {
-    (!d.is_zero()).then_some(d)
+/// gix-transport's HTTP backend, on [`crate::net::Client`].
+pub(crate) struct GitHttp {
+    client: crate::net::Client,
+}
+
+impl GitHttp {
+    fn exchange(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Arc<Mutex<Exchange>> {
+        Arc::new(Mutex::new(Exchange {
+            client: self.client.clone(),
+            method,
+            url: url.to_string(),
+            headers: headers
+                .into_iter()
+                .map(|h| h.as_ref().to_string())
+                .collect(),
+            upload: Vec::new(),
+            state: State::Unsent,
+        }))
+    }
+}
+
+impl gix_http::Http for GitHttp {
+    type Headers = Lazy<Cursor<Vec<u8>>>;
+    type ResponseBody = Lazy<Box<dyn BufRead + Send>>;
+    type PostBody = Upload;
+
+    fn get(
+        &mut self,
+        url: &str,
+        _base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> gix_error::Result<gix_http::GetResponse<Self::Headers, Self::ResponseBody>> {
+        let shared = self.exchange("GET", url, headers);
+        Ok(gix_http::GetResponse {
+            headers: Lazy::new(shared.clone()),
+            body: Lazy::new(shared),
+        })
+    }
+
+    fn post(
+        &mut self,
+        url: &str,
+        _base_url: &str,
+        headers: impl IntoIterator<Item = impl AsRef<str>>,
+        _body: gix_http::PostBodyDataKind,
+    ) -> gix_error::Result<gix_http::PostResponse<Self::Headers, Self::ResponseBody, Self::PostBody>>
+    {
+        let shared = self.exchange("POST", url, headers);
+        Ok(gix_http::PostResponse {
+            post_body: Upload(shared.clone()),
+            headers: Lazy::new(shared.clone()),
+            body: Lazy::new(shared),
+        })
+    }
+
+    /// gix's own http options come from git config, which tend does not use.
+    fn configure(&mut self, _config: &dyn std::any::Any) -> gix_error::Result {
+        Ok(())
+    }
+}
+
+/// One request, sent when its answer is first read.
+pub(crate) struct Exchange {
+    client: crate::net::Client,
+    method: &'static str,
+    url: String,
+    headers: Vec<String>,
+    upload: Vec<u8>,
+    state: State,
+}
+
+enum State {
+    Unsent,
+    Answered {
+        headers: Option<Vec<u8>>,
+        body: Option<Box<dyn BufRead + Send>>,
+    },
+    /// The first reader gets the error itself (for classification), later ones its text.
+    Failed(Option<io::Error>, io::ErrorKind, String),
+}
+
+impl Exchange {
+    fn answer(&mut self) {
+        if !matches!(self.state, State::Unsent) {
+            return;
+        }
+        let upload = std::mem::take(&mut self.upload);
+        self.state = match self
+            .client
+            .send(self.method, &self.url, &self.headers, &upload)
+        {
+            Ok(response) if (200..300).contains(&response.status()) => {
+                let mut headers = Vec::new();
+                for (name, value) in &response.head.headers {
+                    headers.extend_from_slice(format!("{name}:{value}\n").as_bytes());
+                }
+                State::Answered {
+                    headers: Some(headers),
+                    body: Some(Box::new(response.into_body())),
+                }
+            }
+            Ok(response) => failed(status_error(&response)),
+            Err(e) => {
+                let kind = match &e {
+                    e if e.is_timeout() => io::ErrorKind::TimedOut,
+                    crate::net::HttpError::Connect { kind, .. } => *kind,
+                    _ => io::ErrorKind::Other,
+                };
+                failed(io::Error::new(kind, e))
+            }
+        };
+    }
+}
+
+fn failed(e: io::Error) -> State {
+    let (kind, text) = (e.kind(), e.to_string());
+    State::Failed(Some(e), kind, text)
+}
+
+/// What gix-transport's backends report for a status that is not success.
+fn status_error(response: &crate::net::Response) -> io::Error {
+    let status = response.status();
+    if status == 401 {
+        let www_authenticate = response
+            .head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
+            .map(|(_, v)| v.as_str().into())
+            .collect();
+        return io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            gix::protocol::transport::client::AuthenticationRequired { www_authenticate },
+        );
+    }
+    let mut text = format!("Received HTTP status {status}");
+    if let (300..=399, Some(location)) = (status, response.header("location")) {
+        text.push_str(&format!(
+            ": the server redirects to {location}; set source.url to where the repository is"
+        ));
+    }
+    let kind = if status >= 500 && status != 501 {
+        io::ErrorKind::ConnectionAborted
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, text)
+}
+
+/// The body gix writes for a POST, buffered until the answer is read.
+pub(crate) struct Upload(Arc<Mutex<Exchange>>);
+
+impl Write for Upload {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.0)?.upload.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The headers (`name:value` lines) or the body of an exchange, which is sent on the first read.
+pub(crate) struct Lazy<R> {
+    shared: Arc<Mutex<Exchange>>,
+    reader: Option<R>,
+}
+
+impl<R> Lazy<R> {
+    fn new(shared: Arc<Mutex<Exchange>>) -> Self {
+        Lazy {
+            shared,
+            reader: None,
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Exchange>) -> io::Result<std::sync::MutexGuard<'_, Exchange>> {
+    shared
+        .lock()
+        .map_err(|_| io::Error::other("an earlier http request panicked"))
+}
+
+/// Which part of the answer a reader takes: decided by its type.
+pub(crate) trait FromAnswer: Sized {
+    fn take_part(
+        headers: &mut Option<Vec<u8>>,
+        body: &mut Option<Box<dyn BufRead + Send>>,
+    ) -> Option<Self>;
+}
+
+impl FromAnswer for Cursor<Vec<u8>> {
+    fn take_part(
+        headers: &mut Option<Vec<u8>>,
+        _: &mut Option<Box<dyn BufRead + Send>>,
+    ) -> Option<Self> {
+        headers.take().map(Cursor::new)
+    }
+}
+
+impl FromAnswer for Box<dyn BufRead + Send> {
+    fn take_part(
+        _: &mut Option<Vec<u8>>,
+        body: &mut Option<Box<dyn BufRead + Send>>,
+    ) -> Option<Self> {
+        body.take()
+    }
+}
+
+impl<R: FromAnswer + BufRead> Lazy<R> {
+    fn reader(&mut self) -> io::Result<&mut R> {
+        if self.reader.is_none() {
+            let mut exchange = lock(&self.shared)?;
+            exchange.answer();
+            let reader = match &mut exchange.state {
+                State::Answered { headers, body } => R::take_part(headers, body)
+                    .ok_or_else(|| io::Error::other("an http answer was read twice"))?,
+                State::Failed(first, kind, text) => {
+                    return Err(first
+                        .take()
+                        .unwrap_or_else(|| io::Error::new(*kind, text.clone())))
+                }
+                State::Unsent => unreachable!("answer() sends the request"),
+            };
+            self.reader = Some(reader);
+        }
+        Ok(self.reader.as_mut().expect("set above"))
+    }
+}
+
+impl<R: FromAnswer + BufRead> Read for Lazy<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader()?.read(buf)
+    }
+}
+
+impl<R: FromAnswer + BufRead> BufRead for Lazy<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.reader()?.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Some(r) = self.reader.as_mut() {
+            r.consume(amt);
+        }
+    }
 }
 
 fn with_url(e: FetchError, url: &str) -> FetchError {
@@ -213,9 +456,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("ca.pem");
         std::fs::write(&f, "not a certificate").unwrap();
-        let e = root_store(Some(&f)).unwrap_err().to_string();
+        let e = root_store(Some(&f), "source.ca_file")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ca.pem") && e.contains("no certificate"), "{e}");
-        let e = root_store(Some(&d.path().join("missing.pem")))
+        let e = root_store(Some(&d.path().join("missing.pem")), "source.ca_file")
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read source.ca_file"), "{e}");
@@ -227,7 +472,7 @@ mod tests {
         if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
             panic!("/etc/ssl/certs/ca-certificates.crt is missing: install ca-certificates");
         }
-        let roots = root_store(None).unwrap();
+        let roots = root_store(None, "source.ca_file").unwrap();
         assert!(roots.len() > 50, "only {} system roots", roots.len());
     }
 }

@@ -6,7 +6,8 @@
 //! A poll with no new commit lists the refs and stops there: no pack is asked for.
 //!
 //! Each attempt is bounded by `timeout` as a whole: a watchdog raises gix's interrupt flag when
-//! it passes (pack reception stops), reqwest bounds each request, and ssh runs under `timeout`.
+//! it passes (pack reception stops), the http client bounds each request, and ssh runs under
+//! `timeout`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -230,10 +231,14 @@ impl LocalRepo {
                 let transport: Box<dyn Transport + Send> = Box::new(transport);
                 remote.to_connection_with_transport(transport)
             }
-            Scheme::Https | Scheme::Http => remote
-                .connect(Direction::Fetch)
-                .map_err(Failure::Gix)?
-                .with_transport_options(Box::new(http::transport_options(src)?)),
+            Scheme::Https | Scheme::Http => {
+                let url = remote
+                    .url(Direction::Fetch)
+                    .cloned()
+                    .ok_or_else(|| FetchError::other("source.url", "no URL"))?;
+                let transport: Box<dyn Transport + Send> = Box::new(http::transport(src, url)?);
+                remote.to_connection_with_transport(transport)
+            }
             Scheme::File => remote.connect(Direction::Fetch).map_err(Failure::Gix)?,
         };
         // No credential helpers and never a prompt: a timer run has nobody to answer it.

@@ -1,0 +1,230 @@
+//! A connection to a server: TCP (direct or through an HTTP CONNECT proxy), then TLS for https,
+//! with every read and write bounded by the request's deadline.
+//!
+//! The deadline is enforced with the socket's own read and write timeouts, re-armed before each
+//! call with the time that is left, so a server that stalls mid-body fails the request when
+//! `timeout` has passed instead of holding the run.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::url::Url;
+use super::{resolve, HttpError};
+
+pub struct Stream {
+    inner: Inner,
+    deadline: Option<Instant>,
+}
+
+enum Inner {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `target` (through `proxy` when given) and, for https, completes TLS.
+    pub fn connect(
+        target: &Url,
+        proxy: Option<&Url>,
+        tls: &Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Stream, HttpError> {
+        let hop = proxy.unwrap_or(target);
+        let tcp = tcp_connect(&hop.host, hop.port, connect_timeout)?;
+        // Connecting (TCP, the proxy's CONNECT, the TLS handshake) is bounded by
+        // connect_timeout, and by the request's deadline if that comes first.
+        let connect_deadline = if connect_timeout.is_zero() {
+            deadline
+        } else {
+            let bound = Instant::now() + connect_timeout;
+            Some(deadline.map_or(bound, |d| d.min(bound)))
+        };
+        let mut stream = Stream {
+            inner: Inner::Plain(tcp),
+            deadline: connect_deadline,
+        };
+        if let (Some(proxy), true) = (proxy, target.https) {
+            stream.tunnel(proxy, target)?;
+        }
+        if target.https {
+            let Inner::Plain(tcp) = stream.inner else {
+                unreachable!("TLS is set up once, on the TCP stream")
+            };
+            let name =
+                rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+                    HttpError::Url {
+                        url: target.host.clone(),
+                        why: format!("not a TLS server name: {e}"),
+                    }
+                })?;
+            let conn = rustls::ClientConnection::new(tls.clone(), name).map_err(HttpError::Tls)?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // The handshake is part of connecting: bounded by connect_timeout.
+            while tls.conn.is_handshaking() {
+                arm(&tls.sock, stream.deadline).map_err(HttpError::from_io)?;
+                tls.conn
+                    .complete_io(&mut tls.sock)
+                    .map_err(|e| connect_error(e, &target.host, connect_timeout))?;
+            }
+            stream.inner = Inner::Tls(Box::new(tls));
+        }
+        stream.deadline = deadline;
+        Ok(stream)
+    }
+
+    /// HTTP CONNECT through the proxy, so TLS runs end to end with the server.
+    fn tunnel(&mut self, proxy: &Url, target: &Url) -> Result<(), HttpError> {
+        let authority = target.authority();
+        let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+        if let Some(auth) = super::wire::basic_auth(proxy.userinfo.as_deref()) {
+            request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.write_all(request.as_bytes())
+            .map_err(|e| HttpError::Io(e.to_string()))?;
+        // Read the proxy's answer byte by byte: nothing past its blank line may be consumed,
+        // since what follows belongs to the TLS handshake.
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 16 * 1024 || self.read(&mut byte).map_err(HttpError::from_io)? == 0 {
+                return Err(HttpError::Proxy {
+                    proxy: proxy.authority(),
+                    answer: "closed the connection".into(),
+                });
+            }
+            head.push(byte[0]);
+        }
+        let status_line = String::from_utf8_lossy(&head);
+        let status_line = status_line.lines().next().unwrap_or_default().to_string();
+        let ok = status_line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('2'));
+        if !ok {
+            return Err(HttpError::Proxy {
+                proxy: proxy.authority(),
+                answer: status_line,
+            });
+        }
+        Ok(())
+    }
+
+    fn socket(&self) -> &TcpStream {
+        match &self.inner {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => &s.sock,
+        }
+    }
+}
+
+fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, HttpError> {
+    let addrs = resolve::resolve(host, port, timeout)?;
+    let mut last = None;
+    for addr in addrs {
+        let attempt = if timeout.is_zero() {
+            TcpStream::connect(addr)
+        } else {
+            TcpStream::connect_timeout(&addr, timeout)
+        };
+        match attempt {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    let (addr, e) = last.expect("resolve returns at least one address");
+    Err(connect_error_at(e, addr, host, timeout))
+}
+
+fn connect_error_at(e: io::Error, addr: SocketAddr, host: &str, timeout: Duration) -> HttpError {
+    if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::WouldBlock {
+        HttpError::ConnectTimeout {
+            host: host.to_string(),
+            after: timeout,
+        }
+    } else {
+        HttpError::Connect {
+            addr: addr.to_string(),
+            kind: e.kind(),
+            cause: e.to_string(),
+        }
+    }
+}
+
+fn connect_error(e: io::Error, host: &str, timeout: Duration) -> HttpError {
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return HttpError::Tls(tls.clone());
+    }
+    match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => HttpError::ConnectTimeout {
+            host: host.to_string(),
+            after: timeout,
+        },
+        _ => HttpError::Io(e.to_string()),
+    }
+}
+
+/// Sets the socket's timeouts to what is left until `deadline`; an error once it has passed.
+fn arm(socket: &TcpStream, deadline: Option<Instant>) -> io::Result<()> {
+    let Some(deadline) = deadline else {
+        socket.set_read_timeout(None)?;
+        return socket.set_write_timeout(None);
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, HttpError::Deadline));
+    }
+    socket.set_read_timeout(Some(left))?;
+    socket.set_write_timeout(Some(left))
+}
+
+/// A socket timeout is the deadline passing: say so, so callers classify it as a timeout.
+fn timed(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
+        io::Error::new(io::ErrorKind::TimedOut, HttpError::Deadline)
+    } else {
+        e
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        arm(self.socket(), self.deadline)?;
+        match &mut self.inner {
+            Inner::Plain(s) => s.read(buf),
+            Inner::Tls(s) => match s.read(buf) {
+                // A server that closes without close_notify: the body's framing decides
+                // whether anything is missing.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+        .map_err(timed)
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        arm(self.socket(), self.deadline)?;
+        match &mut self.inner {
+            Inner::Plain(s) => s.write(buf),
+            Inner::Tls(s) => s.write(buf),
+        }
+        .map_err(timed)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        arm(self.socket(), self.deadline)?;
+        match &mut self.inner {
+            Inner::Plain(s) => s.flush(),
+            Inner::Tls(s) => s.flush(),
+        }
+        .map_err(timed)
+    }
+}
