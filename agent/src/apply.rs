@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tend_roles::{converge, Host, Outcome, ResourceReport, RunSummary};
+use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
 
 use crate::config::{expand_globs, Config};
 use crate::diag::{Diagnostic, Diagnostics};
@@ -19,12 +19,13 @@ use crate::exit;
 use crate::facts;
 use crate::identity::{self, IdSource, IdentityError};
 use crate::report::{DeviceInfo, Report, RunFacts, SourceInfo};
+use crate::revert::backup::Backup;
 use crate::runstate::{RunState, STATE_FILE};
 use crate::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
 use crate::tree::{DirTree, Tree};
 use crate::validate::{validate, Inputs};
 use crate::vars::Mode;
-use crate::{inventory, mender, metrics, status};
+use crate::{health, inventory, mender, metrics, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -280,6 +281,8 @@ impl Session {
 pub struct Converged {
     pub exit: u8,
     pub report: Report,
+    /// Handlers that ran and changed something (a revert runs them again).
+    pub handlers_run: Vec<String>,
 }
 
 impl Converged {
@@ -329,6 +332,7 @@ pub fn converge_tree(
             return Ok(Converged {
                 exit: exit::INVALID_REPO,
                 report,
+                handlers_run: Vec::new(),
             });
         }
     };
@@ -356,12 +360,91 @@ pub fn converge_tree(
             _ => tracing::debug!(resource = %resource, outcome = ?r.outcome, "{resource}"),
         }
     };
-    let summary = converge(&v.desired, &host, Some(&pending), &mut progress);
+    let mut backup = if s.check {
+        None
+    } else {
+        Some(Backup::open(&s.state.path).map_err(|e| {
+            RunError::State {
+                path: s
+                    .state
+                    .file(crate::revert::backup::DIR)
+                    .display()
+                    .to_string(),
+                source: e,
+            }
+        })?)
+    };
+    // Before a change replaces anything, keep what is there, so a revert can put it back.
+    let mut keep = |r: &dyn DynResource| -> Result<(), String> {
+        let Some(b) = backup.as_mut() else {
+            return Ok(());
+        };
+        for p in r.touches() {
+            b.save(&host, &p).map_err(|e| {
+                format!("not changed: cannot keep the current {p} for a revert: {e}")
+            })?;
+        }
+        Ok(())
+    };
+    let (pass, unreadable) = crate::prune::prepare(&s.state.path, &v.desired, &v.prune, &host);
+    let mut summary = converge_with(&v.desired, &host, Some(&pending), &mut progress, &mut keep);
+    let mut orphans = Vec::new();
+    match pass.finish(
+        &s.state.path,
+        &v.prune,
+        &host,
+        summary.failed() > 0,
+        &mut keep,
+    ) {
+        Ok(pruned) => {
+            summary.resources.extend(pruned.resources);
+            orphans = pruned.kept;
+        }
+        Err(e) => summary
+            .errors
+            .push(format!("cannot record what tend manages: {e}")),
+    }
     print_summary(out, &summary, s);
+    for o in &orphans {
+        let _ = writeln!(
+            out,
+            "orphan   {:<11} {}: no longer declared (role {}), kept: {}",
+            o.kind, o.id, o.role, o.reason
+        );
+    }
+
+    let checks = if s.check || v.checks.is_empty() {
+        Vec::new()
+    } else {
+        s.notifier.status("health checks");
+        health::run_all(&v.checks, &host, &mut |r| print_check(out, r))
+    };
 
     s.notifier.status("reporting");
-    let report = Report::from_summary(s.run_facts(&source, device), &summary);
-    let (changed, failed) = (summary.changed(), summary.failed());
+    let mut report = Report::from_summary(s.run_facts(&source, device), &summary);
+    report.orphans = orphans;
+    if let Some(w) = unreadable {
+        report.warnings.push(format!(
+            "the record of what tend manages was unreadable, so nothing was pruned: {w}"
+        ));
+    }
+    let failed_checks: Vec<String> = checks
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| c.describe())
+        .collect();
+    if !failed_checks.is_empty() {
+        report.result = crate::report::RunResult::Failed;
+        report.errors.extend(failed_checks.iter().cloned());
+    }
+    report.checks = checks;
+    if !summary.reboot.is_empty() {
+        report.reboot = Some(crate::reboot::RebootReport {
+            required: summary.reboot.clone(),
+            ..Default::default()
+        });
+    }
+    let (changed, failed) = (summary.changed(), summary.failed() + failed_checks.len());
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
@@ -372,7 +455,22 @@ pub fn converge_tree(
     Ok(Converged {
         exit: exit::for_counts(changed, failed),
         report,
+        handlers_run: summary.handlers_run,
     })
+}
+
+fn print_check(out: &mut dyn Write, r: &health::CheckResult) {
+    let word = match r.outcome {
+        health::CheckOutcome::Passed => "healthy",
+        health::CheckOutcome::Failed => "UNHEALTHY",
+        health::CheckOutcome::Skipped => "skipped",
+    };
+    let why = r
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    let _ = writeln!(out, "{word:<8} check       {} ({}){why}", r.name, r.role);
 }
 
 pub struct ApplyOptions {
@@ -412,11 +510,12 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
         return Ok(Converged {
             exit: exit::SUSPENDED,
             report,
+            handlers_run: Vec::new(),
         });
     }
-    let converged = converge_tree(&session, tree, source, out)?;
-    session.write_report(&converged.report)?;
-    session.save_state()?;
+    let happened = crate::reboot::after_boot(&mut session);
+    let mut converged = converge_tree(&session, tree, source, out)?;
+    crate::reboot::finish(&mut session, &mut converged.report, None, happened, out)?;
     Ok(converged)
 }
 

@@ -23,6 +23,67 @@ struct Fragment {
     state_dir: Option<String>,
     apt: Option<AptFragment>,
     report: Option<ReportFragment>,
+    guard: Option<GuardFragment>,
+    reboot: Option<RebootFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebootFragment {
+    /// `never` (default) or a daily local-time range `HH:MM-HH:MM`.
+    window: Option<String>,
+    /// The argv that reboots the device (default `systemctl reboot`).
+    command: Option<Vec<String>>,
+}
+
+/// When and how a change that needs a reboot gets one (docs/safety.md).
+#[derive(Clone, Debug)]
+pub struct Reboot {
+    pub window: crate::reboot::Window,
+    pub command: Vec<String>,
+}
+
+impl Default for Reboot {
+    fn default() -> Self {
+        Self {
+            window: crate::reboot::Window::Never,
+            command: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardFragment {
+    /// Further endpoints the device must still reach after a change (`https://host[:port]` or
+    /// `host:port`).
+    endpoints: Option<Vec<String>>,
+    /// Seconds each step (resolve, connect, handshake, ref listing) may take.
+    timeout: Option<u64>,
+    /// Further attempts of the whole guard before it fails.
+    retries: Option<u32>,
+    /// Seconds between attempts.
+    interval: Option<u64>,
+}
+
+/// The connectivity guard (docs/safety.md).
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub endpoints: Vec<crate::guard::Endpoint>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub interval: Duration,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(15),
+            retries: 2,
+            interval: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +107,9 @@ struct SourceFragment {
     no_proxy: Option<String>,
     ssh_key: Option<String>,
     known_hosts: Option<String>,
+    /// A git bundle of the fleet repo, placed by the image build, applied when the first fetch
+    /// fails (no network yet on first boot).
+    seed_bundle: Option<String>,
     /// Seconds to establish a connection.
     connect_timeout: Option<u64>,
     /// Seconds a whole fetch may take.
@@ -101,11 +165,16 @@ pub struct Source {
     pub no_proxy: Option<String>,
     pub ssh_key: Option<String>,
     pub known_hosts: Option<String>,
+    /// Device path of the image's seed bundle; used only if it exists.
+    pub seed_bundle: String,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub retries: u32,
     pub follow: Follow,
 }
+
+/// Where an image build puts the fleet's seed bundle (see docs/packaging.md).
+pub const DEFAULT_SEED_BUNDLE: &str = "/usr/lib/tend/seed.bundle";
 
 impl Default for Source {
     fn default() -> Self {
@@ -117,6 +186,7 @@ impl Default for Source {
             no_proxy: None,
             ssh_key: None,
             known_hosts: None,
+            seed_bundle: DEFAULT_SEED_BUNDLE.into(),
             connect_timeout: Duration::from_secs(20),
             timeout: Duration::from_secs(300),
             retries: 3,
@@ -151,6 +221,8 @@ pub struct Config {
     /// Device path of the Prometheus textfile, if any.
     pub metrics_file: Option<String>,
     pub history: usize,
+    pub guard: Guard,
+    pub reboot: Reboot,
     /// The fragments that were read, in order.
     pub fragments: Vec<PathBuf>,
 }
@@ -169,6 +241,8 @@ impl Default for Config {
             heartbeat: Duration::from_secs(3600),
             metrics_file: Some("/var/lib/prometheus/node-exporter/tend.prom".into()),
             history: 20,
+            guard: Guard::default(),
+            reboot: Reboot::default(),
             fragments: Vec::new(),
         }
     }
@@ -228,6 +302,9 @@ impl Config {
             set!(no_proxy);
             set!(ssh_key);
             set!(known_hosts);
+            if let Some(b) = src.seed_bundle {
+                s.seed_bundle = b;
+            }
             if let Some(b) = src.branch {
                 s.branch = b;
             }
@@ -286,6 +363,42 @@ impl Config {
             }
             if let Some(n) = r.history {
                 self.history = n;
+            }
+        }
+        if let Some(g) = f.guard {
+            if let Some(list) = g.endpoints {
+                self.guard.endpoints = list
+                    .iter()
+                    .map(|e| crate::guard::Endpoint::parse(e))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        Diagnostic::new(path.display().to_string(), 0, format!("guard.endpoints: {e}"))
+                            .fix("write `https://host[:port]` (resolve, connect, TLS) or `host:port` (resolve, connect)")
+                    })?;
+            }
+            if let Some(t) = g.timeout {
+                self.guard.timeout = Duration::from_secs(t.max(1));
+            }
+            if let Some(r) = g.retries {
+                self.guard.retries = r;
+            }
+            if let Some(i) = g.interval {
+                self.guard.interval = Duration::from_secs(i);
+            }
+        }
+        if let Some(r) = f.reboot {
+            let at = |m: String| Diagnostic::new(path.display().to_string(), 0, m);
+            if let Some(w) = r.window {
+                self.reboot.window = crate::reboot::Window::parse(&w).map_err(|e| {
+                    at(e).fix("write `window: \"02:00-04:00\"` (local time) or `window: never`")
+                })?;
+            }
+            if let Some(c) = r.command {
+                if c.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(at("reboot.command is empty".into())
+                        .fix("write the argv that reboots the device, e.g. `command: [systemctl, reboot]`"));
+                }
+                self.reboot.command = c;
             }
         }
         if let Some(a) = f.apt {
@@ -363,6 +476,56 @@ mod tests {
         assert_eq!(
             c.verify.allowed_signers.as_deref(),
             Some("/etc/tend/allowed_signers")
+        );
+    }
+
+    #[test]
+    fn reboot_window_and_command_are_parsed_and_never_is_the_default() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.reboot.window, crate::reboot::Window::Never);
+        assert_eq!(c.reboot.command, ["systemctl", "reboot"]);
+        std::fs::write(
+            d.path().join(ADMIN_CONFIG),
+            "reboot:\n  window: \"02:00-04:00\"\n  command: [/sbin/reboot, -f]\n",
+        )
+        .unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.reboot.window.describe(), "02:00-04:00");
+        assert_eq!(c.reboot.command, ["/sbin/reboot", "-f"]);
+        std::fs::write(d.path().join(ADMIN_CONFIG), "reboot:\n  window: nightly\n").unwrap();
+        let e = Config::load(d.path()).unwrap_err();
+        assert!(
+            e.message.contains("nightly") && e.to_string().contains("02:00-04:00"),
+            "{e}"
+        );
+        std::fs::write(d.path().join(ADMIN_CONFIG), "reboot:\n  command: []\n").unwrap();
+        assert!(Config::load(d.path()).is_err(), "an empty command");
+    }
+
+    #[test]
+    fn guard_endpoints_are_parsed_when_loaded() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+        std::fs::write(
+            d.path().join(ADMIN_CONFIG),
+            "guard:\n  endpoints: [\"https://mender.example.com\", \"broker.lan:8883\"]\n  retries: 0\n",
+        )
+        .unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.guard.endpoints.len(), 2);
+        assert_eq!(c.guard.endpoints[0].port, 443);
+        assert_eq!(c.guard.retries, 0);
+        std::fs::write(
+            d.path().join(ADMIN_CONFIG),
+            "guard:\n  endpoints: [\"ftp://x\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(d.path()).unwrap_err();
+        assert!(
+            e.message.contains("guard.endpoints") && e.message.contains("ftp://x"),
+            "{e}"
         );
     }
 

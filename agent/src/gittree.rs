@@ -200,9 +200,9 @@ impl Tree for GitTree {
             .map_err(|e| io_error(path, format!("object {id}: {e}")))?
             .size();
         if size > MAX_FILE_BYTES {
-            return Err(TreeError::Invalid {
+            return Err(TreeError::TooLarge {
                 path: path.to_string(),
-                reason: format!("{size} bytes, above the {MAX_FILE_BYTES} byte limit for one file"),
+                size,
             });
         }
         object(&repo, id, Kind::Blob, path).map(Some)

@@ -50,7 +50,7 @@ pub fn rfc3339(unix: u64) -> String {
 }
 
 /// One word for fleet views and the promotion gate: ok (converged, with or without changes),
-/// failed, invalid, error, suspended.
+/// failed, invalid, error, suspended, reverted.
 pub fn status_word(report: &Report) -> &'static str {
     match report.result {
         RunResult::Ok | RunResult::Changed => "ok",
@@ -58,6 +58,7 @@ pub fn status_word(report: &Report) -> &'static str {
         RunResult::Invalid => "invalid",
         RunResult::Error => "error",
         RunResult::Suspended => "suspended",
+        RunResult::Reverted => "reverted",
     }
 }
 
@@ -92,6 +93,22 @@ pub fn attributes(
     if let Some(e) = first_error(r) {
         a.push(("tend_error", e));
     }
+    if let Some(c) = r.checks.iter().find(|c| c.failed()) {
+        a.push(("tend_failed_check", format!("{}: {}", c.role, c.name)));
+    }
+    a.push(("tend_orphans", r.orphans.len().to_string()));
+    let reboot = r.reboot.as_ref();
+    a.push((
+        "tend_reboot_pending",
+        reboot.is_some_and(|b| b.pending).to_string(),
+    ));
+    if let Some(h) = reboot.and_then(|b| b.happened.as_ref()) {
+        a.push(("tend_rebooted_for", h.commit.clone()));
+    }
+    if let Some(rv) = r.git.as_ref().and_then(|g| g.reverted.as_ref()) {
+        a.push(("tend_reverted_commit", rv.commit.clone()));
+        a.push(("tend_revert_cause", rv.cause.clone()));
+    }
     a
 }
 
@@ -125,6 +142,23 @@ pub fn print(out: &mut dyn Write, state_dir: &Path, run_state: &RunState) -> std
 mod tests {
     use super::*;
 
+    /// The report of a run that did nothing, to fill in.
+    fn blank(command: &str, source: &str) -> Report {
+        Report::invalid(
+            crate::report::RunFacts {
+                command: command.into(),
+                source: crate::report::SourceInfo {
+                    kind: source.into(),
+                    location: "x".into(),
+                },
+                device: Default::default(),
+                started: std::time::SystemTime::UNIX_EPOCH,
+                elapsed: std::time::Duration::ZERO,
+            },
+            vec![],
+        )
+    }
+
     #[test]
     fn newlines_percent_and_controls_are_encoded() {
         assert_eq!(encode_value("a\nb\r\tc"), "a%0Ab%0D%09c");
@@ -156,19 +190,7 @@ mod tests {
 
     #[test]
     fn a_failed_resource_is_the_error_when_the_run_has_none_of_its_own() {
-        let mut r = Report::invalid(
-            crate::report::RunFacts {
-                command: "apply".into(),
-                source: crate::report::SourceInfo {
-                    kind: "path".into(),
-                    location: "x".into(),
-                },
-                device: Default::default(),
-                started: std::time::SystemTime::UNIX_EPOCH,
-                elapsed: std::time::Duration::ZERO,
-            },
-            vec![],
-        );
+        let mut r = blank("apply", "path");
         r.result = RunResult::Failed;
         r.resources = vec![
             serde_json::json!({"kind": "file", "id": "/a", "outcome": "changed"}),
@@ -184,6 +206,65 @@ mod tests {
             encode_value(&e),
             "command flash-check: flash worn out%0Areplace"
         );
+    }
+
+    #[test]
+    fn a_reverted_run_names_the_commit_the_cause_and_the_failed_check() {
+        let mut r = blank("run", "git");
+        r.result = RunResult::Reverted;
+        r.errors = vec!["commit abc reverted: health check failed".into()];
+        r.checks = vec![crate::health::CheckResult {
+            role: "web".into(),
+            name: "web answers".into(),
+            kind: "http".into(),
+            target: "http://127.0.0.1/".into(),
+            outcome: crate::health::CheckOutcome::Failed,
+            attempts: 3,
+            error: Some("connection refused".into()),
+            revert: true,
+            origin: "roles/web/role.yaml:4".into(),
+        }];
+        r.git = Some(crate::report::GitInfo {
+            commit: "good".into(),
+            reverted: Some(crate::report::Reverted {
+                commit: "abc".into(),
+                cause: "role web: health check 'web answers' failed".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let a = attributes(Some(&r), &RunState::default(), None);
+        let get = |k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("tend_status"), Some("reverted"));
+        assert_eq!(get("tend_commit"), Some("good"));
+        assert_eq!(get("tend_reverted_commit"), Some("abc"));
+        assert_eq!(get("tend_failed_check"), Some("web: web answers"));
+        assert!(get("tend_revert_cause").unwrap().contains("web answers"));
+    }
+
+    #[test]
+    fn orphans_and_a_pending_reboot_are_shown() {
+        let mut r = blank("run", "git");
+        let get = |r: &Report, k: &str| {
+            attributes(Some(r), &RunState::default(), None)
+                .into_iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(&r, "tend_orphans").as_deref(), Some("0"));
+        assert_eq!(get(&r, "tend_reboot_pending").as_deref(), Some("false"));
+        r.orphans = vec![crate::prune::Orphan {
+            kind: "file".into(),
+            id: "/etc/old".into(),
+            role: "web".into(),
+            reason: "prune is off".into(),
+        }];
+        r.reboot = Some(crate::reboot::RebootReport {
+            pending: true,
+            ..Default::default()
+        });
+        assert_eq!(get(&r, "tend_orphans").as_deref(), Some("1"));
+        assert_eq!(get(&r, "tend_reboot_pending").as_deref(), Some("true"));
     }
 
     #[test]

@@ -18,10 +18,17 @@ pub struct Fleet<'t> {
 }
 
 pub fn tree_error(e: TreeError) -> Diagnostic {
-    match e {
-        TreeError::Invalid { path, reason } => Diagnostic::new(path, 0, reason)
-            .fix("keep every path inside the fleet repo, without symlinks that leave it"),
+    let fix = e.fix();
+    let d = match e {
+        TreeError::Invalid { path, reason } => Diagnostic::new(path, 0, reason),
+        TreeError::TooLarge { path, size } => {
+            Diagnostic::new(path, 0, crate::tree::too_large(size))
+        }
         TreeError::Io { path, source } => Diagnostic::new(path, 0, source.to_string()),
+    };
+    match fix {
+        Some(f) => d.fix(f),
+        None => d,
     }
 }
 

@@ -71,6 +71,10 @@ pub struct FleetFile {
     /// Roles every device gets.
     #[serde(default)]
     pub roles: Names,
+    /// Remove what tend created for resources that are no longer declared, fleet-wide (a role's
+    /// own `prune` wins). See docs/safety.md.
+    #[serde(default)]
+    pub prune: Option<Spanned<Value>>,
 }
 
 /// `groups/<name>.yaml`
@@ -147,6 +151,12 @@ pub struct RoleFile {
     pub resources: Vec<Entry>,
     #[serde(default)]
     pub handlers: Keyed<Entry>,
+    /// Health checks run after every apply (see docs/safety.md).
+    #[serde(default)]
+    pub checks: Vec<Entry>,
+    /// Remove what this role's resources created once they are no longer declared.
+    #[serde(default)]
+    pub prune: Option<Spanned<Value>>,
 }
 
 /// Parses a format version written as `1`, `"1"` or `"1.2"` into (major, minor).

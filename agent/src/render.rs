@@ -37,7 +37,30 @@ impl std::fmt::Display for RenderError {
     }
 }
 
+/// An error's message. An include chain (a template that includes itself, includes nested deep)
+/// repeats "could not render include" at every level; the innermost cause is named once instead,
+/// with where it happened and how deep.
 fn describe(e: &minijinja::Error) -> String {
+    let mut innermost = e;
+    let mut depth = 0;
+    while let Some(inner) =
+        std::error::Error::source(innermost).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        innermost = inner;
+        depth += 1;
+    }
+    let msg = describe_one(innermost);
+    match (depth, innermost.name()) {
+        (0, _) => msg,
+        (_, Some(name)) => format!(
+            "{msg} (in {name}:{}, included {depth} level(s) deep)",
+            innermost.line().unwrap_or(0)
+        ),
+        (_, None) => format!("{msg} (included {depth} level(s) deep)"),
+    }
+}
+
+fn describe_one(e: &minijinja::Error) -> String {
     let detail = e.detail().map(str::to_string);
     let mut msg = match (e.kind(), detail) {
         (ErrorKind::UndefinedError, Some(d)) => {
@@ -304,6 +327,23 @@ mod tests {
             ("fleet.yaml", "format: 1"),
         ]);
         assert!(env.template("t.j2", &minijinja::context! {}).is_err());
+    }
+
+    /// A template including itself printed "could not render include: error in …" 64 times.
+    #[test]
+    fn an_include_loop_names_its_cause_once() {
+        let (_d, env) = env_with(&[("roles/web/templates/loop.j2", "{% include \"loop.j2\" %}\n")]);
+        let e = env
+            .template("loop.j2", &minijinja::Value::from(()))
+            .unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid operation: recursion limit exceeded"),
+            "{e}"
+        );
+        assert!(e.message.contains("(in loop.j2:1, included "), "{e}");
+        assert!(!e.message.contains("could not render include"), "{e}");
+        assert!(e.message.len() < 200, "{e}");
     }
 
     #[test]

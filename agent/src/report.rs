@@ -27,6 +27,9 @@ pub enum RunResult {
     Error,
     /// The device is suspended: it fetched and reported, and applied nothing.
     Suspended,
+    /// A new commit failed the connectivity guard or a `revert: true` health check and the
+    /// device went back to the last good commit (also while that commit is still the head).
+    Reverted,
 }
 
 impl RunResult {
@@ -38,6 +41,7 @@ impl RunResult {
             RunResult::Invalid => "invalid",
             RunResult::Error => "error",
             RunResult::Suspended => "suspended",
+            RunResult::Reverted => "reverted",
         }
     }
 }
@@ -85,6 +89,20 @@ pub struct GitInfo {
     pub refused: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered_repo: Option<String>,
+    /// The commit that was reverted (in this run, or earlier and not retried), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reverted {
+    pub commit: String,
+    pub cause: String,
+    /// Unix seconds of the revert.
+    pub at: u64,
+    /// Paths put back as they were before the commit (in the run that reverted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -119,6 +137,18 @@ pub struct Report {
     /// Things that did not fail the run but must be seen (e.g. no signing keys configured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The roles' health checks, run after the apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::health::CheckResult>,
+    /// The connectivity guard, run after an apply that changed something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::GuardReport>,
+    /// Things tend created for resources no longer declared, left in place (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<crate::prune::Orphan>,
+    /// Reboots: required by this run, pending, done (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<crate::reboot::RebootReport>,
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
@@ -168,6 +198,10 @@ impl Report {
             pending_handlers: Vec::new(),
             git: None,
             warnings: Vec::new(),
+            checks: Vec::new(),
+            guard: None,
+            orphans: Vec::new(),
+            reboot: None,
         }
     }
 

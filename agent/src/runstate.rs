@@ -44,6 +44,12 @@ pub struct RunState {
     /// What Mender was last told, and when.
     #[serde(default)]
     pub inventory: Option<crate::mender::SendState>,
+    /// Branch → the commit reverted on it, which is not applied again until the branch moves on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reverted: BTreeMap<String, crate::report::Reverted>,
+    /// A reboot owed to a commit, and the last commit the device rebooted for.
+    #[serde(default)]
+    pub reboot: crate::reboot::State,
 }
 
 impl RunState {

@@ -165,7 +165,7 @@ pub fn status(state_dir: &Path, run_state: &RunState, now: SystemTime) -> Status
     }
 }
 
-fn age(seconds: u64) -> String {
+pub(crate) fn age(seconds: u64) -> String {
     match seconds {
         0..=119 => format!("{seconds} s ago"),
         120..=7199 => format!("{} min ago", seconds / 60),

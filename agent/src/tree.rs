@@ -13,11 +13,35 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 pub enum TreeError {
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
+    #[error("{}: {}", .path, too_large(*.size))]
+    TooLarge { path: String, size: u64 },
     #[error("{path}: {source}")]
     Io {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// Why a file of `size` bytes is refused.
+pub fn too_large(size: u64) -> String {
+    format!("{size} bytes, above the {MAX_FILE_BYTES} byte limit for one file")
+}
+
+/// What to do about a path the tree refuses.
+pub const PATH_FIX: &str =
+    "keep every path inside the fleet repo, without `..` or symlinks that leave it";
+
+impl TreeError {
+    /// What the repo's author should do about it, when it is the repo's fault.
+    pub fn fix(&self) -> Option<&'static str> {
+        match self {
+            TreeError::Invalid { .. } => Some(PATH_FIX),
+            TreeError::TooLarge { .. } => {
+                Some("ship large payloads in a Debian package; a fleet repo is configuration")
+            }
+            TreeError::Io { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,6 +112,21 @@ impl DirTree {
                 reason: "a symlink leads outside the fleet repo".into(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A missing file behind a directory symlink that leaves the repo is that symlink's
+                // fault: "does not exist" would send the author looking for a file.
+                let existing = full
+                    .ancestors()
+                    .skip(1)
+                    .find(|a| a.symlink_metadata().is_ok());
+                if existing
+                    .and_then(|a| a.canonicalize().ok())
+                    .is_some_and(|c| !c.starts_with(&self.canonical_root))
+                {
+                    return Err(TreeError::Invalid {
+                        path: path.to_string(),
+                        reason: "a symlink leads outside the fleet repo".into(),
+                    });
+                }
                 if std::fs::symlink_metadata(&full).is_ok() {
                     return Err(TreeError::Invalid {
                         path: path.to_string(),
@@ -121,13 +160,9 @@ impl Tree for DirTree {
             });
         }
         if meta.len() > MAX_FILE_BYTES {
-            return Err(TreeError::Invalid {
+            return Err(TreeError::TooLarge {
                 path: path.to_string(),
-                reason: format!(
-                    "{} bytes, above the {} byte limit for one file",
-                    meta.len(),
-                    MAX_FILE_BYTES
-                ),
+                size: meta.len(),
             });
         }
         std::fs::read(&full).map(Some).map_err(io)
@@ -185,5 +220,31 @@ mod tests {
         assert!(matches!(t.read("leak"), Err(TreeError::Invalid { .. })));
         assert_eq!(t.read("inside").unwrap().unwrap(), b"x");
         assert_eq!(t.read("missing").unwrap(), None);
+    }
+
+    /// A source behind `files -> /etc` was reported as "does not exist" when /etc lacked it.
+    #[test]
+    fn a_missing_file_behind_a_directory_symlink_out_of_the_repo_names_the_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("files")).unwrap();
+        let t = DirTree::new(d.path()).unwrap();
+        match t.read("files/nothing-here") {
+            Err(e @ TreeError::Invalid { .. }) => {
+                assert!(e.to_string().contains("a symlink leads outside"), "{e}")
+            }
+            other => panic!("expected the symlink to be named, got {other:?}"),
+        }
+        assert_eq!(t.read("no-dir/nothing").unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_above_the_limit_says_so_with_its_own_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(d.path().join("big")).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = DirTree::new(d.path()).unwrap().read("big").unwrap_err();
+        assert!(matches!(e, TreeError::TooLarge { .. }), "{e}");
+        assert!(e.fix().is_some_and(|f| f.contains("package")), "{e}");
     }
 }

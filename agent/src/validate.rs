@@ -24,7 +24,7 @@ use crate::tree::{check_relative, Tree};
 use crate::vars::{Mode, VarSet};
 
 /// Keys tend understands on every resource; all others belong to the resource type.
-const COMMON_KEYS: &[&str] = &["when", "loop", "notify"];
+const COMMON_KEYS: &[&str] = &["when", "loop", "notify", "reboot"];
 
 pub struct Inputs<'a> {
     pub tree: Arc<dyn Tree>,
@@ -60,6 +60,10 @@ pub struct Validated {
     pub desired: Desired,
     pub specs: Vec<RenderedSpec>,
     pub redactor: Redactor,
+    /// The roles' health checks, in role order.
+    pub checks: Vec<crate::health::Check>,
+    /// `prune:` of fleet.yaml and of each role of this device.
+    pub prune: crate::prune::Settings,
 }
 
 pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
@@ -88,6 +92,14 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx_map));
 
     let handler_names = collect_handler_names(&resolved.roles, &mut diags);
+    let mut prune = crate::prune::Settings {
+        fleet: prune_flag("fleet.yaml", fleet.file.prune.as_ref(), &mut diags),
+        roles: BTreeMap::new(),
+    };
+    for role in &resolved.roles {
+        let flag = prune_flag(&role.path(), role.file.prune.as_ref(), &mut diags);
+        prune.roles.insert(role.name.clone(), flag);
+    }
 
     let mut desired = Desired::default();
     let mut specs = Vec::new();
@@ -152,6 +164,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     resource: b.resource,
                     notify,
                     origin: b.origin,
+                    reboot: b.reboot,
                 });
             }
         }
@@ -192,7 +205,19 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     name: name.value.clone(),
                     role: role.name.clone(),
                     resource: b.resource,
+                    reboot: b.reboot,
                 });
+            }
+        }
+    }
+
+    let mut checks = Vec::new();
+    for role in &resolved.roles {
+        let env = RoleEnv::new(tree.clone(), &role.name);
+        let path = role.path();
+        for entry in &role.file.checks {
+            if let Some(c) = build_check(&role.name, &path, &env, &ctx, entry, &mut diags) {
+                checks.push(c);
             }
         }
     }
@@ -211,7 +236,84 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         desired,
         specs,
         redactor,
+        checks,
+        prune,
     })
+}
+
+/// A `prune:` value: true or false, nothing else (a typo must not silently delete or keep).
+fn prune_flag(
+    path: &str,
+    value: Option<&crate::model::Spanned<Value>>,
+    diags: &mut Diagnostics,
+) -> Option<bool> {
+    let v = value?;
+    match &v.value {
+        Value::Bool(b) => Some(*b),
+        other => {
+            diags.push(
+                Diagnostic::new(
+                    path,
+                    v.referenced.line(),
+                    format!("`prune` must be true or false, not {other}"),
+                )
+                .fix("write `prune: true` to remove what undeclared resources created, or `prune: false` to only report them"),
+            );
+            None
+        }
+    }
+}
+
+/// Renders one `checks:` entry (skipped when its `when:` is false) and builds it.
+fn build_check(
+    role: &str,
+    path: &str,
+    env: &RoleEnv,
+    ctx: &minijinja::Value,
+    entry: &Entry,
+    diags: &mut Diagnostics,
+) -> Option<crate::health::Check> {
+    let entry_line = entry.referenced.line();
+    let keys = &entry.value.0;
+    let line_of = |key: &str| key_line(entry, key);
+    if let Some((_, w)) = keys.iter().find(|(k, _)| k.value == "when") {
+        match env.condition(&w.value, ctx) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                diags.push(render_error(path, line_of("when"), "when", e));
+                return None;
+            }
+        }
+    }
+    let mut spec = Map::new();
+    for (k, v) in keys.iter().filter(|(k, _)| k.value != "when") {
+        match env.value(&v.value, ctx) {
+            Ok(r) => {
+                spec.insert(k.value.clone(), r);
+            }
+            Err(e) => {
+                diags.push(render_error(path, k.referenced.line(), &k.value, e));
+                return None;
+            }
+        }
+    }
+    let origin = format!("{path}:{entry_line}");
+    match crate::health::spec::build(role, origin, Value::Object(spec)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let line = e.key.as_deref().map(line_of).unwrap_or(entry_line);
+            let mut d = Diagnostic::new(path, line, format!("check: {}", e.message));
+            if e.message.starts_with("unknown field") {
+                d = d.fix(format!(
+                    "a check takes the keys {} and when",
+                    crate::health::spec::KEYS.join(", ")
+                ));
+            }
+            diags.push(d);
+            None
+        }
+    }
 }
 
 fn collect_handler_names(
@@ -256,6 +358,7 @@ struct Built {
     notify: Vec<(String, u64)>,
     origin: String,
     line: u64,
+    reboot: bool,
 }
 
 /// What a resource reads from its role while it is built.
@@ -268,8 +371,7 @@ struct RoleSources<'a> {
     failure: std::cell::RefCell<Option<Diagnostic>>,
 }
 
-const PATH_FIX: &str =
-    "keep every path inside the fleet repo, without `..` or symlinks that leave it";
+use crate::tree::PATH_FIX;
 
 impl RoleSources<'_> {
     fn fail(&self, d: Diagnostic) -> String {
@@ -296,7 +398,10 @@ impl Sources for RoleSources<'_> {
                     self.c.role
                 )),
             )),
-            Err(e) => Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX))),
+            Err(e) => {
+                let fix = e.fix().unwrap_or(PATH_FIX);
+                Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(fix)))
+            }
         }
     }
 
@@ -334,17 +439,23 @@ fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic 
     }
 }
 
+/// The line of `key` in a role entry, else the entry's own line.
+fn key_line(entry: &Entry, key: &str) -> u64 {
+    entry
+        .value
+        .0
+        .iter()
+        .find(|(k, _)| k.value == key)
+        .map(|(k, _)| k.referenced.line())
+        .unwrap_or(entry.referenced.line())
+}
+
 /// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
 fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
     let path = c.path;
     let entry_line = entry.referenced.line();
     let keys = &entry.value.0;
-    let line_of = |key: &str| {
-        keys.iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(k, _)| k.referenced.line())
-            .unwrap_or(entry_line)
-    };
+    let line_of = |key: &str| key_line(entry, key);
 
     // The type is the entry's first key (other than tend's common keys): `group` is a type and
     // also a key of `file` and `user`, so position, not membership, decides.
@@ -406,6 +517,22 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                 line_of("notify"),
                 "`notify` must be a handler name or a list of names",
             ));
+            return Vec::new();
+        }
+    };
+
+    let reboot = match get("reboot") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            diags.push(
+                Diagnostic::new(
+                    path,
+                    line_of("reboot"),
+                    format!("`reboot` must be true or false, not {other}"),
+                )
+                .fix("write `reboot: true` when a change to this resource needs a reboot to take effect"),
+            );
             return Vec::new();
         }
     };
@@ -481,6 +608,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     notify: notify.clone(),
                     origin,
                     line: entry_line,
+                    reboot,
                 });
             }
             Err(e) => {

@@ -54,7 +54,15 @@ fn error(file: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     let raw = e.without_snippet().to_string();
     let msg = strip_location(&raw).replace(", set DuplicateKeyPolicy in Options if acceptable", "");
-    let (msg, fix) = if msg.starts_with("budget breached") {
+    let (msg, fix) = if msg.starts_with("budget breached: Depth")
+        || msg.starts_with("recursion limit exceeded")
+    {
+        // Not an alias problem: saying so would send the author looking for aliases.
+        (
+            "YAML nested too deeply (tend bounds nesting, as a stack guard)".to_string(),
+            "flatten the structure: fleet YAML needs a few levels, not hundreds",
+        )
+    } else if msg.starts_with("budget breached") {
         (
             "YAML aliases expand to too much data (tend bounds alias expansion)".to_string(),
             "write the data out instead of nesting aliases",
@@ -113,6 +121,20 @@ mod tests {
             "{d}"
         );
         assert!(d.fix.is_some());
+    }
+
+    /// Deep block nesting was reported as an alias bomb, which sent authors looking for aliases.
+    #[test]
+    fn deep_nesting_is_not_reported_as_an_alias_bomb() {
+        let block: String = (0..2000)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect();
+        let flow = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let map = format!("a: {}1{}\n", "{b: ".repeat(20_000), "}".repeat(20_000));
+        for text in [block, flow, map] {
+            let d = parse::<serde_json::Value>("groups/x.yaml", text.as_bytes()).unwrap_err();
+            assert!(d.message.starts_with("YAML nested too deeply"), "{d}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The fleet model end to end through the library: precedence of vars and groups, role order,
-//! loops and conditions, local and secret vars, and the bundled example fleet.
+//! loops and conditions, local and secret vars, `prune` and `reboot`, and the bundled example
+//! fleet.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -260,5 +261,79 @@ fn github_annotations_carry_file_line_and_fix() {
     assert_eq!(
         a,
         "::error file=fleet/roles/web/role.yaml,line=7,title=tend validate::bad: 100%25%0Asecond%0Afix: do x, then y"
+    );
+}
+
+const WEB_FLEET: &str = "format: 1\nroles: [web]\n";
+
+/// fleet.yaml and roles/web/role.yaml, validated for dev1.
+fn web(fleet_yaml: &str, role_yaml: &str) -> Result<Validated, String> {
+    let d = repo(&[
+        ("fleet.yaml", fleet_yaml),
+        ("roles/web/role.yaml", role_yaml),
+    ]);
+    run(d.path(), facts(None), Path::new("/nonexistent"), &[])
+}
+
+/// The loader's error text; panics if the repo validated.
+fn web_error(fleet_yaml: &str, role_yaml: &str) -> String {
+    match web(fleet_yaml, role_yaml) {
+        Ok(_) => panic!("expected a validation error for:\n{role_yaml}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn prune_settings_reach_the_desired_state() {
+    let v = web(
+        "format: 1\nroles: [web]\nprune: true\n",
+        "prune: false\nresources:\n  - file: /etc/motd\n    content: hi\n",
+    )
+    .unwrap();
+    assert_eq!(v.prune.fleet, Some(true));
+    assert_eq!(v.prune.roles.get("web"), Some(&Some(false)));
+    let v = web(WEB_FLEET, "resources: []\n").unwrap();
+    assert_eq!(
+        (v.prune.fleet, v.prune.roles.get("web")),
+        (None, Some(&None))
+    );
+}
+
+#[test]
+fn a_prune_that_is_not_a_boolean_is_an_error_at_its_line() {
+    let e = web_error(WEB_FLEET, "resources: []\nprune: \"yes please\"\n");
+    assert!(
+        e.contains("roles/web/role.yaml:2") && e.contains("`prune` must be true or false"),
+        "{e}"
+    );
+    let e = web_error("format: 1\nroles: [web]\nprune: 1\n", "resources: []\n");
+    assert!(
+        e.contains("fleet.yaml:3") && e.contains("prune: true"),
+        "{e}"
+    );
+}
+
+#[test]
+fn reboot_marks_resources_and_handlers_and_must_be_a_boolean() {
+    let v = web(
+        WEB_FLEET,
+        "resources:\n  - file: /boot/config.txt\n    content: \"dtoverlay=vc4\\n\"\n    reboot: true\n    notify: fw\n  - file: /etc/motd\n    content: hi\nhandlers:\n  fw:\n    command: /usr/bin/true\n    reboot: true\n",
+    )
+    .unwrap();
+    let items = &v.desired.roles[0].items;
+    assert!(items[0].reboot && !items[1].reboot);
+    assert!(v.desired.handlers[0].reboot);
+    let rendered = v.specs[0].spec.to_string();
+    assert!(
+        !rendered.contains("reboot"),
+        "tend's key, not the type's: {rendered}"
+    );
+    let e = web_error(
+        WEB_FLEET,
+        "resources:\n  - file: /boot/config.txt\n    content: x\n    reboot: maybe\n",
+    );
+    assert!(
+        e.contains("roles/web/role.yaml:4") && e.contains("`reboot` must be true or false"),
+        "{e}"
     );
 }

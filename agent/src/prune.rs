@@ -1,0 +1,455 @@
+//! Pruning: what tend created for a resource that is no longer declared must not linger silently.
+//!
+//! After every apply, tend records in the state dir what the desired state manages (files,
+//! links, apt sources, units it enabled, packages, users; see `Resource::managed`). A recorded
+//! thing that the next desired state no longer manages is an orphan. With `prune: true` (the
+//! role's, else fleet.yaml's) it is removed through its type's own "absent" form (the `undo` spec
+//! recorded with it), planned and applied by the engine like any resource, so check mode, diffs,
+//! redaction and the revert backup work the same; without it, the report lists the orphan.
+//! A package is purged only when tend found it absent before it first managed it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tend_roles::{
+    converge_with, find_type, fsutil, Desired, DynResource, Host, Item, Managed, NoSources,
+    Outcome, ResourceReport, RolePlan,
+};
+
+pub const FILE: &str = "managed.json";
+
+/// `prune:` as the fleet repo sets it for this device.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// fleet.yaml's `prune`.
+    pub fleet: Option<bool>,
+    /// Each role of this device → its own `prune`, if it sets one.
+    pub roles: BTreeMap<String, Option<bool>>,
+}
+
+impl Settings {
+    /// Whether an orphan is removed: its role's own setting while the device still has the role,
+    /// else the setting the role had when it last declared it; then fleet.yaml's; default no.
+    pub fn prunes(&self, entry: &Entry) -> bool {
+        let own = match self.roles.get(&entry.role) {
+            Some(flag) => *flag,
+            None => entry.role_prune,
+        };
+        own.or(self.fleet).unwrap_or(false)
+    }
+}
+
+/// One managed thing, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub managed: Managed,
+    /// The role that declared it last.
+    pub role: String,
+    /// That role's own `prune`, for when the device no longer has the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_prune: Option<bool>,
+    /// Absent before tend first managed it (decides whether a package is purged).
+    #[serde(default)]
+    pub created: bool,
+}
+
+impl Entry {
+    fn key(&self) -> (String, String) {
+        (self.managed.kind.clone(), self.managed.key.clone())
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    entries: Vec<Entry>,
+}
+
+/// An orphan that stays on the device, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub kind: String,
+    pub id: String,
+    pub role: String,
+    /// Why it stays: "prune is off", "the run had failures", "tend did not install it".
+    pub reason: String,
+}
+
+/// What one apply manages and what it no longer does.
+pub struct Pass {
+    current: Vec<Entry>,
+    orphans: Vec<Entry>,
+    previous: Vec<Entry>,
+}
+
+/// The result of [`Pass::finish`].
+#[derive(Default)]
+pub struct Pruned {
+    /// One report per orphan removed (or that would be, in check mode), or that failed.
+    pub resources: Vec<ResourceReport>,
+    /// Orphans left in place.
+    pub kept: Vec<Orphan>,
+}
+
+fn undo(entry: &Entry) -> Result<Box<dyn DynResource>, String> {
+    let kind = &entry.managed.kind;
+    let t = find_type(kind).ok_or_else(|| format!("this tend has no resource type {kind}"))?;
+    (t.build)(entry.managed.undo.clone(), &NoSources).map_err(|e| e.to_string())
+}
+
+/// Services are disabled before their unit files go, packages before their sources.
+fn order(kind: &str) -> u8 {
+    match kind {
+        "service" => 0,
+        "file" => 1,
+        "package" => 2,
+        "apt_source" => 3,
+        _ => 4,
+    }
+}
+
+/// Reads the record and compares it with `desired`. Called before the converge, so that "was it
+/// there before tend" is answered before tend installs anything. An unreadable record is
+/// returned as the error text with an empty pass (nothing is pruned on a guess).
+pub fn prepare(
+    state_dir: &Path,
+    desired: &Desired,
+    settings: &Settings,
+    host: &Host,
+) -> (Pass, Option<String>) {
+    let path = state_dir.join(FILE);
+    let (previous, warning) = match std::fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) => (r.entries, None),
+            Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
+        Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
+    };
+    let known: BTreeMap<(String, String), &Entry> = previous.iter().map(|e| (e.key(), e)).collect();
+    let mut seen = BTreeSet::new();
+    let mut current = Vec::new();
+    for role in &desired.roles {
+        for item in &role.items {
+            for managed in item.resource.managed() {
+                let mut entry = Entry {
+                    managed,
+                    role: role.name.clone(),
+                    role_prune: settings.roles.get(&role.name).copied().flatten(),
+                    created: false,
+                };
+                if !seen.insert(entry.key()) {
+                    continue;
+                }
+                entry.created = match known.get(&entry.key()) {
+                    Some(before) => before.created,
+                    None => entry.managed.only_if_created && absent(&entry, host),
+                };
+                current.push(entry);
+            }
+        }
+    }
+    let mut orphans: Vec<Entry> = previous
+        .iter()
+        .filter(|e| !seen.contains(&e.key()))
+        .cloned()
+        .collect();
+    orphans.sort_by_key(|e| order(&e.managed.kind));
+    (
+        Pass {
+            current,
+            orphans,
+            previous,
+        },
+        warning,
+    )
+}
+
+/// Whether the thing is absent now: its undo would change nothing.
+fn absent(entry: &Entry, host: &Host) -> bool {
+    let Ok(resource) = undo(entry) else {
+        return false;
+    };
+    let absent = resource.plan(host).is_ok_and(|plan| plan.change.is_none());
+    absent
+}
+
+impl Pass {
+    /// After the converge: removes the orphans that are to be pruned (unless the run had
+    /// failures: a half-applied commit may be reverted) and records what is managed now.
+    /// `keep` is called before each removal, as for any change (the revert backup).
+    pub fn finish(
+        self,
+        state_dir: &Path,
+        settings: &Settings,
+        host: &Host,
+        run_failed: bool,
+        keep: tend_roles::engine::BeforeApply,
+    ) -> Result<Pruned, String> {
+        let mut out = Pruned::default();
+        let mut record = self.current.clone();
+        let keep_orphan = |e: &Entry, reason: &str, out: &mut Pruned| {
+            out.kept.push(Orphan {
+                kind: e.managed.kind.clone(),
+                id: host.redact(&e.managed.key),
+                role: e.role.clone(),
+                reason: reason.to_string(),
+            });
+        };
+        for orphan in &self.orphans {
+            if run_failed {
+                keep_orphan(orphan, "the run had failures", &mut out);
+                record.push(orphan.clone());
+                continue;
+            }
+            if !settings.prunes(orphan) {
+                keep_orphan(orphan, "prune is off", &mut out);
+                record.push(orphan.clone());
+                continue;
+            }
+            if orphan.managed.only_if_created && !orphan.created {
+                // Not tend's to remove: it is forgotten, and reported once.
+                keep_orphan(orphan, "it was there before tend managed it", &mut out);
+                continue;
+            }
+            let report = remove(orphan, host, &mut *keep);
+            if report.outcome == Outcome::Failed {
+                record.push(orphan.clone());
+            }
+            out.resources.push(report);
+        }
+        if run_failed {
+            // Keep what was recorded, plus only what this run found absent and may have
+            // created: a resource that never got applied must not become tend's to delete.
+            let mut merged = self.previous.clone();
+            let known: BTreeSet<_> = merged.iter().map(Entry::key).collect();
+            merged.extend(
+                self.current
+                    .iter()
+                    .filter(|e| e.created && !known.contains(&e.key()))
+                    .cloned(),
+            );
+            record = merged;
+        }
+        if !host.check {
+            save(state_dir, record)
+                .map_err(|e| format!("{}: {e}", state_dir.join(FILE).display()))?;
+        }
+        Ok(out)
+    }
+}
+
+/// Converges the orphan's undo resource through the engine, reported as a prune.
+fn remove(orphan: &Entry, host: &Host, keep: tend_roles::engine::BeforeApply) -> ResourceReport {
+    let origin = format!("prune: no longer declared (last by role {})", orphan.role);
+    let resource = match undo(orphan) {
+        Ok(r) => r,
+        Err(e) => {
+            return ResourceReport {
+                role: orphan.role.clone(),
+                kind: orphan.managed.kind.clone(),
+                id: host.redact(&orphan.managed.key),
+                outcome: Outcome::Failed,
+                summary: None,
+                diff: None,
+                error: Some(format!("cannot prune: {e}")),
+                origin: Some(origin),
+                handler: false,
+            }
+        }
+    };
+    let desired = Desired {
+        roles: vec![RolePlan {
+            name: orphan.role.clone(),
+            depends: Vec::new(),
+            items: vec![Item {
+                resource,
+                notify: Vec::new(),
+                origin: origin.clone(),
+                reboot: false,
+            }],
+        }],
+        handlers: Vec::new(),
+    };
+    let summary = converge_with(&desired, host, None, &mut |_, _, _| {}, keep);
+    let mut report = summary
+        .resources
+        .into_iter()
+        .next()
+        .unwrap_or(ResourceReport {
+            role: orphan.role.clone(),
+            kind: orphan.managed.kind.clone(),
+            id: host.redact(&orphan.managed.key),
+            outcome: Outcome::Unchanged,
+            summary: None,
+            diff: None,
+            error: None,
+            origin: Some(origin),
+            handler: false,
+        });
+    report.summary = report.summary.map(|s| format!("pruned: {s}"));
+    report
+}
+
+fn save(state_dir: &Path, entries: Vec<Entry>) -> std::io::Result<()> {
+    let mut json = serde_json::to_vec_pretty(&Record { entries }).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    fsutil::atomic_write(
+        &state_dir.join(FILE),
+        &json,
+        fsutil::Meta {
+            mode: Some(0o600),
+            ..Default::default()
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn desired(roles: &[(&str, Vec<(&str, serde_json::Value)>)]) -> Desired {
+        Desired {
+            roles: roles
+                .iter()
+                .map(|(name, items)| RolePlan {
+                    name: name.to_string(),
+                    depends: Vec::new(),
+                    items: items
+                        .iter()
+                        .map(|(kind, spec)| Item {
+                            resource: (find_type(kind).unwrap().build)(spec.clone(), &NoSources)
+                                .unwrap(),
+                            notify: Vec::new(),
+                            origin: "test".into(),
+                            reboot: false,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            handlers: Vec::new(),
+        }
+    }
+
+    fn settings(fleet: Option<bool>, roles: &[(&str, Option<bool>)]) -> Settings {
+        Settings {
+            fleet,
+            roles: roles.iter().map(|(r, f)| (r.to_string(), *f)).collect(),
+        }
+    }
+
+    /// Applies `d` (files only, so it runs in a tempdir) then records and prunes.
+    fn apply(root: &Path, state: &Path, d: &Desired, s: &Settings, check: bool) -> Pruned {
+        let mut host = Host::new(root);
+        host.check = check;
+        let (pass, warning) = prepare(state, d, s, &host);
+        assert_eq!(warning, None);
+        let summary = tend_roles::converge(d, &host, None, &mut |_, _, _| {});
+        pass.finish(state, s, &host, summary.failed() > 0, &mut |_| Ok(()))
+            .unwrap()
+    }
+
+    fn file(path: &str) -> (&'static str, serde_json::Value) {
+        ("file", json!({"path": path, "content": "x\n"}))
+    }
+
+    #[test]
+    fn an_undeclared_file_is_listed_without_prune_and_deleted_with_it() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let both = desired(&[("web", vec![file("/a"), file("/b")])]);
+        let only_a = desired(&[("web", vec![file("/a")])]);
+        let off = settings(None, &[("web", None)]);
+        apply(root.path(), state.path(), &both, &off, false);
+        let p = apply(root.path(), state.path(), &only_a, &off, false);
+        assert!(root.path().join("b").exists(), "prune is off by default");
+        assert_eq!(p.kept.len(), 1);
+        assert_eq!(
+            (p.kept[0].id.as_str(), p.kept[0].reason.as_str()),
+            ("/b", "prune is off")
+        );
+
+        let on = settings(Some(false), &[("web", Some(true))]);
+        let p = apply(root.path(), state.path(), &only_a, &on, true);
+        assert!(root.path().join("b").exists(), "check mode removes nothing");
+        assert_eq!(
+            p.resources[0].outcome,
+            Outcome::Changed,
+            "but says it would"
+        );
+
+        let p = apply(root.path(), state.path(), &only_a, &on, false);
+        assert!(
+            !root.path().join("b").exists(),
+            "the role's prune wins over the fleet's"
+        );
+        assert!(root.path().join("a").exists());
+        assert_eq!(p.resources[0].id, "/b");
+        assert!(p.resources[0]
+            .summary
+            .as_deref()
+            .unwrap()
+            .starts_with("pruned: "));
+        let again = apply(root.path(), state.path(), &only_a, &on, false);
+        assert!(
+            again.resources.is_empty() && again.kept.is_empty(),
+            "pruned once"
+        );
+    }
+
+    #[test]
+    fn a_removed_role_keeps_its_own_prune_setting_and_else_the_fleets() {
+        let s = settings(Some(true), &[("web", Some(false))]);
+        let entry = |role: &str, role_prune| Entry {
+            managed: Managed {
+                kind: "file".into(),
+                key: "/x".into(),
+                undo: json!({}),
+                only_if_created: false,
+            },
+            role: role.into(),
+            role_prune,
+            created: false,
+        };
+        assert!(
+            !s.prunes(&entry("web", Some(true))),
+            "a current role: its setting now"
+        );
+        assert!(
+            !s.prunes(&entry("gone", Some(false))),
+            "a removed role: its last setting"
+        );
+        assert!(s.prunes(&entry("gone", None)), "else fleet.yaml's");
+        assert!(
+            !settings(None, &[]).prunes(&entry("gone", None)),
+            "default off"
+        );
+    }
+
+    #[test]
+    fn nothing_is_pruned_after_a_failed_run_and_unapplied_resources_are_not_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let on = settings(Some(true), &[]);
+        apply(
+            root.path(),
+            state.path(),
+            &desired(&[("r", vec![file("/a")])]),
+            &on,
+            false,
+        );
+        // /a is undeclared now, but /etc/x cannot be written (its parent is a file): a failure.
+        std::fs::write(root.path().join("etc"), "").unwrap();
+        let failing = desired(&[("r", vec![file("/etc/x")])]);
+        let p = apply(root.path(), state.path(), &failing, &on, false);
+        assert!(root.path().join("a").exists());
+        assert_eq!(p.kept[0].reason, "the run had failures");
+        let record = std::fs::read_to_string(state.path().join(FILE)).unwrap();
+        assert!(
+            record.contains("\"/a\"") && !record.contains("/etc/x"),
+            "{record}"
+        );
+    }
+}
