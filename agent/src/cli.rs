@@ -111,6 +111,9 @@ pub enum Command {
     Resume,
     /// Mender inventory attributes (tend_*) of the last run, as `name=value` lines.
     Inventory,
+    /// For a promotion pull request: do the devices following a branch (in Mender's inventory)
+    /// run its head, converged, recently?
+    Gate(crate::gate::args::GateArgs),
     /// Print the fully resolved roles, resources and vars of one device, as JSON.
     Render {
         #[arg(long, value_name = "ID")]
@@ -231,6 +234,7 @@ pub fn run(cli: Cli) -> u8 {
             }
             Err(code) => code,
         },
+        Command::Gate(args) => crate::gate::args::run(args, &mut out),
         Command::Render { device, dir } => match inspect::render(&dir, &device, &mut out) {
             Ok(()) => exit::OK,
             Err(diags) => {

@@ -13,17 +13,20 @@
 //!   (the client tries PUT and falls back to PATCH on 405, as servers older than 2.6 only had it).
 //! - `GET /api/devices/v1/…/deployments/next` and `POST /api/devices/v2/…/deployments/next`:
 //!   204, no deployment.
+//! - `POST /api/management/v2/inventory/filters/search` with a personal access token: the
+//!   management API's inventory search, paged, with `X-Total-Count` (see `management`).
 //! - Anything else (deviceconfig, deviceconnect, which need add-ons this server does not run):
 //!   404 with Mender's JSON error body. Device endpoints without a valid token: 401.
 //!
 //! Every request is recorded (method, path, status, whether its token was valid), so tests assert
 //! on what the client actually sent, and on what it did not.
 
+mod management;
 mod sig;
 mod tls;
 mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,6 +43,7 @@ pub const AUTH_PATH: &str = "/api/devices/v1/authentication/auth_requests";
 pub const INVENTORY_PATH: &str = "/api/devices/v1/inventory/device/attributes";
 pub const NEXT_V1_PATH: &str = "/api/devices/v1/deployments/device/deployments/next";
 pub const NEXT_V2_PATH: &str = "/api/devices/v2/deployments/device/deployments/next";
+pub use management::{rfc3339, SEARCH_PATH};
 
 /// Longer than Go's idle-connection timeout (90 s), so the client, not the server, closes idle
 /// keep-alive connections, as with a real server.
@@ -51,6 +55,8 @@ pub enum Auth {
     Absent,
     /// Issued by this server and not expired; the device id.
     Valid(String),
+    /// A personal access token this server issued, unexpired and not revoked; the user.
+    User(String),
     Invalid,
 }
 
@@ -94,6 +100,12 @@ struct State {
     updates: Vec<InventoryUpdate>,
     /// TLS and protocol failures, for diagnosing a client that never gets through.
     connection_errors: Vec<String>,
+    /// Device id → when its inventory last changed (Unix seconds).
+    updated: BTreeMap<String, u64>,
+    /// Users whose personal access tokens are valid (revoking removes the user).
+    users: BTreeSet<String>,
+    /// The bodies of accepted inventory searches, oldest first.
+    searches: Vec<Value>,
 }
 
 struct Shared {
@@ -113,6 +125,7 @@ pub struct MenderServer {
 struct Response {
     status: u16,
     content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
 }
 
@@ -188,6 +201,32 @@ impl MenderServer {
             .and_then(|id| s.inventory.get(id))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// A personal access token for `user`, valid for a day (until [`MenderServer::revoke`]).
+    pub fn personal_access_token(&self, user: &str) -> String {
+        self.state().users.insert(user.to_string());
+        self.shared
+            .jwt
+            .issue_user(user, &uuid_v4(), unix_now(), 86_400)
+    }
+
+    /// Revokes every personal access token of `user`.
+    pub fn revoke(&self, user: &str) {
+        self.state().users.remove(user);
+    }
+
+    /// Sets a device's whole inventory, as its client's PUT would (the device need not exist
+    /// otherwise): a fleet for management API tests without a client per device.
+    pub fn set_inventory(&self, device_id: &str, attributes: BTreeMap<String, Value>) {
+        let mut s = self.state();
+        s.inventory.insert(device_id.to_string(), attributes);
+        s.updated.insert(device_id.to_string(), unix_now());
+    }
+
+    /// The bodies of the inventory searches the server answered (200), oldest first.
+    pub fn searches(&self) -> Vec<Value> {
+        self.state().searches.clone()
     }
 
     /// The ids the server assigned, in identity order.
@@ -285,6 +324,7 @@ fn serve_connection(tcp: TcpStream, shared: &Shared) {
             stream,
             resp.status,
             resp.content_type,
+            &resp.headers,
             &resp.body,
             req.keep_alive,
         );
@@ -312,10 +352,13 @@ impl Shared {
                 _ => unauthorized(),
             },
             (_, INVENTORY_PATH) => error(405, "method not allowed"),
+            ("POST", SEARCH_PATH) => self.search(req, &auth),
+            (_, SEARCH_PATH) => error(405, "method not allowed"),
             ("GET", NEXT_V1_PATH) | ("POST", NEXT_V2_PATH) => match &auth {
                 Auth::Valid(_) => Response {
                     status: 204,
                     content_type: "application/json",
+                    headers: Vec::new(),
                     body: Vec::new(),
                 },
                 _ => unauthorized(),
@@ -341,8 +384,13 @@ impl Shared {
             return Auth::Absent;
         };
         let token = value.strip_prefix("Bearer ").unwrap_or("").trim();
-        match self.jwt.subject(token, unix_now()) {
-            Some(id) if self.lock().devices.values().any(|d| *d == id) => Auth::Valid(id),
+        if let Some(id) = self.jwt.subject(token, unix_now()) {
+            if self.lock().devices.values().any(|d| *d == id) {
+                return Auth::Valid(id);
+            }
+        }
+        match self.jwt.user_subject(token, unix_now()) {
+            Some(user) if self.lock().users.contains(&user) => Auth::User(user),
             _ => Auth::Invalid,
         }
     }
@@ -390,6 +438,7 @@ impl Shared {
         Response {
             status: 200,
             content_type: "application/jwt",
+            headers: Vec::new(),
             body: token.into_bytes(),
         }
     }
@@ -423,6 +472,7 @@ impl Shared {
         }
         inventory.extend(attributes.clone());
         state.last_sender = Some(device_id.to_string());
+        state.updated.insert(device_id.to_string(), unix_now());
         state.updates.push(InventoryUpdate {
             method: method.to_string(),
             device_id: device_id.to_string(),
@@ -431,6 +481,7 @@ impl Shared {
         Response {
             status: 200,
             content_type: "application/json",
+            headers: Vec::new(),
             body: Vec::new(),
         }
     }
@@ -467,6 +518,7 @@ fn error(status: u16, message: &str) -> Response {
     Response {
         status,
         content_type: "application/json",
+        headers: Vec::new(),
         body: body.to_string().into_bytes(),
     }
 }

@@ -90,6 +90,22 @@ fn public_key_der(pem: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("pubkey PEM body is not base64: {e}"))
 }
 
+/// Who a token is for: Mender marks device tokens and user tokens with different claims.
+#[derive(Clone, Copy)]
+enum Kind {
+    Device,
+    User,
+}
+
+impl Kind {
+    fn claim(self) -> &'static str {
+        match self {
+            Kind::Device => "mender.device",
+            Kind::User => "mender.user",
+        }
+    }
+}
+
 /// Issues and checks HS256 JWTs.
 pub struct Jwt {
     secret: [u8; 32],
@@ -102,24 +118,43 @@ impl Jwt {
 
     /// A token for `device_id`, valid for a day, with the claims Mender's deviceauth sets.
     pub fn issue(&self, device_id: &str, jti: &str, now: u64) -> String {
+        self.sign(Kind::Device, device_id, jti, now, 86_400)
+    }
+
+    /// A personal access token for the user `user_id`, valid for `ttl` seconds: a JWT as
+    /// Mender's useradm issues it (`mender.user: true`, no `mender.device`).
+    pub fn issue_user(&self, user_id: &str, jti: &str, now: u64, ttl: u64) -> String {
+        self.sign(Kind::User, user_id, jti, now, ttl)
+    }
+
+    fn sign(&self, kind: Kind, sub: &str, jti: &str, now: u64, ttl: u64) -> String {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims = serde_json::json!({
+        let mut claims = serde_json::json!({
             "jti": jti,
-            "sub": device_id,
+            "sub": sub,
             "iss": "Mender",
             "iat": now,
             "nbf": now,
-            "exp": now + 86_400,
-            "mender.device": true,
+            "exp": now + ttl,
         });
+        claims[kind.claim()] = serde_json::Value::Bool(true);
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signing_input = format!("{header}.{claims}");
         let mac = URL_SAFE_NO_PAD.encode(self.mac(signing_input.as_bytes()));
         format!("{signing_input}.{mac}")
     }
 
-    /// The `sub` of a token this issuer signed that has not expired at `now`.
+    /// The `sub` of a device token this issuer signed that has not expired at `now`.
     pub fn subject(&self, token: &str, now: u64) -> Option<String> {
+        self.verified(token, now, Kind::Device)
+    }
+
+    /// The `sub` of a user token (a personal access token) this issuer signed, unexpired.
+    pub fn user_subject(&self, token: &str, now: u64) -> Option<String> {
+        self.verified(token, now, Kind::User)
+    }
+
+    fn verified(&self, token: &str, now: u64, kind: Kind) -> Option<String> {
         let (signing_input, mac) = token.rsplit_once('.')?;
         if URL_SAFE_NO_PAD.decode(mac).ok()? != self.mac(signing_input.as_bytes()) {
             return None;
@@ -128,7 +163,7 @@ impl Jwt {
             .decode(signing_input.split('.').nth(1)?)
             .ok()?;
         let claims: serde_json::Value = serde_json::from_slice(&claims).ok()?;
-        if claims["exp"].as_u64()? <= now || claims["mender.device"] != true {
+        if claims["exp"].as_u64()? <= now || claims[kind.claim()] != true {
             return None;
         }
         claims["sub"].as_str().map(str::to_string)
@@ -244,6 +279,12 @@ mod tests {
         assert_eq!(Jwt::new([8; 32]).subject(&token, 1_001), None, "other key");
         let forged = token.replacen('.', ".e30.", 1);
         assert_eq!(jwt.subject(&forged, 1_001), None);
+        // A device token is no personal access token, and the other way round.
+        assert_eq!(jwt.user_subject(&token, 1_001), None);
+        let pat = jwt.issue_user("ops", "jti-2", 1_000, 60);
+        assert_eq!(jwt.user_subject(&pat, 1_001).as_deref(), Some("ops"));
+        assert_eq!(jwt.subject(&pat, 1_001), None);
+        assert_eq!(jwt.user_subject(&pat, 1_060), None, "expired");
     }
 
     #[test]

@@ -123,10 +123,14 @@ pub fn write_response(
     w: &mut impl Write,
     status: u16,
     content_type: &str,
+    headers: &[(&str, String)],
     body: &[u8],
     keep_alive: bool,
 ) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
     }
@@ -149,6 +153,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
         _ => "Internal Server Error",
     }
@@ -193,12 +198,14 @@ mod tests {
     #[test]
     fn no_content_has_no_length_and_others_do() {
         let mut out = Vec::new();
-        write_response(&mut out, 204, "text/plain", b"", true).unwrap();
+        write_response(&mut out, 204, "text/plain", &[], b"", true).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 204 No Content\r\n") && !s.contains("Content-Length"));
         let mut out = Vec::new();
-        write_response(&mut out, 401, "application/json", b"{}", false).unwrap();
+        let total = [("X-Total-Count", "3".to_string())];
+        write_response(&mut out, 401, "application/json", &total, b"{}", false).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("Content-Length: 2\r\n") && s.contains("Connection: close"));
+        assert!(s.contains("\r\nX-Total-Count: 3\r\n"));
     }
 }
