@@ -15,11 +15,14 @@ use anyhow::{bail, ensure, Context, Result};
 use tend_tests::{run, skip_chroot_tests, tend_binary, Device};
 
 /// The corpus covers at least this many kinds of breakage; fewer means a directory went missing.
-const MIN_CASES: usize = 24;
+const MIN_CASES: usize = 70;
 const INVALID_REPO: i32 = 10;
 /// Marks a file that the test turns into a symlink (git and copies may not keep one that leaves
 /// the repo; a marker always survives).
 const SYMLINK_MARKER: &str = ".symlink";
+/// Marks a file that the test creates sparse, of the size in the marker: a huge file in the corpus
+/// would cost the repository its size.
+const HUGE_MARKER: &str = ".huge";
 const EXPECT_FILE: &str = "expect.txt";
 
 fn corpus() -> PathBuf {
@@ -125,8 +128,9 @@ fn cases() -> Result<Vec<Case>> {
     Ok(cases)
 }
 
-/// Copies `from` into `to`: directories merge, files replace, and a `<name>.symlink` marker
-/// becomes a symlink `<name>` to the marker's first line.
+/// Copies `from` into `to`: directories merge, files replace, a `<name>.symlink` marker becomes a
+/// symlink `<name>` to the marker's first line (replacing a directory too), and a `<name>.huge`
+/// marker a sparse file `<name>` of the marker's size in bytes.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
@@ -136,6 +140,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             copy_tree(&src, &to.join(&name))?;
+            continue;
+        }
+        if let Some(huge) = name.strip_suffix(HUGE_MARKER) {
+            let size: u64 = fs::read_to_string(&src)?
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: not a size in bytes", src.display()))?;
+            let file = fs::File::create(to.join(huge))?;
+            file.set_len(size)?;
             continue;
         }
         let (dest, link_target) = if let Some(link) = name.strip_suffix(SYMLINK_MARKER) {
@@ -153,8 +166,10 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             (to.join(&name), None)
         };
         // An overlay replaces what base has at that path, whatever its type.
-        if dest.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-            fs::remove_file(&dest)?;
+        match dest.symlink_metadata() {
+            Ok(m) if m.is_dir() && link_target.is_some() => fs::remove_dir_all(&dest)?,
+            Ok(m) if !m.is_dir() => fs::remove_file(&dest)?,
+            _ => {}
         }
         match link_target {
             Some(target) => std::os::unix::fs::symlink(target, &dest)?,
@@ -361,4 +376,125 @@ fn check_invalid_report(dev: &Device) -> Result<()> {
         report["device"]["id"]
     );
     Ok(())
+}
+
+/// A device id is also a file name (`devices/<id>.yaml`) and part of reports: one with path
+/// characters, from the command line, tend.yaml or /etc/machine-id, is refused before anything
+/// is read or written.
+#[test]
+fn a_device_id_with_path_characters_is_refused_and_changes_nothing() -> Result<()> {
+    if skip_chroot_tests("a_device_id_with_path_characters_is_refused_and_changes_nothing") {
+        return Ok(());
+    }
+    let dev = Device::bookworm()?;
+    dev.install_tend(&tend_binary()?)?;
+    copy_tree(&corpus().join("base"), &dev.path("/srv/fleet")?)?;
+    dev.sh(&format!("mkdir -p -m 0700 {STATE_DIR}"))?;
+    // Rewritten in place below: created first, so that their directories do not change.
+    dev.write("/etc/tend/tend.yaml", "device:\n  id: auto\n")?;
+    // /run is the device's tmpfs: the run lock lives there.
+    let excludes = ["/run"];
+    let before = dev.snapshot(&excludes)?;
+    let mut failures = Vec::new();
+    let mut refused = |what: String, args: &[&str]| -> Result<()> {
+        let out = dev.tend(args)?;
+        if out.success() || !out.stderr.contains("device id") {
+            failures.push(format!("{what}: not refused clearly\n{out}"));
+        }
+        Ok(())
+    };
+    let apply = ["apply", "--path", "/srv/fleet"];
+    for id in [
+        "../../etc/passwd",
+        "dev1/../../x",
+        "/etc/shadow",
+        ".hidden",
+        "a\nb",
+    ] {
+        refused(
+            format!("--device {id:?}"),
+            &[&apply[..], &["--device", id]].concat(),
+        )?;
+    }
+    dev.write("/etc/tend/tend.yaml", "device:\n  id: ../devices/dev1\n")?;
+    refused("tend.yaml device.id".into(), &apply)?;
+    dev.write("/etc/tend/tend.yaml", "device:\n  id: auto\n")?;
+    dev.write("/etc/machine-id", "../../../etc/passwd\n")?;
+    refused("/etc/machine-id".into(), &apply)?;
+    // The config and machine-id written above are the test's own changes.
+    let changes: Vec<String> = dev
+        .snapshot(&excludes)?
+        .changes_since(&before)
+        .into_iter()
+        .filter(|c| !c.contains("/etc/tend/tend.yaml") && !c.contains("/etc/machine-id"))
+        .collect();
+    ensure!(
+        failures.is_empty() && changes.is_empty(),
+        "{}\nchanges:\n{}",
+        failures.join("\n\n"),
+        indent(&changes.join("\n"))
+    );
+    Ok(())
+}
+
+/// A managed path that is a symlink on the device (planted by whoever could) is replaced, never
+/// written, chmodded or deleted through: the files the links aim at stay exactly as they were.
+#[test]
+fn symlinks_on_the_device_are_never_followed() -> Result<()> {
+    if skip_chroot_tests("symlinks_on_the_device_are_never_followed") {
+        return Ok(());
+    }
+    let dev = Device::bookworm()?;
+    dev.install_tend(&tend_binary()?)?;
+    dev.write("/srv/fleet/fleet.yaml", "format: 1\nroles: [links]\n")?;
+    dev.write(
+        "/srv/fleet/roles/links/role.yaml",
+        "resources:\n\
+         \x20 - file: /etc/app.conf\n    content: \"managed\\n\"\n    mode: \"0666\"\n\
+         \x20 - file: /etc/app.d\n    state: directory\n    mode: \"0777\"\n\
+         \x20 - file: /etc/app.gone\n    state: absent\n\
+         \x20 - file: /etc/app.link\n    state: link\n    target: /etc/hostname\n",
+    )?;
+    dev.sh(
+        "ln -s /etc/shadow /etc/app.conf && ln -s /root /etc/app.d && \
+         ln -s /etc/passwd /etc/app.gone && ln -s /etc/gshadow /etc/app.link",
+    )?;
+    let targets = ["/etc/shadow", "/root", "/etc/passwd", "/etc/gshadow"];
+    let watched = |dev: &Device| -> Result<Vec<String>> {
+        let mut v = Vec::new();
+        for t in targets {
+            let o = dev.run_ok(&["stat", "-c", "%n %a %u %g %s %F", t])?;
+            v.push(o.stdout.trim().to_string());
+            if t != "/root" {
+                v.push(format!("{t} sha256 {}", sha256_hex(&dev.read(t)?)));
+            }
+        }
+        Ok(v)
+    };
+    let before = watched(&dev)?;
+    let out = dev.tend(&["apply", "--path", "/srv/fleet", "--device", "dev1"])?;
+    ensure!(
+        out.code() == Some(2),
+        "the apply should replace the links\n{out}"
+    );
+    ensure!(
+        out.stdout.contains("replaced a link -> /etc/shadow"),
+        "the report must say a link was replaced\n{out}"
+    );
+    ensure!(watched(&dev)? == before, "a link target changed:\n{out}");
+    let conf = fs::symlink_metadata(dev.root().join("etc/app.conf"))?;
+    ensure!(conf.is_file(), "/etc/app.conf is not a file now");
+    ensure!(dev.read_string("/etc/app.conf")? == "managed\n");
+    ensure!(fs::symlink_metadata(dev.root().join("etc/app.d"))?.is_dir());
+    ensure!(fs::symlink_metadata(dev.root().join("etc/app.gone")).is_err());
+    ensure!(fs::read_link(dev.root().join("etc/app.link"))? == Path::new("/etc/hostname"));
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
