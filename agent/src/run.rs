@@ -19,7 +19,6 @@ use crate::exit;
 use crate::fetch::{Ancestry, LocalRepo, SourceConfig};
 use crate::load::Fleet;
 use crate::report::{GitInfo, Report, SourceInfo};
-use crate::runstate::GoodCommit;
 use crate::tree::Tree;
 use crate::verify::{verify_commit, verify_tag, TrustRoots};
 
@@ -67,6 +66,9 @@ struct Candidate {
     tree: Arc<dyn Tree>,
     /// A subscription cycle was found; the run stays on its branch and fails with this.
     cycle: Option<String>,
+    /// Read from the image's seed bundle because the server was unreachable: the connectivity
+    /// guard cannot blame the commit for what was already unreachable before it applied.
+    from_seed: bool,
 }
 
 fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
@@ -124,6 +126,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     if let Some(sec) = o.splay {
         splay(sec);
     }
+    let happened = crate::reboot::after_boot(&mut s);
     let src = source_config(&s, &s.config.source)?;
     let trust = TrustRoots::load(
         &s.root,
@@ -179,7 +182,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
         ..Default::default()
     };
     let mut converged = match attempt {
-        Ok(c) => {
+        Ok(c) => 'head: {
             git.branch = c.branch.clone();
             git.commit = c.commit.to_string();
             git.commit_time = repo.commit_time(&c.commit).unwrap_or(0);
@@ -212,12 +215,34 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 let mut converged = Converged {
                     exit: exit::SUSPENDED,
                     report,
+                    handlers_run: Vec::new(),
                 };
                 converged.report.warnings.extend(warnings);
                 converged.report.git = Some(git);
                 s.write_report(&converged.report)?;
                 s.save_state()?;
                 return Ok(converged);
+            }
+            let bad = o
+                .reference
+                .is_none()
+                .then(|| crate::revert::known_bad(&s.run_state, &c.branch, &c.commit))
+                .flatten();
+            if let Some(bad) = bad {
+                // Reverted before: stay on the last good commit until the branch moves on.
+                let cause = format!(
+                    "commit {} of {} was reverted ({}); waiting for a new head",
+                    short(&c.commit),
+                    c.branch,
+                    bad.cause
+                );
+                let _ = writeln!(out, "refused  {cause}");
+                git.head = Some(c.commit.to_string());
+                git.signer = None;
+                git.reverted = Some(bad);
+                let mut converged = fall_back(&s, &repo, cause, None, &mut git, out)?;
+                converged.report.result = crate::report::RunResult::Reverted;
+                break 'head converged;
             }
             let cycle = c.cycle.clone();
             let mut converged = converge_tree(&s, c.tree, source, out)?;
@@ -242,18 +267,13 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     out,
                 )?
             } else {
-                if o.reference.is_none()
-                    && !s.check
-                    && converged.report.counts.failed == 0
-                    && converged.report.errors.is_empty()
-                {
-                    s.run_state.last_good = Some(GoodCommit {
-                        commit: c.commit.to_string(),
-                        branch: c.branch.clone(),
-                        applied_at: crate::report::unix_seconds(std::time::SystemTime::now()),
-                    });
-                }
-                converged
+                let applied = crate::revert::Applied {
+                    commit: c.commit,
+                    branch: &c.branch,
+                    one_shot: o.reference.is_some(),
+                    from_seed: c.from_seed,
+                };
+                crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
             }
         }
         Err(Refused { cause, head }) => {
@@ -264,9 +284,15 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
         }
     };
     converged.report.warnings.extend(warnings);
+    let commit = git.commit.clone();
     converged.report.git = Some(git);
-    s.write_report(&converged.report)?;
-    s.save_state()?;
+    crate::reboot::finish(
+        &mut s,
+        &mut converged.report,
+        (!commit.is_empty()).then_some(commit.as_str()),
+        happened,
+        out,
+    )?;
     Ok(converged)
 }
 
@@ -315,6 +341,7 @@ fn fall_back(
         return Ok(Converged {
             exit: exit::FAILED,
             report,
+            handlers_run: Vec::new(),
         });
     };
     let commit = gix::ObjectId::from_hex(good.commit.as_bytes()).map_err(|e| RunError::State {
@@ -366,7 +393,7 @@ fn follow(
     let mut current: Option<Candidate> = None;
     loop {
         let c = match s.config.source.follow {
-            Follow::Branch => verified_branch_head(s, repo, src, trust, &branch)?,
+            Follow::Branch => verified_branch_head(s, repo, src, trust, &branch, warnings)?,
             Follow::Tags => verified_stage_tag(s, repo, src, trust, &branch)?,
         };
         let wanted = subscribed_branch(&c.tree, &s.device_id)
@@ -420,12 +447,27 @@ fn verified_branch_head(
     src: &SourceConfig,
     trust: &TrustRoots,
     branch: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
     s.notifier.status(&format!("fetching {branch}"));
-    let fetched = repo
-        .fetch_branch(src, branch)
-        .map_err(|e| format!("fetching {branch} failed: {e}"))?;
-    let head = fetched.head;
+    let (head, from_seed) = match repo.fetch_branch(src, branch) {
+        Ok(fetched) => (fetched.head, false),
+        Err(e) => {
+            let failed = format!("fetching {branch} failed: {e}");
+            let head = seeded_head(s, repo, branch).map_err(|seed| format!("{failed}; {seed}"))?;
+            let Some(head) = head else {
+                return Err(failed.into());
+            };
+            let note = format!(
+                "{failed}; applying {} of {branch} from the image's seed bundle {}",
+                short(&head),
+                s.config.source.seed_bundle
+            );
+            tracing::warn!("{note}");
+            warnings.push(note);
+            (head, true)
+        }
+    };
     let signer = if trust.is_empty() {
         None
     } else {
@@ -465,7 +507,29 @@ fn verified_branch_head(
         switched_from: None,
         tree: Arc::new(tree),
         cycle: None,
+        from_seed,
     })
+}
+
+/// The head of `branch` from the image's seed bundle, when the device has never verified a
+/// commit of that branch (its first boot): later runs must come from the git server, or an old
+/// image would replay its seed. None when there is no bundle or it lacks the branch.
+fn seeded_head(
+    s: &Session,
+    repo: &LocalRepo,
+    branch: &str,
+) -> Result<Option<gix::ObjectId>, String> {
+    if s.run_state.last_verified.contains_key(branch) {
+        return Ok(None);
+    }
+    let bundle = s
+        .root
+        .join(s.config.source.seed_bundle.trim_start_matches('/'));
+    if !bundle.is_file() {
+        return Ok(None);
+    }
+    repo.import_bundle(&bundle, branch)
+        .map_err(|e| e.to_string())
 }
 
 /// How far back tend fetches history to prove that a new head descends from the last verified
@@ -553,6 +617,7 @@ fn verified_stage_tag(
         switched_from: None,
         tree: Arc::new(tree),
         cycle: None,
+        from_seed: false,
     })
 }
 
@@ -605,5 +670,6 @@ fn one_shot(
         switched_from: None,
         tree: Arc::new(tree),
         cycle: None,
+        from_seed: false,
     })
 }

@@ -9,6 +9,7 @@
 //! A device's behaviour must follow from tend's config alone, not from whatever a developer left
 //! in /root/.gitconfig. Transports are configured explicitly (see `http` and `ssh`).
 
+mod bundle;
 mod error;
 mod http;
 mod integrity;
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 pub use error::FetchError;
 pub use gix::ObjectId;
+/// The https client setup (system roots plus a CA file, rustls on ring), shared with `tend gate`.
+pub(crate) use http::{proxy_settings, root_store, tls_config};
 pub use objects::Ancestry;
 
 /// Where and how to fetch from; built by the caller from `source:` in tend.yaml.
