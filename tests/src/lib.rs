@@ -21,9 +21,11 @@ pub mod http;
 pub mod mender;
 pub mod mounts;
 pub mod proxy;
+pub mod publisher;
 pub mod rootpath;
 pub mod run;
 pub mod treehash;
+pub mod vm;
 
 pub use aptrepo::AptRepo;
 pub use chroot::{Arch, Suite};

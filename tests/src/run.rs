@@ -32,6 +32,15 @@ impl Outcome {
         self.status.code()
     }
 
+    /// Fails with the full output unless the command exited with `want`.
+    pub fn expect_code(&self, want: i32) -> Result<()> {
+        if self.code() == Some(want) {
+            Ok(())
+        } else {
+            bail!("expected exit {want}\n{self}")
+        }
+    }
+
     /// Fails with the full output unless the command succeeded.
     pub fn ok(self) -> Result<Outcome> {
         if self.success() {

@@ -6,131 +6,11 @@
 //! device to another branch, a subscription cycle keeps it where it is; a first boot with nothing
 //! verifiable applies nothing; a second run while one holds the lock exits at once.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
-use tend_tests::{copy_tree, skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
-
-/// A work tree that publishes signed (or unsigned) commits to the served bare repo.
-struct Publisher {
-    work: tempfile::TempDir,
-    bare: PathBuf,
-    key: PathBuf,
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.org")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.org")
-        .output()?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn keygen(dir: &Path, name: &str) -> Result<PathBuf> {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()?;
-    ensure!(st.success(), "ssh-keygen failed");
-    Ok(key)
-}
-
-impl Publisher {
-    fn new(bare: &Path, key: PathBuf) -> Result<Publisher> {
-        let work = tempfile::tempdir()?;
-        git(work.path(), &["init", "-q", "-b", "main"])?;
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/run-fleet");
-        copy_tree(&fixture, work.path())?;
-        Ok(Publisher {
-            work,
-            bare: bare.to_path_buf(),
-            key,
-        })
-    }
-
-    fn write(&self, path: &str, content: &str) -> Result<()> {
-        let p = self.work.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap())?;
-        Ok(std::fs::write(p, content)?)
-    }
-
-    /// Commits everything on `branch` (signed with `key`, or unsigned) and pushes it.
-    fn publish(&self, branch: &str, message: &str, key: Option<&Path>) -> Result<String> {
-        let dir = self.work.path();
-        if git(dir, &["symbolic-ref", "--short", "HEAD"])? != branch {
-            let exists = git(dir, &["rev-parse", "--verify", "-q", branch]).is_ok();
-            git(
-                dir,
-                &if exists {
-                    vec!["checkout", "-q", branch]
-                } else {
-                    vec!["checkout", "-q", "-b", branch]
-                },
-            )?;
-        }
-        git(dir, &["add", "-A"])?;
-        let mut args = vec!["-c".to_string(), "gpg.format=ssh".to_string()];
-        match key {
-            Some(k) => args.extend([
-                "-c".into(),
-                format!("user.signingkey={}", k.display()),
-                "commit".into(),
-                "-q".into(),
-                "-S".into(),
-            ]),
-            None => args.extend(["commit".into(), "-q".into()]),
-        }
-        args.extend(["--allow-empty".into(), "-m".into(), message.into()]);
-        git(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        git(
-            dir,
-            &[
-                "push",
-                "-q",
-                "-f",
-                &self.bare.display().to_string(),
-                &format!("{branch}:{branch}"),
-            ],
-        )?;
-        git(dir, &["rev-parse", "HEAD"])
-    }
-}
-
-impl Publisher {
-    /// Force-moves `branch` back to `commit` on the server (a rewind or a replayed head).
-    fn publish_reset(&self, branch: &str, commit: &str) -> Result<()> {
-        git(
-            self.work.path(),
-            &[
-                "push",
-                "-q",
-                "-f",
-                &self.bare.display().to_string(),
-                &format!("{commit}:refs/heads/{branch}"),
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Switches the work tree to an existing branch.
-    fn publish_checkout(&self, branch: &str) -> Result<()> {
-        git(self.work.path(), &["checkout", "-q", branch])?;
-        Ok(())
-    }
-}
+use tend_tests::publisher::{git, keygen, Publisher};
+use tend_tests::{skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
 
 struct Bed {
     dev: Device,
@@ -147,7 +27,7 @@ impl Bed {
         let repo = FleetRepo::new()?;
         let ca = TestCa::new("tend-run")?;
         let server = HttpsGitServer::start(repo.root(), &ca)?;
-        let publisher = Publisher::new(repo.path(), key.clone())?;
+        let publisher = Publisher::new(repo.path(), key.clone(), "run-fleet")?;
         let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
         dev.install_tend(&tend_binary()?)?;
         dev.write("/etc/tend/ca.pem", std::fs::read(ca.cert())?)?;
@@ -176,6 +56,25 @@ impl Bed {
         self.dev.tend(&["run", "--device", "dev1"])
     }
 
+    /// Points source.url at a loopback port where nothing listens: the server is gone, or the
+    /// device has no network yet.
+    fn point_at_closed_port(&self) -> Result<()> {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        self.set_url(&format!("https://127.0.0.1:{closed}/git/fleet.git"))
+    }
+
+    fn set_url(&self, url: &str) -> Result<()> {
+        let cfg = self.dev.read_string("/etc/tend/tend.yaml")?;
+        let url_start = cfg.find("url: ").context("url")? + "url: ".len();
+        let url_end = url_start + cfg[url_start..].find('\n').context("url end")?;
+        self.dev.write(
+            "/etc/tend/tend.yaml",
+            format!("{}{url}{}", &cfg[..url_start], &cfg[url_end..]),
+        )
+    }
+
     fn report(&self) -> Result<Value> {
         Ok(serde_json::from_slice(
             &self.dev.read("/var/lib/tend/report.json")?,
@@ -187,14 +86,8 @@ impl Bed {
     }
 
     fn signed(&self, branch: &str, msg: &str) -> Result<String> {
-        self.publisher
-            .publish(branch, msg, Some(&self.publisher.key))
+        self.publisher.signed(branch, msg)
     }
-}
-
-fn code(out: &Outcome, want: i32) -> Result<()> {
-    ensure!(out.code() == Some(want), "expected exit {want}\n{out}");
-    Ok(())
 }
 
 #[test]
@@ -209,7 +102,7 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
         .write("devices/dev1.yaml", "vars: {site: one}\n")?;
     bed.publisher.publish("main", "unsigned start", None)?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(
         !bed.dev.exists("/etc/site"),
         "nothing may be applied on a first boot without a verified commit"
@@ -225,7 +118,7 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
 
     // A signed head is applied; a second run changes nothing.
     let good = bed.signed("main", "site one")?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "one\n");
     let r = bed.report()?;
     ensure!(
@@ -239,14 +132,14 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
             .contains("ops@example.org"),
         "{r:#}"
     );
-    code(&bed.run()?, 0)?;
+    bed.run()?.expect_code(0)?;
 
     // Unsigned, then signed by an unknown key: refused, the device stays on the good commit.
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: two}\n")?;
     let unsigned = bed.publisher.publish("main", "unsigned change", None)?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(
         bed.site() == "one\n",
         "an unsigned commit was applied\n{out}"
@@ -263,7 +156,7 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
     bed.publisher
         .publish("main", "signed by a stranger", Some(&stranger))?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(bed.site() == "one\n", "{out}");
     ensure!(
         bed.report()?["git"]["refused"]
@@ -276,16 +169,16 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
 
     // Drift is repaired by the fallback convergence.
     bed.dev.write("/etc/site", "tampered\n")?;
-    code(&bed.run()?, 6)?;
+    bed.run()?.expect_code(6)?;
     ensure!(bed.site() == "one\n", "the fallback run repairs drift");
 
     // A new signed head is applied; then the branch is rewound to the older signed commit.
     let newer = bed.signed("main", "site two")?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "two\n");
-    bed.publisher.publish_reset("main", &good)?;
+    bed.publisher.reset_server("main", &good)?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(
         bed.site() == "two\n",
         "a replayed old signed commit was applied\n{out}"
@@ -314,14 +207,14 @@ fn device_file_moves_the_device_and_a_cycle_keeps_it_in_place() -> Result<()> {
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: canary}\n")?;
     let canary = bed.signed("canary", "canary")?;
-    bed.publisher.publish_checkout("main")?;
+    bed.publisher.checkout("main")?;
     bed.publisher.write(
         "devices/dev1.yaml",
         "subscribed_branch: canary\nvars: {site: main}\n",
     )?;
     bed.signed("main", "move dev1 to canary")?;
 
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "canary\n");
     let r = bed.report()?;
     ensure!(
@@ -332,14 +225,14 @@ fn device_file_moves_the_device_and_a_cycle_keeps_it_in_place() -> Result<()> {
     );
 
     // canary → main → canary: an error, reported; the device stays on canary.
-    bed.publisher.publish_checkout("canary")?;
+    bed.publisher.checkout("canary")?;
     bed.publisher.write(
         "devices/dev1.yaml",
         "subscribed_branch: main\nvars: {site: canary-2}\n",
     )?;
     bed.signed("canary", "back to main")?;
     let out = bed.run()?;
-    code(&out, 6)?;
+    out.expect_code(6)?;
     ensure!(bed.site() == "canary-2\n", "{out}");
     let r = bed.report()?;
     ensure!(r["git"]["branch"] == "canary", "{r:#}");
@@ -371,47 +264,12 @@ fn a_second_run_exits_at_once_while_one_holds_the_lock() -> Result<()> {
     // SAFETY: flock on a descriptor we own, as tend does.
     ensure!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0);
     let out = bed.run()?;
-    code(&out, 12)?;
+    out.expect_code(12)?;
     ensure!(out.stderr.contains("holds the lock"), "{out}");
     ensure!(!bed.dev.exists("/etc/site"));
     drop(file);
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     Ok(())
-}
-
-impl Publisher {
-    /// A signed annotated tag `name` on `commit`, pushed.
-    fn signed_tag(&self, name: &str, commit: &str) -> Result<()> {
-        let dir = self.work.path();
-        let key = format!("user.signingkey={}", self.key.display());
-        git(
-            dir,
-            &[
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &key,
-                "tag",
-                "-f",
-                "-s",
-                "-m",
-                name,
-                name,
-                commit,
-            ],
-        )?;
-        git(
-            dir,
-            &[
-                "push",
-                "-q",
-                "-f",
-                &self.bare.display().to_string(),
-                &format!("refs/tags/{name}"),
-            ],
-        )?;
-        Ok(())
-    }
 }
 
 #[test]
@@ -429,7 +287,7 @@ fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> 
         .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
     let prod1 = bed.signed("main", "prod 1")?;
     bed.publisher.signed_tag("production/1", &prod1)?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "prod-1\n");
     ensure!(
         bed.report()?["git"]["signer"]
@@ -445,22 +303,19 @@ fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> 
         .write("devices/dev1.yaml", "vars: {site: canary-only}\n")?;
     let canary = bed.signed("main", "canary work")?;
     bed.publisher.signed_tag("canary/7", &canary)?;
-    let raw_tag = git(
-        bed.publisher.work.path(),
-        &["rev-parse", "refs/tags/canary/7"],
-    )?;
+    let raw_tag = git(bed.publisher.work(), &["rev-parse", "refs/tags/canary/7"])?;
     git(
-        bed.publisher.work.path(),
+        bed.publisher.work(),
         &[
             "push",
             "-q",
             "-f",
-            &bed.publisher.bare.display().to_string(),
+            &bed.publisher.bare().display().to_string(),
             &format!("{raw_tag}:refs/tags/production/2"),
         ],
     )?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(
         bed.site() == "prod-1\n",
         "another stage's tag was applied\n{out}"
@@ -477,27 +332,27 @@ fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> 
     // A properly signed production/3 is applied; then only an older number is left: refused.
     bed.publisher.signed_tag("production/3", &canary)?;
     git(
-        bed.publisher.work.path(),
+        bed.publisher.work(),
         &[
             "push",
             "-q",
-            &bed.publisher.bare.display().to_string(),
+            &bed.publisher.bare().display().to_string(),
             ":refs/tags/production/2",
         ],
     )?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "canary-only\n");
     git(
-        bed.publisher.work.path(),
+        bed.publisher.work(),
         &[
             "push",
             "-q",
-            &bed.publisher.bare.display().to_string(),
+            &bed.publisher.bare().display().to_string(),
             ":refs/tags/production/3",
         ],
     )?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(
         bed.report()?["git"]["refused"]
             .as_str()
@@ -517,7 +372,7 @@ fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: main}\n")?;
     let main = bed.signed("main", "main")?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
 
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: feature}\n")?;
@@ -525,7 +380,7 @@ fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<
     let out = bed
         .dev
         .tend(&["apply", "--ref", "feature", "--device", "dev1"])?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(bed.site() == "main\n", "an unsigned ref was applied\n{out}");
 
     let out = bed.dev.tend(&[
@@ -536,7 +391,7 @@ fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<
         "--device",
         "dev1",
     ])?;
-    code(&out, 2)?;
+    out.expect_code(2)?;
     ensure!(bed.site() == "feature\n");
     ensure!(
         bed.report()?["warnings"]
@@ -547,7 +402,7 @@ fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<
     );
 
     // The next timer run returns the device to its subscription and its last good commit.
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "main\n");
     ensure!(bed.report()?["git"]["commit"] == main.as_str());
     Ok(())
@@ -562,35 +417,22 @@ fn deleted_branch_and_server_down_keep_the_last_good_commit() -> Result<()> {
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: one}\n")?;
     bed.signed("main", "one")?;
-    code(&bed.run()?, 2)?;
+    bed.run()?.expect_code(2)?;
 
     bed._repo.delete_branch("main")?;
     bed.dev.write("/etc/site", "drifted\n")?;
     let out = bed.run()?;
-    code(&out, 6)?;
+    out.expect_code(6)?;
     ensure!(
         bed.site() == "one\n",
         "the last good commit is applied again\n{out}"
     );
     ensure!(bed.report()?["git"]["fell_back"] == true);
 
-    // The server goes away entirely: point the device at a loopback port where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
-    let url_start = cfg.find("https://").context("url")?;
-    let url_end = url_start + cfg[url_start..].find('\n').context("url end")?;
-    bed.dev.write(
-        "/etc/tend/tend.yaml",
-        format!(
-            "{}https://127.0.0.1:{closed}/git/fleet.git{}",
-            &cfg[..url_start],
-            &cfg[url_end..]
-        ),
-    )?;
+    // The server goes away entirely.
+    bed.point_at_closed_port()?;
     let out = bed.run()?;
-    code(&out, 4)?;
+    out.expect_code(4)?;
     ensure!(bed.site() == "one\n");
     ensure!(
         bed.report()?["git"]["refused"]
@@ -600,5 +442,75 @@ fn deleted_branch_and_server_down_keep_the_last_good_commit() -> Result<()> {
         "{}",
         bed.report()?
     );
+    Ok(())
+}
+
+/// Issue #5, image-time seeding: the image carries a git bundle of the fleet; on first boot, with
+/// no network, tend verifies its head like a fetched one and converges. Later runs fetch from the
+/// server, and the seed is never applied again (an old image must not replay it).
+#[test]
+fn seeded_image_converges_offline_then_fetches_normally() -> Result<()> {
+    if skip_chroot_tests("seeded_image_converges_offline_then_fetches_normally") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    let served_url = {
+        let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+        let start = cfg.find("url: ").context("url")? + "url: ".len();
+        cfg[start..].lines().next().context("url line")?.to_string()
+    };
+    let bundle = |name: &str| -> Result<Vec<u8>> {
+        let path = bed.keys.path().join(name);
+        git(
+            bed.publisher.work(),
+            &["bundle", "create", &path.display().to_string(), "main"],
+        )?;
+        Ok(std::fs::read(path)?)
+    };
+    bed.point_at_closed_port()?;
+
+    // An unsigned seed is refused like an unsigned head: nothing applied.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: forged}\n")?;
+    bed.publisher.publish("main", "unsigned seed", None)?;
+    bed.dev
+        .write("/usr/lib/tend/seed.bundle", bundle("forged.bundle")?)?;
+    let out = bed.run()?;
+    out.expect_code(4)?;
+    ensure!(
+        !bed.dev.exists("/etc/site"),
+        "an unsigned seed was applied\n{out}"
+    );
+
+    // The image's signed seed converges the device with no server at all.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: seeded}\n")?;
+    let seeded = bed.signed("main", "seeded")?;
+    bed.dev
+        .write("/usr/lib/tend/seed.bundle", bundle("seed.bundle")?)?;
+    let out = bed.run()?;
+    out.expect_code(2)?;
+    ensure!(bed.site() == "seeded\n", "{out}");
+    let r = bed.report()?;
+    ensure!(r["git"]["commit"] == seeded.as_str(), "{r:#}");
+    ensure!(
+        r["warnings"].to_string().contains("seed bundle"),
+        "the report must say the fleet came from the seed: {r:#}"
+    );
+
+    // The network arrives: the next commit is fetched on top of the seeded history.
+    bed.set_url(&served_url)?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: fetched}\n")?;
+    let fetched = bed.signed("main", "fetched")?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "fetched\n");
+    ensure!(bed.report()?["git"]["commit"] == fetched.as_str());
+
+    // Offline again: the last good commit stays; the older seed is not replayed.
+    bed.point_at_closed_port()?;
+    let out = bed.run()?;
+    out.expect_code(4)?;
+    ensure!(bed.site() == "fetched\n", "the seed was replayed\n{out}");
     Ok(())
 }

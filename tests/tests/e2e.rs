@@ -1,0 +1,726 @@
+//! Issue #7: the fleet rollout end to end on a booted device. A Debian bookworm VM (qemu, TCG)
+//! with systemd, the tend .deb and Debian's mender-client follows its branch on tend's timer,
+//! against the test bed's services on the host's loopback: the https git server with signed
+//! commits, one signed apt repository per stage, and the Mender device-API double.
+//!
+//! One test, one story, each step asserted on the device, in tend's report and at the Mender
+//! double:
+//! 1. first boot on canary: the timer runs tend, which installs the canary package, writes a
+//!    templated config with a device var and enables and starts a service; systemd shows tend's
+//!    STATUS text during the run; Mender gets tend_commit = canary head and tend_status ok;
+//! 2. a change on main merged into canary: applied alone, the service restarts once, inventory
+//!    is sent;
+//! 3. a commit signed by an unknown key: refused, the device keeps the last good commit, and
+//!    reports the refusal;
+//! 4. a signed commit that breaks the device's way to the git server (/etc/hosts): the guard
+//!    fails, tend reverts, Mender shows `reverted`;
+//! 5. the device file moves the device to production: new branch and commit reported;
+//! 6. power cut (SIGKILL of qemu) in the middle of an apply that rewrites a large file and
+//!    installs a package, proven from the serial console; after the next boot no managed file is
+//!    partial, `dpkg --audit` is clean and the next run converges;
+//! 7. `journalctl -u tend -o json` holds the runs with tend's structured fields.
+//!
+//! Run alone (as root, after `scripts/build-debs amd64`):
+//! `cargo test -p tend-tests --test e2e -- --nocapture` (docs/testing.md). The console log's path
+//! is printed at the start and with every failure.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tend_tests::deb::DebSpec;
+use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
+use tend_tests::mender::MenderServer;
+use tend_tests::publisher::{git, keygen, Publisher};
+use tend_tests::vm::{self, Forward, Vm};
+use tend_tests::AptRepo;
+
+/// Guest ports of the host services (proxied in the guest from 127.0.0.1/localhost).
+const GIT_PORT: u16 = 8443;
+const MENDER_PORT: u16 = 9443;
+const STAGES: [(&str, u16); 3] = [
+    ("development", 8081),
+    ("canary", 8082),
+    ("production", 8083),
+];
+
+/// The slowest step: a run that updates apt lists and installs under TCG, after the timer fired.
+const STEP_TIMEOUT: Duration = Duration::from_secs(420);
+const POLL: Duration = Duration::from_secs(3);
+const CMD: Duration = Duration::from_secs(120);
+
+/// Size of the file the power cut interrupts the rewrite of.
+const BIG_FILE_MIB: usize = 24;
+
+/// The app role; `extra` resources go after the service, before the handlers.
+fn role(greeting: &str, extra: &str) -> String {
+    format!("defaults:\n  greeting: {greeting}\n{ROLE_BODY}").replacen(
+        "handlers:",
+        &format!("{extra}handlers:"),
+        1,
+    )
+}
+
+const ROLE_BODY: &str = r#"resources:
+  - apt_source: e2e
+    uris: "http://127.0.0.1:{{ apt_port }}"
+    suites: [tend]
+    components: [main]
+    key: "{{ apt_stage }}.asc"
+  - package: tend-hello
+    state: latest
+  - file: /etc/e2e-app.conf
+    template: app.conf.j2
+    notify: restart e2e-app
+  - file: /etc/systemd/system/e2e-app.service
+    source: e2e-app.service
+    notify: restart e2e-app
+  - service: e2e-app
+    enabled: true
+    state: started
+handlers:
+  restart e2e-app:
+    service: e2e-app
+    state: restarted
+"#;
+
+const TEMPLATE: &str = "# managed by tend\nsite={{ site }}\ngreeting={{ greeting }}\n";
+
+const UNIT: &str = "[Unit]\nDescription=e2e app\n\n[Service]\nExecStart=/bin/sleep infinity\n\n\
+[Install]\nWantedBy=multi-user.target\n";
+
+/// What the bad commit of step 4 adds: `localhost`, the name the device reaches its git server
+/// by, now points where nothing answers.
+const BAD_HOSTS: &str = "  - file: /etc/hosts\n    content: \"10.0.2.99 localhost\\n\"\n";
+
+/// What step 6's commit adds: a large file rewrite, then a package install.
+const POWERCUT_RESOURCES: &str =
+    "  - file: /var/lib/e2e/big.bin\n    source: big.bin\n  - package: tend-tool\n";
+
+/// Each stage's branch pins its own apt snapshot here; promotion merges never touch it.
+fn fleet_yaml(stage: &str, port: u16) -> String {
+    format!("format: 1\nvars:\n  apt_stage: {stage}\n  apt_port: {port}\nroles: [app]\n")
+}
+
+fn hello(version: &str) -> DebSpec {
+    DebSpec::new("tend-hello", version).file(
+        "/usr/share/tend-hello/version",
+        &format!("{version}\n"),
+        0o644,
+    )
+}
+
+fn tool() -> DebSpec {
+    DebSpec::new("tend-tool", "1.0-1").file("/usr/bin/tend-tool", "#!/bin/sh\necho tool\n", 0o755)
+}
+
+/// `http://127.0.0.1:1234` → 1234.
+fn port_of(url: &str) -> Result<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .with_context(|| format!("no port in {url}"))
+}
+
+struct Bed {
+    vm: Vm,
+    mender: MenderServer,
+    publisher: Publisher,
+    stranger: std::path::PathBuf,
+    _git: HttpsGitServer,
+    _repo: FleetRepo,
+    _apt: Vec<AptRepo>,
+    _keys: tempfile::TempDir,
+}
+
+impl Bed {
+    fn new() -> Result<Bed> {
+        let image = vm::image(&vm::tend_deb()?)?;
+        let keys = tempfile::tempdir()?;
+        let key = keygen(keys.path(), "ops")?;
+        let stranger = keygen(keys.path(), "stranger")?;
+        let repo = FleetRepo::new()?;
+        let ca = TestCa::new("tend-e2e")?;
+        let git_server = HttpsGitServer::start(repo.root(), &ca)?;
+        let mender = MenderServer::start()?;
+        let apt = vec![
+            AptRepo::with_packages(&[hello("3.0-1"), tool()])?,
+            AptRepo::with_packages(&[hello("2.0-1"), tool()])?,
+            AptRepo::with_packages(&[hello("1.0-1"), tool()])?,
+        ];
+        let publisher = Publisher::new(repo.path(), key, "e2e-fleet")?;
+
+        let mut forwards = vec![
+            Forward {
+                guest_port: GIT_PORT,
+                host_port: git_server.port(),
+            },
+            Forward {
+                guest_port: MENDER_PORT,
+                host_port: port_of(&mender.url())?,
+            },
+        ];
+        for ((_, guest_port), repo) in STAGES.iter().zip(&apt) {
+            forwards.push(Forward {
+                guest_port: *guest_port,
+                host_port: port_of(&repo.url())?,
+            });
+        }
+        let seed = tempfile::tempdir()?;
+        write_seed(seed.path(), &ca, &publisher, &mender)?;
+        let vm = Vm::create("e2e", &image, seed.path(), &forwards)?;
+        for ((stage, _), repo) in STAGES.iter().zip(&apt) {
+            publisher.write(
+                &format!("roles/app/files/{stage}.asc"),
+                &repo.key_armored()?,
+            )?;
+        }
+        Ok(Bed {
+            vm,
+            mender,
+            publisher,
+            stranger,
+            _git: git_server,
+            _repo: repo,
+            _apt: apt,
+            _keys: keys,
+        })
+    }
+
+    /// The report of the last run that finished, if any.
+    fn report(&mut self) -> Result<Option<Value>> {
+        let out = self
+            .vm
+            .sh("cat /var/lib/tend/report.json 2>/dev/null || true", CMD)?;
+        if out.stdout.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            serde_json::from_str(&out.stdout).context("report.json")?,
+        ))
+    }
+
+    /// Waits for a report that satisfies `done` (written by a timer run), calling `watch` between
+    /// polls; returns it.
+    fn wait_report(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&Value) -> bool,
+        mut watch: impl FnMut(&mut Vm) -> Result<()>,
+    ) -> Result<Value> {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < STEP_TIMEOUT {
+            if let Some(r) = self.report()? {
+                if done(&r) {
+                    eprintln!("e2e: {what} after {:.0?}", started.elapsed());
+                    return Ok(r);
+                }
+                last = Some(r);
+            }
+            watch(&mut self.vm)?;
+            std::thread::sleep(POLL);
+        }
+        bail!(
+            "no report with {what} within {STEP_TIMEOUT:?}; last report:\n{}\n{}",
+            last.map(|r| format!("{r:#}")).unwrap_or_default(),
+            self.vm.failure_context()
+        )
+    }
+
+    /// Waits until the Mender double has `attrs` for the device.
+    fn wait_mender(&self, attrs: &[(&str, &str)]) -> Result<BTreeMap<String, Value>> {
+        let want = |a: &BTreeMap<String, Value>| {
+            attrs
+                .iter()
+                .all(|(k, v)| a.get(*k).and_then(Value::as_str) == Some(*v))
+        };
+        self.mender
+            .wait_until(
+                Duration::from_secs(120),
+                "tend's inventory in Mender",
+                |s| want(&s.attributes()),
+            )
+            .with_context(|| {
+                format!(
+                    "Mender has {:#?}\n{}",
+                    self.mender.attributes(),
+                    self.vm.failure_context()
+                )
+            })?;
+        Ok(self.mender.attributes())
+    }
+
+    fn sh(&mut self, script: &str) -> Result<String> {
+        Ok(self.vm.sh_ok(script, CMD)?.stdout)
+    }
+
+    /// How often systemd has started e2e-app since boot.
+    fn app_starts(&mut self) -> Result<usize> {
+        Ok(self
+            .sh("journalctl -b -u e2e-app -o cat | grep -c '^Started e2e-app.service' || true")?
+            .trim()
+            .parse()?)
+    }
+
+    /// Commits `message` on main signed, then merges main into canary with a signed merge.
+    fn merge_main_into_canary(&self, message: &str) -> Result<String> {
+        self.publisher.signed("main", message)?;
+        self.publisher.checkout("canary")?;
+        let key = format!("user.signingkey={}", self.publisher.key().display());
+        git(
+            self.publisher.work(),
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &key,
+                "merge",
+                "-q",
+                "-S",
+                "--no-ff",
+                "-m",
+                "promote main to canary",
+                "main",
+            ],
+        )?;
+        let bare = self.publisher.bare().display().to_string();
+        git(
+            self.publisher.work(),
+            &["push", "-q", &bare, "canary:canary"],
+        )?;
+        git(self.publisher.work(), &["rev-parse", "HEAD"])
+    }
+}
+
+/// The per-test provisioning an image builder would do: tend's config as a drop-in, the CA and
+/// signers, Mender's server and identity.
+fn write_seed(
+    root: &Path,
+    ca: &TestCa,
+    publisher: &Publisher,
+    mender: &MenderServer,
+) -> Result<()> {
+    let put = |path: &str, content: &[u8], mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().context("parent")?)?;
+        std::fs::write(&p, content)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+        Ok(())
+    };
+    put(
+        "/etc/tend/tend.d/50-e2e.yaml",
+        format!(
+            "source:\n  url: https://localhost:{GIT_PORT}/git/fleet.git\n  branch: canary\n  \
+             ca_file: /etc/tend/ca.pem\n  retries: 1\n  connect_timeout: 10\n\
+             verify:\n  allowed_signers: /etc/tend/allowed_signers\n\
+             device:\n  id: vm1\n\
+             guard:\n  timeout: 5\n  retries: 1\n  interval: 2\n"
+        )
+        .as_bytes(),
+        0o644,
+    )?;
+    put("/etc/tend/ca.pem", &std::fs::read(ca.cert())?, 0o644)?;
+    put(
+        "/etc/tend/allowed_signers",
+        publisher.allowed_signers()?.as_bytes(),
+        0o644,
+    )?;
+    let conf = serde_json::json!({
+        "ServerURL": format!("https://localhost:{MENDER_PORT}"),
+        "ServerCertificate": "/etc/mender/server.crt",
+        "InventoryPollIntervalSeconds": 6 * 3600,
+        "UpdatePollIntervalSeconds": 6 * 3600,
+        "RetryPollIntervalSeconds": 5,
+    });
+    put(
+        "/etc/mender/mender.conf",
+        &serde_json::to_vec_pretty(&conf)?,
+        0o600,
+    )?;
+    put("/etc/mender/server.crt", mender.ca_pem().as_bytes(), 0o644)?;
+    put(
+        "/etc/mender/artifact_info",
+        b"artifact_name=tend-e2e\n",
+        0o644,
+    )?;
+    put(
+        "/data/mender/device_type",
+        b"device_type=tend-e2e-vm\n",
+        0o644,
+    )?;
+    put(
+        "/usr/share/mender/identity/mender-device-identity",
+        b"#!/bin/sh\necho mac=02:00:00:e2:e2:01\n",
+        0o755,
+    )?;
+    Ok(())
+}
+
+fn git_field<'a>(r: &'a Value, key: &str) -> &'a str {
+    r["git"][key].as_str().unwrap_or("")
+}
+
+/// The fleet repository: main with the app role on the development snapshot, canary and
+/// production branched from it, each pinning its own stage's apt snapshot.
+fn publish_fleet(p: &Publisher) -> Result<(String, String)> {
+    p.write("roles/app/role.yaml", &role("hello", ""))?;
+    p.write("roles/app/templates/app.conf.j2", TEMPLATE)?;
+    p.write("roles/app/files/e2e-app.service", UNIT)?;
+    p.write("devices/vm1.yaml", "vars:\n  site: lab-7\n")?;
+    p.write("fleet.yaml", &fleet_yaml("development", 8081))?;
+    p.signed("main", "the app, on the development snapshot")?;
+    p.write("fleet.yaml", &fleet_yaml("production", 8083))?;
+    let production = p.signed("production", "production pins its snapshot")?;
+    p.checkout("main")?;
+    p.write("fleet.yaml", &fleet_yaml("canary", 8082))?;
+    let canary = p.signed("canary", "canary pins its snapshot")?;
+    Ok((canary, production))
+}
+
+#[test]
+fn fleet_rollout_on_a_booted_device() -> Result<()> {
+    if vm::skip_vm_tests("fleet_rollout_on_a_booted_device") {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut bed = Bed::new()?;
+    eprintln!("e2e: VM console log: {}", bed.vm.console_log().display());
+    let (canary, production) = publish_fleet(&bed.publisher)?;
+    let took = bed.vm.boot()?;
+    eprintln!("e2e: booted in {took:.0?}");
+    let result = scenario(&mut bed, &canary, &production);
+    if let Err(e) = &result {
+        eprintln!("e2e FAILED: {e:#}\n{}", bed.vm.failure_context());
+    }
+    eprintln!("e2e: total {:.0?}", started.elapsed());
+    result
+}
+
+fn scenario(bed: &mut Bed, canary: &str, production: &str) -> Result<()> {
+    step1_first_boot(bed, canary)?;
+    let merged = step2_promotion(bed)?;
+    step3_forged(bed, &merged)?;
+    let good = step4_revert(bed, &merged)?;
+    step5_production(bed, &good, production)?;
+    // Before the power cut: the journal is only sure to hold this boot's runs.
+    step7_journal(bed)?;
+    step6_power_cut(bed)
+}
+
+fn step1_first_boot(bed: &mut Bed, canary: &str) -> Result<()> {
+    let mut statuses = Vec::new();
+    let r = bed.wait_report(
+        "the canary head applied",
+        |r| git_field(r, "commit") == canary,
+        |vm| {
+            let s = vm.sh_ok("systemctl show -p StatusText --value tend", CMD)?;
+            if !s.stdout.trim().is_empty() {
+                statuses.push(s.stdout.trim().to_string());
+            }
+            Ok(())
+        },
+    )?;
+    ensure!(r["result"] == "changed", "{r:#}");
+    ensure!(git_field(&r, "branch") == "canary", "{r:#}");
+    ensure!(
+        !statuses.is_empty(),
+        "systemd never showed tend's STATUS text during the first run"
+    );
+    eprintln!("e2e: STATUS texts seen: {statuses:?}");
+    // The timer started it: nobody else runs tend in this VM.
+    let trig = bed.sh("systemctl show -p LastTriggerUSecMonotonic --value tend.timer")?;
+    ensure!(
+        trig.trim() != "0" && !trig.trim().is_empty(),
+        "tend.timer never fired"
+    );
+
+    let hello = bed.sh("dpkg-query -W -f '${Version}' tend-hello")?;
+    ensure!(
+        hello == "2.0-1",
+        "the canary snapshot has tend-hello 2.0-1, installed {hello:?}"
+    );
+    let conf = bed.sh("cat /etc/e2e-app.conf")?;
+    ensure!(
+        conf == "# managed by tend\nsite=lab-7\ngreeting=hello\n",
+        "{conf:?}"
+    );
+    ensure!(bed.sh("systemctl is-enabled e2e-app")?.trim() == "enabled");
+    ensure!(bed.sh("systemctl is-active e2e-app")?.trim() == "active");
+    bed.wait_mender(&[
+        ("tend_commit", canary),
+        ("tend_status", "ok"),
+        ("tend_branch", "canary"),
+    ])?;
+    Ok(())
+}
+
+fn step2_promotion(bed: &mut Bed) -> Result<String> {
+    let starts = bed.app_starts()?;
+    let updates = bed.mender.inventory_updates().len();
+    bed.publisher.checkout("main")?;
+    bed.publisher
+        .write("roles/app/role.yaml", &role("hi", ""))?;
+    let merged = bed.merge_main_into_canary("greet with hi")?;
+    let r = bed.wait_report(
+        "the merge applied",
+        |r| git_field(r, "commit") == merged,
+        |_| Ok(()),
+    )?;
+    let changed: Vec<String> = r["resources"]
+        .as_array()
+        .context("resources")?
+        .iter()
+        .filter(|x| x["outcome"] == "changed")
+        .map(|x| {
+            format!(
+                "{} {}",
+                x["kind"].as_str().unwrap_or(""),
+                x["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    ensure!(
+        changed.iter().any(|c| c.ends_with("/etc/e2e-app.conf"))
+            && changed
+                .iter()
+                .all(|c| c.ends_with("/etc/e2e-app.conf") || c.contains("e2e-app")),
+        "the merge changed only the config (and its handler), not {changed:?}\n{r:#}"
+    );
+    let conf = bed.sh("cat /etc/e2e-app.conf")?;
+    ensure!(
+        conf.contains("greeting=hi\n") && conf.contains("site=lab-7\n"),
+        "{conf:?}"
+    );
+    ensure!(
+        bed.sh("grep -c 8082 /etc/apt/sources.list.d/e2e.sources")?
+            .trim()
+            == "1",
+        "the merge must not bring main's snapshot to canary"
+    );
+    bed.wait_mender(&[("tend_commit", &merged), ("tend_status", "ok")])?;
+    ensure!(
+        bed.mender.inventory_updates().len() > updates,
+        "no inventory send"
+    );
+    // One restart, and no more on the following runs (which change nothing).
+    let finished = r["finished"].as_u64().unwrap_or(0);
+    bed.wait_report(
+        "a later run",
+        |r| r["finished"].as_u64().unwrap_or(0) > finished,
+        |_| Ok(()),
+    )?;
+    let now = bed.app_starts()?;
+    ensure!(
+        now == starts + 1,
+        "e2e-app started {} times for one config change",
+        now - starts
+    );
+    Ok(merged)
+}
+
+fn step3_forged(bed: &mut Bed, good: &str) -> Result<()> {
+    bed.publisher.checkout("canary")?;
+    bed.publisher
+        .write("roles/app/role.yaml", &role("forged", ""))?;
+    let stranger = bed.stranger.clone();
+    let forged = bed
+        .publisher
+        .publish("canary", "signed by a stranger", Some(&stranger))?;
+    let r = bed.wait_report(
+        "the forged head refused",
+        |r| git_field(r, "head") == forged,
+        |_| Ok(()),
+    )?;
+    ensure!(git_field(&r, "commit") == good, "{r:#}");
+    ensure!(
+        git_field(&r, "refused").contains("allowed_signers"),
+        "{r:#}"
+    );
+    ensure!(bed.sh("cat /etc/e2e-app.conf")?.contains("greeting=hi\n"));
+    let attrs = bed.wait_mender(&[("tend_commit", good)])?;
+    ensure!(
+        attrs
+            .get("tend_error")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .contains("allowed_signers"),
+        "Mender does not show the refusal: {attrs:#?}"
+    );
+    // Take the forged commit off the work tree; the next signed commit replaces it on the server.
+    git(bed.publisher.work(), &["reset", "-q", "--hard", good])?;
+    Ok(())
+}
+
+fn step4_revert(bed: &mut Bed, good: &str) -> Result<String> {
+    let hosts = bed.sh("cat /etc/hosts")?;
+    bed.publisher
+        .write("roles/app/role.yaml", &role("hi", BAD_HOSTS))?;
+    let bad = bed
+        .publisher
+        .signed("canary", "pin localhost (breaks the git server)")?;
+    let r = bed.wait_report(
+        "the bad commit reverted",
+        |r| r["git"]["reverted"]["commit"] == bad,
+        |_| Ok(()),
+    )?;
+    ensure!(
+        r["result"] == "reverted" && git_field(&r, "commit") == good,
+        "{r:#}"
+    );
+    ensure!(
+        bed.sh("cat /etc/hosts")? == hosts,
+        "/etc/hosts was not restored"
+    );
+    bed.wait_mender(&[("tend_status", "reverted"), ("tend_reverted_commit", &bad)])?;
+    // Undo it in the repository too, as the fleet engineer would.
+    bed.publisher
+        .write("roles/app/role.yaml", &role("hi", ""))?;
+    Ok(bad)
+}
+
+fn step5_production(bed: &mut Bed, _bad: &str, production: &str) -> Result<()> {
+    bed.publisher.write(
+        "devices/vm1.yaml",
+        "subscribed_branch: production\nvars:\n  site: lab-7\n",
+    )?;
+    bed.publisher.signed("canary", "move vm1 to production")?;
+    let r = bed.wait_report(
+        "the device on production",
+        |r| git_field(r, "branch") == "production",
+        |_| Ok(()),
+    )?;
+    ensure!(
+        git_field(&r, "commit") == production && git_field(&r, "switched_from") == "canary",
+        "{r:#}"
+    );
+    ensure!(bed
+        .sh("cat /etc/e2e-app.conf")?
+        .contains("greeting=hello\n"));
+    ensure!(
+        bed.sh("grep -c 8083 /etc/apt/sources.list.d/e2e.sources")?
+            .trim()
+            == "1"
+    );
+    bed.wait_mender(&[("tend_branch", "production"), ("tend_commit", production)])?;
+    Ok(())
+}
+
+fn step6_power_cut(bed: &mut Bed) -> Result<()> {
+    // The old and the new content of the large file.
+    let old: Vec<u8> = (0..BIG_FILE_MIB << 20).map(|i| (i % 251) as u8).collect();
+    let new: Vec<u8> = (0..BIG_FILE_MIB << 20).map(|i| (i % 241) as u8).collect();
+    let (old_sum, new_sum) = (hex(&Sha256::digest(&old)), hex(&Sha256::digest(&new)));
+    let role_with = role("hello", POWERCUT_RESOURCES);
+    bed.publisher.checkout("production")?;
+    bed.publisher.write(
+        "roles/app/role.yaml",
+        &role_with.replace("  - package: tend-tool\n", ""),
+    )?;
+    std::fs::write(bed.publisher.work().join("roles/app/files/big.bin"), &old)?;
+    let first = bed.publisher.signed("production", "a large file")?;
+    bed.wait_report(
+        "the large file",
+        |r| git_field(r, "commit") == first,
+        |_| Ok(()),
+    )?;
+    ensure!(bed
+        .sh("sha256sum /var/lib/e2e/big.bin")?
+        .starts_with(&old_sum));
+
+    // Rewrite it and install a package; cut the power once the rewrite is logged.
+    bed.publisher.write("roles/app/role.yaml", &role_with)?;
+    std::fs::write(bed.publisher.work().join("roles/app/files/big.bin"), &new)?;
+    let second = bed
+        .publisher
+        .signed("production", "rewrite the large file, add a tool")?;
+    let console = bed.vm.console_log();
+    let mark = std::fs::metadata(&console)?.len() as usize;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let cut_at = loop {
+        let log = std::fs::read(&console)?;
+        let tail = String::from_utf8_lossy(&log[mark.min(log.len())..]).into_owned();
+        if tail.contains("/var/lib/e2e/big.bin") {
+            bed.vm.power_cut();
+            break tail;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the rewrite never showed on the console\n{}",
+            bed.vm.failure_context()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Mid-apply: the rewrite was logged, the run had not finished.
+    let after = &cut_at[cut_at.find("/var/lib/e2e/big.bin").unwrap_or(0)..];
+    ensure!(
+        !after.contains("run finished"),
+        "the kill landed after the run:\n{after}"
+    );
+    let last: Vec<&str> = cut_at.lines().rev().take(4).collect();
+    eprintln!(
+        "e2e: power cut; the console's last lines:\n{}",
+        last.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+
+    let took = bed.vm.boot()?;
+    eprintln!("e2e: booted again in {took:.0?}");
+    let sum = bed.sh("sha256sum /var/lib/e2e/big.bin | cut -d' ' -f1")?;
+    ensure!(
+        sum.trim() == old_sum || sum.trim() == new_sum,
+        "big.bin is partial after the power cut"
+    );
+    let audit = bed.vm.sh("dpkg --audit", CMD)?;
+    let journal = bed.sh("journalctl -b -u tend -o cat | grep -i dpkg || true")?;
+    ensure!(
+        audit.stdout.trim().is_empty() || journal.contains("repair"),
+        "dpkg --audit after the power cut:\n{audit}\ntend said:\n{journal}"
+    );
+    let r = bed.wait_report(
+        "the run after the power cut converged",
+        |r| git_field(r, "commit") == second && (r["result"] == "ok" || r["result"] == "changed"),
+        |_| Ok(()),
+    )?;
+    ensure!(r["counts"]["failed"] == 0, "{r:#}");
+    ensure!(bed
+        .sh("sha256sum /var/lib/e2e/big.bin")?
+        .starts_with(&new_sum));
+    ensure!(bed.sh("dpkg-query -W -f '${Status}' tend-tool")? == "install ok installed");
+    ensure!(bed.vm.sh("dpkg --audit", CMD)?.stdout.trim().is_empty());
+    Ok(())
+}
+
+fn step7_journal(bed: &mut Bed) -> Result<()> {
+    let out = bed.sh("journalctl -u tend -o json --no-pager")?;
+    let entries: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let finished: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e.get("TEND_RESULT").is_some() && e.get("TEND_COMMIT").is_some())
+        .collect();
+    ensure!(
+        finished.len() >= 5,
+        "expected tend's run records with TEND_RESULT and TEND_COMMIT, found {} of {} entries",
+        finished.len(),
+        entries.len()
+    );
+    let results: Vec<&str> = finished
+        .iter()
+        .filter_map(|e| e["TEND_RESULT"].as_str())
+        .collect();
+    ensure!(
+        results.contains(&"reverted") && results.contains(&"changed"),
+        "{results:?}"
+    );
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
