@@ -79,6 +79,9 @@ impl Window {
 }
 
 /// Minutes since midnight, in the device's local time (its /etc/localtime or TZ).
+// libc marks musl's time_t deprecated because it will become 64-bit; that is the type
+// localtime_r takes whatever its width, so the warning has nothing to fix here.
+#[allow(deprecated)]
 pub fn local_minute(now: SystemTime) -> u16 {
     let secs = unix_seconds(now) as libc::time_t;
     // SAFETY: localtime_r writes only into the tm we own.

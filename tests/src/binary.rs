@@ -76,6 +76,23 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
+/// The tend .deb for Debian architecture `arch`, if `scripts/build-debs` built it from the
+/// current sources (`scripts/build-debs --built ARCH` decides; the package and VM suites use it).
+pub fn built_deb(arch: &str) -> Result<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = std::process::Command::new(workspace.join("scripts/build-debs"));
+    cmd.args(["--built", arch]).current_dir(&workspace);
+    let out = crate::run::run(
+        cmd,
+        "scripts/build-debs --built",
+        std::time::Duration::from_secs(120),
+    )?;
+    if !out.success() {
+        bail!("no current tend .deb for {arch}: {}", out.stderr.trim());
+    }
+    Ok(PathBuf::from(out.stdout.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,6 +184,27 @@ impl Device {
         self.write_mode(TEND_PATH, bytes, 0o755)
     }
 
+    /// Installs a tend .deb with `dpkg -i`, as an image build would.
+    ///
+    /// The chroots have no openssh-client and devices are offline, so an empty stand-in package
+    /// satisfies tend's Depends (nothing here uses ssh).
+    pub fn install_tend_deb(&self, deb: &Path) -> Result<()> {
+        let work = tempfile::tempdir()?;
+        let ssh = crate::deb::DebSpec::new("openssh-client", "1:0~tend-test");
+        ssh.build(work.path())?;
+        self.write(
+            "/tmp/openssh-client.deb",
+            fs::read(work.path().join(ssh.filename()))?,
+        )?;
+        self.run_ok(&["dpkg", "-i", "/tmp/openssh-client.deb"])?;
+        self.write(
+            "/tmp/tend.deb",
+            fs::read(deb).with_context(|| format!("reading {}", deb.display()))?,
+        )?;
+        self.run_ok(&["dpkg", "-i", "/tmp/tend.deb"])?;
+        Ok(())
+    }
+
     /// Runs `/usr/bin/tend <args>` inside the device (see [`Device::install_tend`]).
     ///
     /// Retries (a few times) when the exec fails with "Text file busy": right after
