@@ -22,6 +22,7 @@ pub mod mender;
 pub mod mounts;
 pub mod proxy;
 pub mod publisher;
+pub mod rollout;
 pub mod rootpath;
 pub mod run;
 pub mod treehash;
@@ -37,4 +38,4 @@ pub use run::Outcome;
 pub use treehash::TreeSnapshot;
 
 mod binary;
-pub use binary::tend_binary;
+pub use binary::{built_deb, tend_binary};

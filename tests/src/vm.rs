@@ -18,8 +18,6 @@ pub use machine::{Forward, Vm, BOOT_TIMEOUT};
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, Result};
 
@@ -71,19 +69,5 @@ pub fn tend_deb() -> Result<PathBuf> {
         }
         return Ok(path);
     }
-    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new(workspace.join("scripts/build-debs"));
-    cmd.args(["--built", "amd64"]).current_dir(&workspace);
-    let out = crate::run::run(
-        cmd,
-        "scripts/build-debs --built amd64",
-        Duration::from_secs(120),
-    )?;
-    if !out.success() {
-        bail!(
-            "no current tend .deb for amd64: {}\n(or point TEND_DEB at a .deb)",
-            out.stderr.trim()
-        );
-    }
-    Ok(PathBuf::from(out.stdout.trim()))
+    crate::built_deb("amd64").map_err(|e| anyhow::anyhow!("{e}\n(or point TEND_DEB at a .deb)"))
 }

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tend_tests::deb::DebSpec;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::mender::MenderServer;
 use tend_tests::publisher::{git, keygen, Publisher};
+use tend_tests::rollout;
 use tend_tests::vm::{self, Forward, Vm};
 use tend_tests::AptRepo;
 
@@ -55,43 +55,6 @@ const CMD: Duration = Duration::from_secs(120);
 /// Size of the file the power cut interrupts the rewrite of.
 const BIG_FILE_MIB: usize = 24;
 
-/// The app role; `extra` resources go after the service, before the handlers.
-fn role(greeting: &str, extra: &str) -> String {
-    format!("defaults:\n  greeting: {greeting}\n{ROLE_BODY}").replacen(
-        "handlers:",
-        &format!("{extra}handlers:"),
-        1,
-    )
-}
-
-const ROLE_BODY: &str = r#"resources:
-  - apt_source: e2e
-    uris: "http://127.0.0.1:{{ apt_port }}"
-    suites: [tend]
-    components: [main]
-    key: "{{ apt_stage }}.asc"
-  - package: tend-hello
-    state: latest
-  - file: /etc/e2e-app.conf
-    template: app.conf.j2
-    notify: restart e2e-app
-  - file: /etc/systemd/system/e2e-app.service
-    source: e2e-app.service
-    notify: restart e2e-app
-  - service: e2e-app
-    enabled: true
-    state: started
-handlers:
-  restart e2e-app:
-    service: e2e-app
-    state: restarted
-"#;
-
-const TEMPLATE: &str = "# managed by tend\nsite={{ site }}\ngreeting={{ greeting }}\n";
-
-const UNIT: &str = "[Unit]\nDescription=e2e app\n\n[Service]\nExecStart=/bin/sleep infinity\n\n\
-[Install]\nWantedBy=multi-user.target\n";
-
 /// What the bad commit of step 4 adds: `localhost`, the name the device reaches its git server
 /// by, now points where nothing answers.
 const BAD_HOSTS: &str = "  - file: /etc/hosts\n    content: \"10.0.2.99 localhost\\n\"\n";
@@ -99,31 +62,6 @@ const BAD_HOSTS: &str = "  - file: /etc/hosts\n    content: \"10.0.2.99 localhos
 /// What step 6's commit adds: a large file rewrite, then a package install.
 const POWERCUT_RESOURCES: &str =
     "  - file: /var/lib/e2e/big.bin\n    source: big.bin\n  - package: tend-tool\n";
-
-/// Each stage's branch pins its own apt snapshot here; promotion merges never touch it.
-fn fleet_yaml(stage: &str, port: u16) -> String {
-    format!("format: 1\nvars:\n  apt_stage: {stage}\n  apt_port: {port}\nroles: [app]\n")
-}
-
-fn hello(version: &str) -> DebSpec {
-    DebSpec::new("tend-hello", version).file(
-        "/usr/share/tend-hello/version",
-        &format!("{version}\n"),
-        0o644,
-    )
-}
-
-fn tool() -> DebSpec {
-    DebSpec::new("tend-tool", "1.0-1").file("/usr/bin/tend-tool", "#!/bin/sh\necho tool\n", 0o755)
-}
-
-/// `http://127.0.0.1:1234` → 1234.
-fn port_of(url: &str) -> Result<u16> {
-    url.rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .with_context(|| format!("no port in {url}"))
-}
 
 struct Bed {
     vm: Vm,
@@ -147,9 +85,9 @@ impl Bed {
         let git_server = HttpsGitServer::start(repo.root(), &ca)?;
         let mender = MenderServer::start()?;
         let apt = vec![
-            AptRepo::with_packages(&[hello("3.0-1"), tool()])?,
-            AptRepo::with_packages(&[hello("2.0-1"), tool()])?,
-            AptRepo::with_packages(&[hello("1.0-1"), tool()])?,
+            AptRepo::with_packages(&[rollout::hello("3.0-1"), rollout::tool()])?,
+            AptRepo::with_packages(&[rollout::hello("2.0-1"), rollout::tool()])?,
+            AptRepo::with_packages(&[rollout::hello("1.0-1"), rollout::tool()])?,
         ];
         let publisher = Publisher::new(repo.path(), key, "e2e-fleet")?;
 
@@ -160,13 +98,13 @@ impl Bed {
             },
             Forward {
                 guest_port: MENDER_PORT,
-                host_port: port_of(&mender.url())?,
+                host_port: rollout::port_of(&mender.url())?,
             },
         ];
         for ((_, guest_port), repo) in STAGES.iter().zip(&apt) {
             forwards.push(Forward {
                 guest_port: *guest_port,
-                host_port: port_of(&repo.url())?,
+                host_port: rollout::port_of(&repo.url())?,
             });
         }
         let seed = tempfile::tempdir()?;
@@ -266,33 +204,8 @@ impl Bed {
             .parse()?)
     }
 
-    /// Commits `message` on main signed, then merges main into canary with a signed merge.
     fn merge_main_into_canary(&self, message: &str) -> Result<String> {
-        self.publisher.signed("main", message)?;
-        self.publisher.checkout("canary")?;
-        let key = format!("user.signingkey={}", self.publisher.key().display());
-        git(
-            self.publisher.work(),
-            &[
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &key,
-                "merge",
-                "-q",
-                "-S",
-                "--no-ff",
-                "-m",
-                "promote main to canary",
-                "main",
-            ],
-        )?;
-        let bare = self.publisher.bare().display().to_string();
-        git(
-            self.publisher.work(),
-            &["push", "-q", &bare, "canary:canary"],
-        )?;
-        git(self.publisher.work(), &["rev-parse", "HEAD"])
+        rollout::merge_main_into_canary(&self.publisher, message)
     }
 }
 
@@ -365,23 +278,6 @@ fn git_field<'a>(r: &'a Value, key: &str) -> &'a str {
     r["git"][key].as_str().unwrap_or("")
 }
 
-/// The fleet repository: main with the app role on the development snapshot, canary and
-/// production branched from it, each pinning its own stage's apt snapshot.
-fn publish_fleet(p: &Publisher) -> Result<(String, String)> {
-    p.write("roles/app/role.yaml", &role("hello", ""))?;
-    p.write("roles/app/templates/app.conf.j2", TEMPLATE)?;
-    p.write("roles/app/files/e2e-app.service", UNIT)?;
-    p.write("devices/vm1.yaml", "vars:\n  site: lab-7\n")?;
-    p.write("fleet.yaml", &fleet_yaml("development", 8081))?;
-    p.signed("main", "the app, on the development snapshot")?;
-    p.write("fleet.yaml", &fleet_yaml("production", 8083))?;
-    let production = p.signed("production", "production pins its snapshot")?;
-    p.checkout("main")?;
-    p.write("fleet.yaml", &fleet_yaml("canary", 8082))?;
-    let canary = p.signed("canary", "canary pins its snapshot")?;
-    Ok((canary, production))
-}
-
 #[test]
 fn fleet_rollout_on_a_booted_device() -> Result<()> {
     if vm::skip_vm_tests("fleet_rollout_on_a_booted_device") {
@@ -390,7 +286,7 @@ fn fleet_rollout_on_a_booted_device() -> Result<()> {
     let started = Instant::now();
     let mut bed = Bed::new()?;
     eprintln!("e2e: VM console log: {}", bed.vm.console_log().display());
-    let (canary, production) = publish_fleet(&bed.publisher)?;
+    let (canary, production) = rollout::publish_fleet(&bed.publisher, "vm1", [8081, 8082, 8083])?;
     let took = bed.vm.boot()?;
     eprintln!("e2e: booted in {took:.0?}");
     let result = scenario(&mut bed, &canary, &production);
@@ -464,7 +360,7 @@ fn step2_promotion(bed: &mut Bed) -> Result<String> {
     let updates = bed.mender.inventory_updates().len();
     bed.publisher.checkout("main")?;
     bed.publisher
-        .write("roles/app/role.yaml", &role("hi", ""))?;
+        .write("roles/app/role.yaml", &rollout::role("hi", ""))?;
     let merged = bed.merge_main_into_canary("greet with hi")?;
     let r = bed.wait_report(
         "the merge applied",
@@ -526,7 +422,7 @@ fn step2_promotion(bed: &mut Bed) -> Result<String> {
 fn step3_forged(bed: &mut Bed, good: &str) -> Result<()> {
     bed.publisher.checkout("canary")?;
     bed.publisher
-        .write("roles/app/role.yaml", &role("forged", ""))?;
+        .write("roles/app/role.yaml", &rollout::role("forged", ""))?;
     let stranger = bed.stranger.clone();
     let forged = bed
         .publisher
@@ -559,7 +455,7 @@ fn step3_forged(bed: &mut Bed, good: &str) -> Result<()> {
 fn step4_revert(bed: &mut Bed, good: &str) -> Result<String> {
     let hosts = bed.sh("cat /etc/hosts")?;
     bed.publisher
-        .write("roles/app/role.yaml", &role("hi", BAD_HOSTS))?;
+        .write("roles/app/role.yaml", &rollout::role("hi", BAD_HOSTS))?;
     let bad = bed
         .publisher
         .signed("canary", "pin localhost (breaks the git server)")?;
@@ -579,7 +475,7 @@ fn step4_revert(bed: &mut Bed, good: &str) -> Result<String> {
     bed.wait_mender(&[("tend_status", "reverted"), ("tend_reverted_commit", &bad)])?;
     // Undo it in the repository too, as the fleet engineer would.
     bed.publisher
-        .write("roles/app/role.yaml", &role("hi", ""))?;
+        .write("roles/app/role.yaml", &rollout::role("hi", ""))?;
     Ok(bad)
 }
 
@@ -615,7 +511,7 @@ fn step6_power_cut(bed: &mut Bed) -> Result<()> {
     let old: Vec<u8> = (0..BIG_FILE_MIB << 20).map(|i| (i % 251) as u8).collect();
     let new: Vec<u8> = (0..BIG_FILE_MIB << 20).map(|i| (i % 241) as u8).collect();
     let (old_sum, new_sum) = (hex(&Sha256::digest(&old)), hex(&Sha256::digest(&new)));
-    let role_with = role("hello", POWERCUT_RESOURCES);
+    let role_with = rollout::role("hello", POWERCUT_RESOURCES);
     bed.publisher.checkout("production")?;
     bed.publisher.write(
         "roles/app/role.yaml",
