@@ -128,10 +128,10 @@ fn arm64_device_follows_canary_and_applies_a_promotion_merge() -> Result<()> {
         conf == "# managed by tend\nsite=lab-7\ngreeting=hello\n",
         "{conf:?}"
     );
-    let wants = "/etc/systemd/system/multi-user.target.wants/e2e-app.service";
+    let wants = "etc/systemd/system/multi-user.target.wants/e2e-app.service";
     ensure!(
-        bed.dev.path(wants)?.is_symlink(),
-        "e2e-app is not enabled ({wants} is missing)"
+        bed.dev.root().join(wants).is_symlink(),
+        "e2e-app is not enabled ({wants} is missing)\n{r:#}"
     );
     // Nothing new: nothing changes.
     bed.dev.tend(&["run"])?.expect_code(0)?;
