@@ -22,14 +22,16 @@ use anyhow::{bail, Result};
 const IDLE: Duration = Duration::from_secs(30);
 
 /// Accepts on `listener` until `stop`, handing each connection to `serve` on its own thread.
-struct Acceptor {
-    addr: SocketAddr,
+pub(crate) struct Acceptor {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Acceptor {
-    fn start(serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> Result<Acceptor> {
+    pub(crate) fn start(
+        serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+    ) -> Result<Acceptor> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -8,9 +8,10 @@
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
+use tend_tests::gitserver::{FleetRepo, HttpsGitServer};
 use tend_tests::publisher::{git, keygen, Publisher};
-use tend_tests::{skip_chroot_tests, tend_binary, Arch, Device, Outcome, Suite};
+use tend_tests::pullbed::PullBed;
+use tend_tests::{skip_chroot_tests, Device, Outcome};
 
 struct Bed {
     dev: Device,
@@ -22,27 +23,15 @@ struct Bed {
 
 impl Bed {
     fn new() -> Result<Bed> {
-        let keys = tempfile::tempdir()?;
-        let key = keygen(keys.path(), "ops")?;
-        let repo = FleetRepo::new()?;
-        let ca = TestCa::new("tend-run")?;
-        let server = HttpsGitServer::start(repo.root(), &ca)?;
-        let publisher = Publisher::new(repo.path(), key.clone(), "run-fleet")?;
-        let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
-        dev.install_tend(&tend_binary()?)?;
-        dev.write("/etc/tend/ca.pem", std::fs::read(ca.cert())?)?;
-        let pubkey = std::fs::read_to_string(key.with_extension("pub"))?;
-        dev.write(
-            "/etc/tend/allowed_signers",
-            format!("ops@example.org namespaces=\"git\" {pubkey}"),
-        )?;
-        dev.write(
-            "/etc/tend/tend.yaml",
-            format!(
-                "source:\n  url: {}\n  branch: main\n  ca_file: /etc/tend/ca.pem\n  retries: 0\nverify:\n  allowed_signers: /etc/tend/allowed_signers\n",
-                server.url("fleet.git")
-            ),
-        )?;
+        let pb = PullBed::new("run-fleet")?;
+        pb.configure(&pb.url(), "", "")?;
+        let PullBed {
+            dev,
+            publisher,
+            server,
+            repo,
+            keys,
+        } = pb;
         Ok(Bed {
             dev,
             publisher,

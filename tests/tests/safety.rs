@@ -10,9 +10,10 @@
 use anyhow::{ensure, Result};
 use serde_json::Value;
 use tend_tests::aptrepo::{COMPONENT, SUITE};
-use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
-use tend_tests::publisher::{keygen, Publisher};
-use tend_tests::{skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite};
+use tend_tests::gitserver::{FleetRepo, HttpsGitServer};
+use tend_tests::publisher::Publisher;
+use tend_tests::pullbed::PullBed;
+use tend_tests::{skip_chroot_tests, AptRepo, Device, Outcome};
 
 /// The device resolves `localhost` only through its own /etc/hosts: no nameserver answers.
 const HOSTS: &str = "127.0.0.1 localhost\n";
@@ -29,27 +30,18 @@ struct Bed {
 impl Bed {
     /// `host` names the git server in the device's source URL.
     fn new(host: &str) -> Result<Bed> {
-        let keys = tempfile::tempdir()?;
-        let key = keygen(keys.path(), "ops")?;
-        let repo = FleetRepo::new()?;
-        let ca = TestCa::new("tend-safety")?;
-        let server = HttpsGitServer::start(repo.root(), &ca)?;
-        let publisher = Publisher::new(repo.path(), key, "safety-fleet")?;
-        let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
-        dev.install_tend(&tend_binary()?)?;
-        dev.write("/etc/hosts", HOSTS)?;
-        dev.write("/etc/resolv.conf", RESOLV)?;
-        dev.write("/etc/tend/ca.pem", std::fs::read(ca.cert())?)?;
-        dev.write("/etc/tend/allowed_signers", publisher.allowed_signers()?)?;
-        let url = server.url("fleet.git").replace("127.0.0.1", host);
-        dev.write(
-            "/etc/tend/tend.yaml",
-            format!(
-                "source:\n  url: {url}\n  branch: main\n  ca_file: /etc/tend/ca.pem\n  retries: 0\n\
-                 verify:\n  allowed_signers: /etc/tend/allowed_signers\n\
-                 guard:\n  timeout: 5\n  retries: 0\n"
-            ),
-        )?;
+        let pb = PullBed::new("safety-fleet")?;
+        pb.dev.write("/etc/hosts", HOSTS)?;
+        pb.dev.write("/etc/resolv.conf", RESOLV)?;
+        let url = pb.url().replace("127.0.0.1", host);
+        pb.configure(&url, "", "guard:\n  timeout: 5\n  retries: 0\n")?;
+        let PullBed {
+            dev,
+            publisher,
+            server,
+            repo,
+            keys,
+        } = pb;
         Ok(Bed {
             dev,
             publisher,

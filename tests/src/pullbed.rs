@@ -1,0 +1,60 @@
+//! A device that pulls: a bookworm amd64 chroot with the tend under test, the https git server
+//! on 127.0.0.1 with its test CA, and a publisher of signed commits whose key the device pins.
+//! The pull suites (run, safety, faults) differ only in the fixture and the device's tend.yaml.
+
+use anyhow::Result;
+
+use crate::gitserver::{FleetRepo, HttpsGitServer, TestCa};
+use crate::publisher::{keygen, Publisher};
+use crate::{tend_binary, Arch, Device, Suite};
+
+pub struct PullBed {
+    pub dev: Device,
+    pub publisher: Publisher,
+    pub server: HttpsGitServer,
+    pub repo: FleetRepo,
+    /// Holds the publisher's key; suites make other keys here too.
+    pub keys: tempfile::TempDir,
+}
+
+impl PullBed {
+    /// The publisher's work tree starts as `fixture`; the device holds the CA and
+    /// allowed_signers, and no tend.yaml yet (see [`PullBed::configure`]).
+    pub fn new(fixture: &str) -> Result<PullBed> {
+        let keys = tempfile::tempdir()?;
+        let key = keygen(keys.path(), "ops")?;
+        let repo = FleetRepo::new()?;
+        let ca = TestCa::new("tend-pull")?;
+        let server = HttpsGitServer::start(repo.root(), &ca)?;
+        let publisher = Publisher::new(repo.path(), key, fixture)?;
+        let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
+        dev.install_tend(&tend_binary()?)?;
+        dev.write("/etc/tend/ca.pem", std::fs::read(ca.cert())?)?;
+        dev.write("/etc/tend/allowed_signers", publisher.allowed_signers()?)?;
+        Ok(PullBed {
+            dev,
+            publisher,
+            server,
+            repo,
+            keys,
+        })
+    }
+
+    /// The served fleet's URL as the device would use it.
+    pub fn url(&self) -> String {
+        self.server.url("fleet.git")
+    }
+
+    /// Writes the device's tend.yaml: `url` on branch main with the CA, no retries, and the
+    /// pinned signers; `source_extra` adds keys to `source:` (each line indented two spaces),
+    /// `extra` adds top-level sections.
+    pub fn configure(&self, url: &str, source_extra: &str, extra: &str) -> Result<()> {
+        self.dev.write(
+            "/etc/tend/tend.yaml",
+            format!(
+                "source:\n  url: {url}\n  branch: main\n  ca_file: /etc/tend/ca.pem\n  retries: 0\n\
+                 {source_extra}verify:\n  allowed_signers: /etc/tend/allowed_signers\n{extra}"
+            ),
+        )
+    }
+}
