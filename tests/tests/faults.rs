@@ -17,8 +17,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tend_tests::deb::DebSpec;
 use tend_tests::faultrelay::{Fault, FaultyRelay};
-use tend_tests::gitserver::{FleetRepo, HttpsGitServer};
-use tend_tests::publisher::Publisher;
 use tend_tests::pullbed::PullBed;
 use tend_tests::{skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite};
 
@@ -32,12 +30,16 @@ const FAULT_AT: u64 = 100_000;
 const BLOB_BYTES: usize = 300_000;
 
 struct Bed {
-    dev: Device,
-    publisher: Publisher,
+    pb: PullBed,
     relay: FaultyRelay,
-    _server: HttpsGitServer,
-    _repo: FleetRepo,
-    _keys: tempfile::TempDir,
+}
+
+/// The suite's bed is the shared pulling device (`bed.dev`, `bed.publisher` …).
+impl std::ops::Deref for Bed {
+    type Target = PullBed;
+    fn deref(&self) -> &PullBed {
+        &self.pb
+    }
 }
 
 impl Bed {
@@ -53,21 +55,7 @@ impl Bed {
             &format!("  connect_timeout: 5\n  timeout: {TIMEOUT_SECS}\n"),
             "",
         )?;
-        let PullBed {
-            dev,
-            publisher,
-            server,
-            repo,
-            keys,
-        } = pb;
-        Ok(Bed {
-            dev,
-            publisher,
-            relay,
-            _server: server,
-            _repo: repo,
-            _keys: keys,
-        })
+        Ok(Bed { pb, relay })
     }
 
     fn report(&self) -> Result<Value> {

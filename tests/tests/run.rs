@@ -8,37 +8,27 @@
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use tend_tests::gitserver::{FleetRepo, HttpsGitServer};
-use tend_tests::publisher::{git, keygen, Publisher};
+use tend_tests::publisher::{git, keygen};
 use tend_tests::pullbed::PullBed;
-use tend_tests::{skip_chroot_tests, Device, Outcome};
+use tend_tests::{skip_chroot_tests, Outcome};
 
 struct Bed {
-    dev: Device,
-    publisher: Publisher,
-    _server: HttpsGitServer,
-    _repo: FleetRepo,
-    keys: tempfile::TempDir,
+    pb: PullBed,
+}
+
+/// The suite's bed is the shared pulling device (`bed.dev`, `bed.publisher` …).
+impl std::ops::Deref for Bed {
+    type Target = PullBed;
+    fn deref(&self) -> &PullBed {
+        &self.pb
+    }
 }
 
 impl Bed {
     fn new() -> Result<Bed> {
         let pb = PullBed::new("run-fleet")?;
         pb.configure(&pb.url(), "", "")?;
-        let PullBed {
-            dev,
-            publisher,
-            server,
-            repo,
-            keys,
-        } = pb;
-        Ok(Bed {
-            dev,
-            publisher,
-            _server: server,
-            _repo: repo,
-            keys,
-        })
+        Ok(Bed { pb })
     }
 
     fn run(&self) -> Result<Outcome> {
@@ -408,7 +398,7 @@ fn deleted_branch_and_server_down_keep_the_last_good_commit() -> Result<()> {
     bed.signed("main", "one")?;
     bed.run()?.expect_code(2)?;
 
-    bed._repo.delete_branch("main")?;
+    bed.repo.delete_branch("main")?;
     bed.dev.write("/etc/site", "drifted\n")?;
     let out = bed.run()?;
     out.expect_code(6)?;

@@ -10,8 +10,6 @@
 use anyhow::{ensure, Result};
 use serde_json::Value;
 use tend_tests::aptrepo::{COMPONENT, SUITE};
-use tend_tests::gitserver::{FleetRepo, HttpsGitServer};
-use tend_tests::publisher::Publisher;
 use tend_tests::pullbed::PullBed;
 use tend_tests::{skip_chroot_tests, AptRepo, Device, Outcome};
 
@@ -20,11 +18,15 @@ const HOSTS: &str = "127.0.0.1 localhost\n";
 const RESOLV: &str = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
 
 struct Bed {
-    dev: Device,
-    publisher: Publisher,
-    _server: HttpsGitServer,
-    _repo: FleetRepo,
-    _keys: tempfile::TempDir,
+    pb: PullBed,
+}
+
+/// The suite's bed is the shared pulling device (`bed.dev`, `bed.publisher` …).
+impl std::ops::Deref for Bed {
+    type Target = PullBed;
+    fn deref(&self) -> &PullBed {
+        &self.pb
+    }
 }
 
 impl Bed {
@@ -35,20 +37,7 @@ impl Bed {
         pb.dev.write("/etc/resolv.conf", RESOLV)?;
         let url = pb.url().replace("127.0.0.1", host);
         pb.configure(&url, "", "guard:\n  timeout: 5\n  retries: 0\n")?;
-        let PullBed {
-            dev,
-            publisher,
-            server,
-            repo,
-            keys,
-        } = pb;
-        Ok(Bed {
-            dev,
-            publisher,
-            _server: server,
-            _repo: repo,
-            _keys: keys,
-        })
+        Ok(Bed { pb })
     }
 
     fn run(&self) -> Result<Outcome> {
