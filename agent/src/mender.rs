@@ -29,7 +29,11 @@ pub struct SendState {
 pub fn due(last: Option<&SendState>, now: &Shown, now_secs: u64, heartbeat: Duration) -> bool {
     match last {
         None => true,
-        Some(l) => l.shown != *now || now_secs.saturating_sub(l.sent_at) >= heartbeat.as_secs(),
+        // A last send "in the future" means the clock went back (a Pi without an RTC, an NTP
+        // correction): waiting for the clock to pass it could silence the heartbeat for years.
+        Some(l) => {
+            l.shown != *now || l.sent_at > now_secs || now_secs - l.sent_at >= heartbeat.as_secs()
+        }
     }
 }
 
@@ -130,6 +134,17 @@ mod tests {
             "suspension"
         );
         assert!(due(Some(&last), &shown("a"), 100 + 3600, hb), "heartbeat");
+    }
+
+    #[test]
+    fn a_clock_that_jumped_back_does_not_silence_the_heartbeat() {
+        let hb = Duration::from_secs(3600);
+        // Sent while the clock said 2038; the clock is now corrected to 2026.
+        let last = SendState {
+            shown: shown("a"),
+            sent_at: 2_170_000_000,
+        };
+        assert!(due(Some(&last), &shown("a"), 1_790_000_000, hb));
     }
 
     #[test]
