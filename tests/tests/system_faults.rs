@@ -92,7 +92,10 @@ fn a_full_disk_fails_the_file_cleanly_and_keeps_the_old_content() -> Result<()> 
         "the old content must stay whole"
     );
     // The role stops at its first failure: what follows waits for the next run.
-    ensure!(resource(&r, "/srv/small/note").contains("\"skipped\""), "{r:#}");
+    ensure!(
+        resource(&r, "/srv/small/note").contains("\"skipped\""),
+        "{r:#}"
+    );
     let leftovers: Vec<String> = std::fs::read_dir(&small)?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())

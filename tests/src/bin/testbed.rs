@@ -2,8 +2,15 @@
 //! building their own.
 //!
 //!   testbed tarball SUITE ARCH    build (once) and print the cached chroot tarball's path
+//!   testbed serve-git DIR CA      serve the git repos below DIR over https on 127.0.0.1 (a test
+//!                                 CA, written to CA); print the URL of DIR/fleet.git; serve until
+//!                                 stdin closes
+
+use std::io::{Read, Write};
+use std::path::Path;
 
 use anyhow::{bail, Result};
+use tend_tests::gitserver::{HttpsGitServer, TestCa};
 use tend_tests::{Arch, Suite};
 
 fn suite(name: &str) -> Result<Suite> {
@@ -39,6 +46,18 @@ fn main() -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
-        _ => bail!("usage: testbed tarball SUITE ARCH"),
+        ["serve-git", dir, ca_out] => {
+            let ca = TestCa::new("tend-demo")?;
+            std::fs::copy(ca.cert(), ca_out)?;
+            let server = HttpsGitServer::start(Path::new(dir), &ca)?;
+            let mut out = std::io::stdout();
+            writeln!(out, "{}", server.url("fleet.git"))?;
+            out.flush()?;
+            // The caller holds stdin open for as long as it needs the server; dropping the
+            // server then stops lighttpd.
+            std::io::stdin().read_to_end(&mut Vec::new())?;
+            Ok(())
+        }
+        _ => bail!("usage: testbed tarball SUITE ARCH | testbed serve-git DIR CA"),
     }
 }
