@@ -93,20 +93,13 @@ pub(crate) fn proxy_settings(
     src: &SourceConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> (Option<String>, Option<String>) {
-    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-    let https = src.url.starts_with("https://");
-    let proxy = nonempty(src.proxy.clone()).or_else(|| {
-        if https {
-            nonempty(env("https_proxy")).or_else(|| nonempty(env("HTTPS_PROXY")))
-        } else {
-            // Like curl, never the upper-case HTTP_PROXY: CGI sets it from a request header.
-            nonempty(env("http_proxy"))
-        }
-    });
-    let no_proxy = nonempty(src.no_proxy.clone())
-        .or_else(|| nonempty(env("no_proxy")))
-        .or_else(|| nonempty(env("NO_PROXY")));
-    (proxy, no_proxy)
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let (env_proxy, env_no_proxy) =
+        crate::net::proxy::from_env(src.url.starts_with("https://"), env);
+    (
+        nonempty(&src.proxy).or(env_proxy),
+        nonempty(&src.no_proxy).or(env_no_proxy),
+    )
 }
 
 /// The gix transport for an http(s) `url`, speaking through tend's client.

@@ -108,7 +108,8 @@ impl Client {
         let roots = crate::fetch::root_store(ca_file, "--ca-file").map_err(|e| tls_setup(&e))?;
         let tls = crate::fetch::tls_config(roots).map_err(|e| tls_setup(&e))?;
         // The gate runs in CI, where the proxy comes from the environment as for any tool.
-        let (proxy, no_proxy) = (env_nonempty("https_proxy"), env_nonempty("no_proxy"));
+        let (proxy, no_proxy) =
+            crate::net::proxy::from_env(base.starts_with("https://"), |k| std::env::var(k).ok());
         let http = crate::net::Client::new(
             tls,
             proxy.as_deref(),
@@ -249,13 +250,6 @@ fn tls_setup(e: &crate::fetch::FetchError) -> MenderError {
         }
         other => MenderError::Setup(other.to_string()),
     }
-}
-
-fn env_nonempty(key: &str) -> Option<String> {
-    std::env::var(key)
-        .ok()
-        .or_else(|| std::env::var(key.to_ascii_uppercase()).ok())
-        .filter(|v| !v.trim().is_empty())
 }
 
 /// A transport error with its cause and the likely fix.

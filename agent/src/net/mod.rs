@@ -14,7 +14,7 @@
 //! Redirects are not followed: a device's URLs are configured, and a redirect is reported with
 //! where it points, so the configuration can be fixed.
 
-mod proxy;
+pub mod proxy;
 pub mod resolve;
 mod stream;
 mod url;

@@ -7,6 +7,24 @@
 
 use std::net::IpAddr;
 
+/// The proxy and the `no_proxy` list the environment gives a request to an `https` (or plain
+/// http) URL, read through `env` so that tests need not touch the process environment. As curl
+/// does: `https_proxy` or `HTTPS_PROXY`; for plain http only the lower-case `http_proxy` (CGI sets
+/// the upper-case one from a request header); `no_proxy` or `NO_PROXY`. Empty values count as
+/// unset.
+pub fn from_env(
+    https: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> (Option<String>, Option<String>) {
+    let get = |k: &str| env(k).filter(|s| !s.trim().is_empty());
+    let proxy = if https {
+        get("https_proxy").or_else(|| get("HTTPS_PROXY"))
+    } else {
+        get("http_proxy")
+    };
+    (proxy, get("no_proxy").or_else(|| get("NO_PROXY")))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct NoProxy {
     entries: Vec<Entry>,
