@@ -184,6 +184,12 @@ impl Device {
         self.write_mode(TEND_PATH, bytes, 0o755)
     }
 
+    /// The last run's `report.json`, parsed.
+    pub fn report(&self) -> Result<serde_json::Value> {
+        let bytes = self.read("/var/lib/tend/report.json")?;
+        serde_json::from_slice(&bytes).context("report.json is not readable JSON")
+    }
+
     /// Installs a tend .deb with `dpkg -i`, as an image build would.
     ///
     /// The chroots have no openssh-client and devices are offline, so an empty stand-in package

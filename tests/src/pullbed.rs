@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use crate::publisher::{keygen, Publisher};
-use crate::{tend_binary, Arch, Device, Suite};
+use crate::{tend_binary, Arch, Device, Outcome, Suite};
 
 pub struct PullBed {
     pub dev: Device,
@@ -38,6 +38,21 @@ impl PullBed {
             repo,
             keys,
         })
+    }
+
+    /// `tend run` for device `dev1`, the id the pull fixtures' device files use.
+    pub fn run(&self) -> Result<Outcome> {
+        self.dev.tend(&["run", "--device", "dev1"])
+    }
+
+    /// The last run's report.
+    pub fn report(&self) -> Result<serde_json::Value> {
+        self.dev.report()
+    }
+
+    /// /etc/site, which the pull fixtures write from the device's `site` var ("" if absent).
+    pub fn site(&self) -> String {
+        self.dev.read_string("/etc/site").unwrap_or_default()
     }
 
     /// The served fleet's URL as the device would use it.

@@ -367,19 +367,7 @@ fn step2_promotion(bed: &mut Bed) -> Result<String> {
         |r| git_field(r, "commit") == merged,
         |_| Ok(()),
     )?;
-    let changed: Vec<String> = r["resources"]
-        .as_array()
-        .context("resources")?
-        .iter()
-        .filter(|x| x["outcome"] == "changed")
-        .map(|x| {
-            format!(
-                "{} {}",
-                x["kind"].as_str().unwrap_or(""),
-                x["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let changed = rollout::changed(&r)?;
     ensure!(
         changed.iter().any(|c| c.ends_with("/etc/e2e-app.conf"))
             && changed

@@ -388,7 +388,7 @@ fn converge(c: Converge) -> Result<Device> {
         second.code() == Some(0),
         "second converge changed something:\n{second}"
     );
-    let report: Value = serde_json::from_slice(&dev.read("/var/lib/tend/report.json")?)?;
+    let report = dev.report()?;
     ensure!(
         report["counts"]["changed"] == 0 && report["counts"]["failed"] == 0,
         "{report:#}"

@@ -13,7 +13,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tend_tests::deb::DebSpec;
 use tend_tests::faultrelay::{Fault, FaultyRelay};
@@ -56,16 +55,6 @@ impl Bed {
             "",
         )?;
         Ok(Bed { pb, relay })
-    }
-
-    fn report(&self) -> Result<Value> {
-        Ok(serde_json::from_slice(
-            &self.dev.read("/var/lib/tend/report.json")?,
-        )?)
-    }
-
-    fn site(&self) -> String {
-        self.dev.read_string("/etc/site").unwrap_or_default()
     }
 }
 
@@ -127,7 +116,7 @@ fn network_faults_mid_fetch_keep_the_last_good_commit_and_the_repo_usable() -> R
         .write("devices/dev1.yaml", "vars: {site: one}\n")?;
     bed.publisher.signed("main", "site one")?;
     bed.relay.set(Fault::None);
-    bed.dev.tend(&["run", "--device", "dev1"])?.expect_code(2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "one\n");
 
     bed.publisher
@@ -140,9 +129,7 @@ fn network_faults_mid_fetch_keep_the_last_good_commit_and_the_repo_usable() -> R
 
     let mut figures = Vec::new();
     for fault in faults() {
-        let (out, figure) = under_fault(&bed.relay, fault, || {
-            bed.dev.tend(&["run", "--device", "dev1"])
-        })?;
+        let (out, figure) = under_fault(&bed.relay, fault, || bed.run())?;
         figures.push(figure);
         out.expect_code(4)?;
         let r = bed.report()?;
@@ -161,7 +148,7 @@ fn network_faults_mid_fetch_keep_the_last_good_commit_and_the_repo_usable() -> R
 
     // The network is good again: the next run fetches the new commit and applies it.
     bed.relay.set(Fault::None);
-    bed.dev.tend(&["run", "--device", "dev1"])?.expect_code(2)?;
+    bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "two\n");
     ensure!(bed.report()?["git"]["commit"] == two.as_str());
     let repo = bed.dev.root().join("var/lib/tend/repo.git");
@@ -242,7 +229,7 @@ fn apt_faults_mid_download_fail_the_package_cleanly_and_the_next_run_installs_it
             !dev.exists("/usr/share/tend-big/data"),
             "{fault:?}: a file of the package is on disk"
         );
-        let r: Value = serde_json::from_slice(&dev.read("/var/lib/tend/report.json")?)?;
+        let r = dev.report()?;
         let failed = r["resources"]
             .as_array()
             .into_iter()

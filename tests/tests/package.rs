@@ -18,7 +18,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 use tend_tests::cache::log_timing;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::run::{run, run_ok};
@@ -102,7 +101,7 @@ fn package_lifecycle(arch: Arch) -> Result<()> {
     ensure!(dev.read_string("/etc/fleet/site")? == "lab-1\n", "{first}");
     let second = apply(&dev)?;
     second.expect_code(0)?;
-    let report: Value = serde_json::from_slice(&dev.read("/var/lib/tend/report.json")?)?;
+    let report = dev.report()?;
     ensure!(report["counts"]["changed"] == 0, "{report:#}");
     let inventory = dev.run_ok(&["/usr/share/mender/inventory/mender-inventory-tend"])?;
     ensure!(
@@ -263,7 +262,7 @@ fn upgrades_itself(dev: &Device, arch: Arch, deb: &Path, edited: &str) -> Result
         dpkg_version(dev, "tend")?.as_deref() == Some(UPGRADE_VERSION),
         "tend was not upgraded\n{upgrade}"
     );
-    let report: Value = serde_json::from_slice(&dev.read("/var/lib/tend/report.json")?)?;
+    let report = dev.report()?;
     ensure!(report["result"] == "changed", "{report:#}");
 
     let calls = dev.read_string(SYSTEMCTL_LOG)?;

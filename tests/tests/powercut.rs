@@ -241,12 +241,6 @@ fn tend_temps(dev: &Device) -> Result<Vec<String>> {
     Ok(left)
 }
 
-fn report(dev: &Device) -> Result<Value> {
-    Ok(serde_json::from_slice(
-        &dev.read(&format!("{STATE_DIR}/report.json"))?,
-    )?)
-}
-
 /// Starts `tend <args>` inside the device as the leader of its own process group (apt, dpkg and
 /// maintainer scripts inherit it), SIGKILLs the whole group after `after`, and reports whether the
 /// run had already finished by then.
@@ -317,7 +311,7 @@ fn check_converged(dev: &Device, g: &Generation) -> Result<()> {
             "the handler did not see the newest {APP_CONF}: a notification was lost"
         ));
     }
-    let pending = report(dev)?["pending_handlers"].clone();
+    let pending = dev.report()?["pending_handlers"].clone();
     if pending.as_array().is_some_and(|a| !a.is_empty()) {
         problems.push(format!("handlers still pending: {pending}"));
     }
@@ -421,7 +415,7 @@ fn power_cuts_during_apply_leave_old_or_new_and_the_next_run_converges() -> Resu
             context()
         );
         if interrupted {
-            let text = report(&dev)?.to_string();
+            let text = dev.report()?.to_string();
             ensure!(
                 text.contains("dpkg --configure -a"),
                 "{}: dpkg was interrupted (audit: {audit:?}, journal: {journal:?}), and the next \
@@ -518,7 +512,7 @@ fn power_cuts_during_fetch_keep_a_usable_local_repo() -> Result<()> {
             matches!(out.code(), Some(0 | 2)),
             "fetch trial {n} (cut at {after:.3?}, seed {seed}): the next run failed\n{out}"
         );
-        let r = report(&dev)?;
+        let r = dev.report()?;
         ensure!(
             r["git"]["commit"] == head.as_str() && dev.read_string("/etc/site")? == format!("s{n}\n"),
             "fetch trial {n} (cut at {after:.3?}, seed {seed}): the new head was not applied\n{r:#}"

@@ -7,8 +7,7 @@
 //! Run alone (as root, after `scripts/build-debs arm64`):
 //! `cargo test -p tend-tests --test rollout_arm64`.
 
-use anyhow::{ensure, Context, Result};
-use serde_json::Value;
+use anyhow::{ensure, Result};
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::publisher::{keygen, Publisher};
 use tend_tests::{rollout, skip_chroot_tests, AptRepo, Arch, Device, Suite};
@@ -73,32 +72,9 @@ impl Bed {
         Ok((bed, canary))
     }
 
-    fn report(&self) -> Result<Value> {
-        Ok(serde_json::from_slice(
-            &self.dev.read("/var/lib/tend/report.json")?,
-        )?)
-    }
-
     fn sh(&self, script: &str) -> Result<String> {
         Ok(self.dev.run_ok(&["sh", "-c", script])?.stdout)
     }
-}
-
-/// "kind id" of every resource the run changed.
-fn changed(r: &Value) -> Result<Vec<String>> {
-    Ok(r["resources"]
-        .as_array()
-        .context("report has no resources")?
-        .iter()
-        .filter(|x| x["outcome"] == "changed")
-        .map(|x| {
-            format!(
-                "{} {}",
-                x["kind"].as_str().unwrap_or(""),
-                x["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect())
 }
 
 #[test]
@@ -115,7 +91,7 @@ fn arm64_device_follows_canary_and_applies_a_promotion_merge() -> Result<()> {
 
     // Step 1: the first run on canary.
     bed.dev.tend(&["run"])?.expect_code(2)?;
-    let r = bed.report()?;
+    let r = bed.dev.report()?;
     ensure!(r["git"]["commit"] == canary.as_str(), "{r:#}");
     ensure!(r["git"]["branch"] == "canary", "{r:#}");
     let hello = bed.sh("dpkg-query -W -f '${Version}' tend-hello")?;
@@ -142,9 +118,9 @@ fn arm64_device_follows_canary_and_applies_a_promotion_merge() -> Result<()> {
         .write("roles/app/role.yaml", &rollout::role("hi", ""))?;
     let merged = rollout::merge_main_into_canary(&bed.publisher, "greet with hi")?;
     bed.dev.tend(&["run"])?.expect_code(2)?;
-    let r = bed.report()?;
+    let r = bed.dev.report()?;
     ensure!(r["git"]["commit"] == merged.as_str(), "{r:#}");
-    let changed = changed(&r)?;
+    let changed = rollout::changed(&r)?;
     ensure!(
         changed == ["file /etc/e2e-app.conf"],
         "the merge changes only the config, not {changed:?}\n{r:#}"

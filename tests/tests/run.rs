@@ -7,10 +7,9 @@
 //! verifiable applies nothing; a second run while one holds the lock exits at once.
 
 use anyhow::{ensure, Context, Result};
-use serde_json::Value;
 use tend_tests::publisher::{git, keygen};
 use tend_tests::pullbed::PullBed;
-use tend_tests::{skip_chroot_tests, Outcome};
+use tend_tests::skip_chroot_tests;
 
 struct Bed {
     pb: PullBed,
@@ -31,10 +30,6 @@ impl Bed {
         Ok(Bed { pb })
     }
 
-    fn run(&self) -> Result<Outcome> {
-        self.dev.tend(&["run", "--device", "dev1"])
-    }
-
     /// Points source.url at a loopback port where nothing listens: the server is gone, or the
     /// device has no network yet.
     fn point_at_closed_port(&self) -> Result<()> {
@@ -52,16 +47,6 @@ impl Bed {
             "/etc/tend/tend.yaml",
             format!("{}{url}{}", &cfg[..url_start], &cfg[url_end..]),
         )
-    }
-
-    fn report(&self) -> Result<Value> {
-        Ok(serde_json::from_slice(
-            &self.dev.read("/var/lib/tend/report.json")?,
-        )?)
-    }
-
-    fn site(&self) -> String {
-        self.dev.read_string("/etc/site").unwrap_or_default()
     }
 
     fn signed(&self, branch: &str, msg: &str) -> Result<String> {

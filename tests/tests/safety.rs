@@ -11,7 +11,7 @@ use anyhow::{ensure, Result};
 use serde_json::Value;
 use tend_tests::aptrepo::{COMPONENT, SUITE};
 use tend_tests::pullbed::PullBed;
-use tend_tests::{skip_chroot_tests, AptRepo, Device, Outcome};
+use tend_tests::{skip_chroot_tests, AptRepo, Device};
 
 /// The device resolves `localhost` only through its own /etc/hosts: no nameserver answers.
 const HOSTS: &str = "127.0.0.1 localhost\n";
@@ -38,20 +38,6 @@ impl Bed {
         let url = pb.url().replace("127.0.0.1", host);
         pb.configure(&url, "", "guard:\n  timeout: 5\n  retries: 0\n")?;
         Ok(Bed { pb })
-    }
-
-    fn run(&self) -> Result<Outcome> {
-        self.dev.tend(&["run", "--device", "dev1"])
-    }
-
-    fn report(&self) -> Result<Value> {
-        Ok(serde_json::from_slice(
-            &self.dev.read("/var/lib/tend/report.json")?,
-        )?)
-    }
-
-    fn site(&self) -> String {
-        self.dev.read_string("/etc/site").unwrap_or_default()
     }
 
     fn inventory(&self) -> Result<String> {

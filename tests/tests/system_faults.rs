@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use serde_json::Value;
 use tend_tests::{skip_chroot_tests, tend_binary, Arch, Device, Suite};
 
@@ -43,11 +43,6 @@ fn apply(dev: &Device) -> Result<tend_tests::Outcome> {
     dev.tend(&["apply", "--path", FLEET, "--device", "dev1"])
 }
 
-fn report(dev: &Device) -> Result<Value> {
-    let bytes = dev.read("/var/lib/tend/report.json")?;
-    serde_json::from_slice(&bytes).context("report.json is not readable JSON")
-}
-
 /// The report's entry for a resource with this id, as text.
 fn resource(r: &Value, id: &str) -> String {
     r["resources"]
@@ -81,7 +76,7 @@ fn a_full_disk_fails_the_file_cleanly_and_keeps_the_old_content() -> Result<()> 
 
     let out = apply(&dev)?;
     out.expect_code(4)?;
-    let r = report(&dev)?;
+    let r = dev.report()?;
     let entry = resource(&r, "/srv/small/big");
     ensure!(
         entry.contains("\"failed\"") && entry.contains("No space left on device"),
@@ -129,7 +124,7 @@ fn a_read_only_etc_fails_clearly_and_the_run_still_reports() -> Result<()> {
 
     let out = apply(&dev)?;
     out.expect_code(4)?;
-    let r = report(&dev)?;
+    let r = dev.report()?;
     let entry = resource(&r, "/etc/tend-motd");
     ensure!(
         entry.contains("\"failed\"") && entry.contains("Read-only file system"),
