@@ -315,9 +315,8 @@ fn handshake(
     src: &SourceConfig,
     timeout: Duration,
 ) -> Result<(), String> {
-    let roots = crate::fetch::root_store(src.ca_file.as_deref(), "source.ca_file")
+    let config = crate::fetch::client_config(src.ca_file.as_deref(), "source.ca_file")
         .map_err(|e| e.to_string())?;
-    let config = crate::fetch::tls_config(roots).map_err(|e| e.to_string())?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("'{host}' is not a TLS server name: {e}"))?;
     let mut conn =

@@ -1,7 +1,6 @@
 //! git over http(s) for gix: tend's own client (`crate::net`) behind gix-transport's `Http`
 //! trait, configured by tend rather than by git config:
-//! - TLS: a rustls config on the *ring* provider whose roots are the system's (Debian's
-//!   /etc/ssl/certs, read at run time so `ca-certificates` updates apply) plus `ca_file`;
+//! - TLS: the system's roots plus `ca_file` (see `trust`);
 //! - the proxy: `source.proxy`, else `https_proxy`/`HTTPS_PROXY` (`http_proxy` for http URLs),
 //!   with `no_proxy`/`NO_PROXY` honoured;
 //! - `connect_timeout`, and `timeout` as the bound of each request including its body (a
@@ -12,80 +11,12 @@
 //! sent when gix first reads the response headers.
 
 use std::io::{self, BufRead, Cursor, Read, Write};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use gix::protocol::transport::client::blocking_io::http as gix_http;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 
 use super::error::FetchError;
 use super::SourceConfig;
-
-/// The root certificates a device trusts: the system bundle plus the configured CA file.
-/// `setting` names where the CA file was configured (`source.ca_file`, `--ca-file`), for errors.
-pub(crate) fn root_store(
-    ca_file: Option<&Path>,
-    setting: &str,
-) -> Result<rustls::RootCertStore, FetchError> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Missing system roots are not an error by themselves: a device with only a private CA
-    // (ca_file) and no ca-certificates package is a valid setup.
-    let native = rustls_native_certs::load_native_certs();
-    let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
-    if let Some(path) = ca_file {
-        let bytes = std::fs::read(path).map_err(|e| FetchError::Tls {
-            url: String::new(),
-            cause: format!("cannot read {setting} {}: {e}", path.display()),
-            fix: format!("point {setting} at a readable PEM file"),
-        })?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| FetchError::Tls {
-                url: String::new(),
-                cause: format!("{} is not a PEM certificate file: {e}", path.display()),
-                fix: format!(
-                    "{setting} must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
-                ),
-            })?;
-        if certs.is_empty() {
-            return Err(FetchError::Tls {
-                url: String::new(),
-                cause: format!("{} holds no certificate", path.display()),
-                fix: format!(
-                    "{setting} must hold one or more `-----BEGIN CERTIFICATE-----` blocks"
-                ),
-            });
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| FetchError::Tls {
-                url: String::new(),
-                cause: format!("a certificate in {} is unusable: {e}", path.display()),
-                fix: format!("{setting} must hold X.509 CA certificates"),
-            })?;
-        }
-    }
-    if roots.is_empty() {
-        return Err(FetchError::Tls {
-            url: String::new(),
-            cause: format!("no trusted CA: /etc/ssl/certs has none and {setting} is not set"),
-            fix: format!("install the ca-certificates package, or set {setting}"),
-        });
-    }
-    Ok(roots)
-}
-
-pub(crate) fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, FetchError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::other("setting up TLS", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // gix-transport speaks HTTP/1.1 (title-case headers); offering only it keeps proxies simple.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
 
 /// The proxy for `url` and the hosts that bypass it, from the config or else the environment
 /// (read through `env` so tests need not touch the process environment).
@@ -107,9 +38,8 @@ pub(crate) fn transport(
     src: &SourceConfig,
     url: gix::Url,
 ) -> Result<gix_http::Transport<GitHttp>, FetchError> {
-    let roots =
-        root_store(src.ca_file.as_deref(), "source.ca_file").map_err(|e| with_url(e, &src.url))?;
-    let tls = tls_config(roots)?;
+    let tls = super::trust::client_config(src.ca_file.as_deref(), "source.ca_file")
+        .map_err(|e| with_url(e, &src.url))?;
     let (proxy, no_proxy) = proxy_settings(src, |k| std::env::var(k).ok());
     let client = crate::net::Client::new(
         tls,
@@ -442,30 +372,5 @@ mod tests {
         s.proxy = Some(" ".into());
         let e = env(&[("https_proxy", "http://env:1"), ("no_proxy", "")]);
         assert_eq!(proxy_settings(&s, e), (Some("http://env:1".into()), None));
-    }
-
-    #[test]
-    fn a_ca_file_that_is_not_pem_is_refused_with_the_path() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("ca.pem");
-        std::fs::write(&f, "not a certificate").unwrap();
-        let e = root_store(Some(&f), "source.ca_file")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("ca.pem") && e.contains("no certificate"), "{e}");
-        let e = root_store(Some(&d.path().join("missing.pem")), "source.ca_file")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot read source.ca_file"), "{e}");
-    }
-
-    #[test]
-    fn debian_system_roots_are_found() {
-        // Every supported device has ca-certificates; so does the build host.
-        if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
-            panic!("/etc/ssl/certs/ca-certificates.crt is missing: install ca-certificates");
-        }
-        let roots = root_store(None, "source.ca_file").unwrap();
-        assert!(roots.len() > 50, "only {} system roots", roots.len());
     }
 }

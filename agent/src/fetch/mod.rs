@@ -16,6 +16,7 @@ mod integrity;
 mod objects;
 mod ssh;
 mod transfer;
+mod trust;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +24,9 @@ use std::time::Duration;
 pub use error::FetchError;
 pub use gix::ObjectId;
 /// The https client setup (system roots plus a CA file, rustls on ring), shared with `tend gate`.
-pub(crate) use http::{proxy_settings, root_store, tls_config};
+pub(crate) use http::proxy_settings;
 pub use objects::Ancestry;
+pub(crate) use trust::client_config;
 
 /// Where and how to fetch from; built by the caller from `source:` in tend.yaml.
 #[derive(Clone, Debug)]

@@ -105,8 +105,7 @@ impl Client {
                  URL, e.g. https://hosted.mender.io"
             )));
         }
-        let roots = crate::fetch::root_store(ca_file, "--ca-file").map_err(|e| tls_setup(&e))?;
-        let tls = crate::fetch::tls_config(roots).map_err(|e| tls_setup(&e))?;
+        let tls = crate::fetch::client_config(ca_file, "--ca-file").map_err(|e| tls_setup(&e))?;
         // The gate runs in CI, where the proxy comes from the environment as for any tool.
         let (proxy, no_proxy) =
             crate::net::proxy::from_env(base.starts_with("https://"), |k| std::env::var(k).ok());
