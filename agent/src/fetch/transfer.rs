@@ -260,7 +260,10 @@ impl LocalRepo {
                 gix::remote::fetch::refmap::Source::ObjectId(_) => None,
             })
             .collect();
-        if refs.is_empty() {
+        // A poll with no new commit stops at the ref listing: gix would not ask for a pack
+        // either, but would still rewrite every ref (and work out a committer identity for the
+        // ref log, reading the whole time zone database to do so).
+        if refs.is_empty() || (shallow.is_none() && up_to_date(&repo, &prepare)) {
             return Ok(Received {
                 refs,
                 pack_bytes: None,
@@ -313,6 +316,23 @@ fn first_fetch_depth<T: Transport>(
     } else {
         Shallow::DepthAtRemote(std::num::NonZeroU32::MIN)
     }
+}
+
+/// Whether every wanted ref is already stored locally, pointing where the server's does.
+fn up_to_date<T: Transport>(
+    repo: &gix::Repository,
+    prepare: &gix::remote::fetch::Prepare<'_, '_, T>,
+) -> bool {
+    prepare.ref_map().mappings.iter().all(|m| {
+        let (Some(remote), Some(local)) = (m.remote.as_id(), m.local.as_ref()) else {
+            return false;
+        };
+        repo.try_find_reference(local.to_string().as_str())
+            .ok()
+            .flatten()
+            .and_then(|r| r.target().try_id().map(ToOwned::to_owned))
+            .is_some_and(|id| id == remote)
+    })
 }
 
 /// Errors before classification: ours are final, gix's still need to be read.
