@@ -229,6 +229,13 @@ pub fn converge_with(
     if persist.is_none() {
         pending.path = None;
     }
+    for role in &desired.roles {
+        role.items.iter().for_each(|i| i.resource.announce(host));
+    }
+    desired
+        .handlers
+        .iter()
+        .for_each(|h| h.resource.announce(host));
 
     for role in &desired.roles {
         let blocked_by = role
@@ -347,7 +354,9 @@ fn step(resource: &dyn DynResource, host: &Host, before_apply: BeforeApply) -> S
     if let Err(e) = before_apply(resource) {
         return Step::Failed(e);
     }
-    match plan.apply(host) {
+    let applied = plan.apply(host);
+    host.forget_read_ahead();
+    match applied {
         Ok(Applied::Done) => Step::Changed(summary, diff),
         Ok(Applied::Skipped(reason)) => Step::Skipped(host.redact(&reason)),
         Err(e) => Step::Failed(e.to_string()),

@@ -4,6 +4,7 @@
 //! an image builder, or a tempdir in a unit test. Commands run through `chroot` when the root is
 //! not `/`, which is also what makes apt, dpkg, useradd and systemctl act on the right tree.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -22,6 +23,11 @@ pub struct RunFlags {
     pub apt_sources_changed: bool,
     /// `apt-get update` already ran in this run.
     pub apt_updated: bool,
+    /// Units whose enablement this run will read, announced before the first resource runs, so
+    /// that one `systemctl is-enabled` answers for all of them (each call costs a process).
+    pub units_announced: Vec<String>,
+    /// Those answers, by unit. Emptied by [`Host::forget_read_ahead`] after every change.
+    pub unit_states: HashMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -82,6 +88,12 @@ impl Host {
     pub fn path(&self, device_path: &str) -> Result<PathBuf, ResourceError> {
         fsutil::resolve_in_root(&self.root, device_path)
             .map_err(|e| ResourceError::io(Path::new(device_path), e))
+    }
+
+    /// Drops what was read ahead for several resources at once: any change (a package, a unit
+    /// file, an enable) may have made it stale.
+    pub fn forget_read_ahead(&self) {
+        self.flags().unit_states.clear();
     }
 
     pub fn flags(&self) -> std::sync::MutexGuard<'_, RunFlags> {

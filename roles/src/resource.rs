@@ -85,6 +85,9 @@ pub trait Resource: Send + Sync {
     fn managed(&self) -> Vec<Managed> {
         Vec::new()
     }
+    /// Tells the host, before the run, what `read` will ask the system, so that a type can
+    /// answer all its resources with one command (services: one `systemctl is-enabled`).
+    fn announce(&self, _host: &Host) {}
 }
 
 type ApplyFn<'a> = Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>;
@@ -107,6 +110,7 @@ pub trait DynResource: Send + Sync {
     fn id(&self) -> String;
     fn touches(&self) -> Vec<String>;
     fn managed(&self) -> Vec<Managed>;
+    fn announce(&self, host: &Host);
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
 }
 
@@ -126,6 +130,9 @@ where
     }
     fn managed(&self) -> Vec<Managed> {
         Resource::managed(self)
+    }
+    fn announce(&self, host: &Host) {
+        Resource::announce(self, host)
     }
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
         let actual = self.read(host)?;

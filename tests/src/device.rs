@@ -25,7 +25,7 @@ use crate::run::{self, Outcome};
 use crate::treehash::{HashCache, TreeSnapshot};
 
 /// The environment commands get inside a device, as tend's own `Host` gives them.
-const ENV: &[(&str, &str)] = &[
+pub const ENV: &[(&str, &str)] = &[
     (
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -62,9 +62,14 @@ impl Device {
     }
 
     pub fn new(suite: Suite, arch: Arch) -> Result<Device> {
+        Device::from_tarball(&chroot::tarball(suite, arch)?, suite, arch)
+    }
+
+    /// A device unpacked from `tarball`, a chroot of `suite`/`arch` made by [`chroot::tarball`]
+    /// or derived from one (the benchmarks add ansible to theirs).
+    pub fn from_tarball(tarball: &Path, suite: Suite, arch: Arch) -> Result<Device> {
         let base = device_base();
         sweep_stale(&base);
-        let tarball = chroot::tarball(suite, arch)?;
         fs::create_dir_all(&base)?;
         let dir = tempfile::Builder::new()
             .prefix(PREFIX)
@@ -84,7 +89,7 @@ impl Device {
         mounts::mount_tmpfs(&device.root)?;
         let mut tar = Command::new("tar");
         tar.args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf"])
-            .arg(&tarball)
+            .arg(tarball)
             .arg("-C")
             .arg(&device.root);
         run::run_ok(tar, "tar -x (device copy)", Duration::from_secs(300))?;
@@ -188,6 +193,21 @@ impl Device {
     pub fn report(&self) -> Result<serde_json::Value> {
         let bytes = self.read("/var/lib/tend/report.json")?;
         serde_json::from_slice(&bytes).context("report.json is not readable JSON")
+    }
+
+    /// Diverts `binary` (an absolute path) to `<binary>.distrib` with dpkg-divert and puts a
+    /// shell script with `body` in its place.
+    pub fn wrap_binary(&self, binary: &str, body: &str) -> Result<()> {
+        self.run_ok(&["dpkg-divert", "--local", "--rename", "--add", binary])?;
+        self.write_mode(binary, format!("#!/bin/sh\n{body}"), 0o755)
+    }
+
+    /// Wraps `binary` so that each call appends its arguments to `log`, then runs the real one.
+    pub fn log_calls(&self, binary: &str, log: &str) -> Result<()> {
+        self.wrap_binary(
+            binary,
+            &format!("echo \"$*\" >> {log}\nexec {binary}.distrib \"$@\"\n"),
+        )
     }
 
     /// Installs a tend .deb with `dpkg -i`, as an image build would.

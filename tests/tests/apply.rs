@@ -44,18 +44,7 @@ impl Bed {
         )?;
         dev.write("/etc/acme/obsolete", "left over from an older release\n")?;
         // Count apt-get invocations: the real one is diverted, a wrapper logs and execs it.
-        dev.run_ok(&[
-            "dpkg-divert",
-            "--local",
-            "--rename",
-            "--add",
-            "/usr/bin/apt-get",
-        ])?;
-        dev.write_mode(
-            "/usr/bin/apt-get",
-            format!("#!/bin/sh\necho \"$*\" >> {APT_LOG}\nexec /usr/bin/apt-get.distrib \"$@\"\n"),
-            0o755,
-        )?;
+        dev.log_calls("/usr/bin/apt-get", APT_LOG)?;
         Ok(Bed { dev, _repo: repo })
     }
 
@@ -474,6 +463,112 @@ fn a_suspended_device_applies_nothing_until_resumed() -> Result<()> {
     ensure!(
         status.contains("suspended:  no") && status.contains("last run:   changed"),
         "{status}"
+    );
+    Ok(())
+}
+
+/// Each `systemctl` costs a process (3 ms on x86, far more on a Pi): a run reads every service's
+/// enablement with one `systemctl is-enabled`, and asks again after each change, since a change
+/// may have made the answers stale. A unit that does not exist makes systemd 252 stop the batch;
+/// then each unit is asked alone, and the answers are the same.
+#[test]
+fn services_are_read_with_one_systemctl_call_and_re_read_after_a_change() -> Result<()> {
+    if skip_chroot_tests("services_are_read_with_one_systemctl_call_and_re_read_after_a_change") {
+        return Ok(());
+    }
+    const LOG: &str = "/var/log/systemctl-calls.log";
+    let dev = Device::bookworm()?;
+    dev.install_tend(&tend_binary()?)?;
+    dev.log_calls("/usr/bin/systemctl", LOG)?;
+    let unit = "[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n";
+    let mut role = String::from("resources:\n");
+    for u in ["a", "b", "c"] {
+        role.push_str(&format!(
+            "  - file: /etc/systemd/system/{u}.service\n    content: \"{}\"\n",
+            unit.escape_default()
+        ));
+    }
+    role.push_str("  - service: \"{{ item }}\"\n    enabled: true\n    loop: [a, b, c]\n");
+    dev.write("/srv/units/fleet.yaml", "format: 1\nroles: [units]\n")?;
+    dev.write("/srv/units/devices/dev1.yaml", "vars: {}\n")?;
+    dev.write("/srv/units/roles/units/role.yaml", &role)?;
+    let apply = || dev.tend(&["apply", "--path", "/srv/units", "--device", "dev1"]);
+    let calls = || -> Result<Vec<String>> {
+        let log = dev.read_string(LOG).unwrap_or_default();
+        dev.write(LOG, "")?;
+        Ok(log
+            .lines()
+            .filter(|l| l.contains("is-enabled"))
+            .map(|l| l.replace("--no-ask-password ", ""))
+            .collect())
+    };
+
+    expect_code(&apply()?, 2)?;
+    for u in ["a", "b", "c"] {
+        let link = format!("etc/systemd/system/multi-user.target.wants/{u}.service");
+        ensure!(dev.root().join(link).is_symlink(), "{u} is not enabled");
+    }
+    calls()?;
+    expect_code(&apply()?, 0)?;
+    ensure!(
+        calls()? == ["is-enabled a.service b.service c.service"],
+        "a no-op run reads the three units with one call"
+    );
+
+    dev.run_ok(&["systemctl.distrib", "disable", "b.service"])?;
+    let out = apply()?;
+    expect_code(&out, 2)?;
+    let report = dev.report()?;
+    ensure!(changed_ids(&report) == ["service b.service"], "{report:#}");
+
+    // A change between two reads makes the batch stale: b is disabled by a command after a's
+    // read, and must be seen as disabled when its turn comes.
+    dev.write(
+        "/srv/units/roles/units/role.yaml",
+        role.replace(
+            "  - service: \"{{ item }}\"\n    enabled: true\n    loop: [a, b, c]\n",
+            "  - service: a\n    enabled: true\n\
+             \x20 - command: systemctl.distrib disable b.service && touch /var/lib/b-disabled\n\
+             \x20   creates: /var/lib/b-disabled\n\
+             \x20 - service: b\n    enabled: true\n  - service: c\n    enabled: true\n",
+        ),
+    )?;
+    expect_code(&apply()?, 2)?;
+    let report = dev.report()?;
+    ensure!(
+        changed_ids(&report)
+            .iter()
+            .any(|c| c == "service b.service"),
+        "b was read from before the command disabled it: {report:#}"
+    );
+    ensure!(dev
+        .root()
+        .join("etc/systemd/system/multi-user.target.wants/b.service")
+        .is_symlink());
+
+    // d.service does not exist: the batch fails, each unit is asked alone, d fails.
+    dev.write(
+        "/srv/units/roles/units/role.yaml",
+        role.replace("loop: [a, b, c]", "loop: [a, b, c, d]"),
+    )?;
+    calls()?;
+    expect_code(&apply()?, 4)?;
+    let asked = calls()?;
+    ensure!(
+        asked.contains(&"is-enabled a.service".to_string())
+            && asked.contains(&"is-enabled d.service".to_string()),
+        "{asked:?}"
+    );
+    let report = dev.report()?;
+    let failed: Vec<&Value> = report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "failed")
+        .collect();
+    ensure!(
+        failed.len() == 1 && failed[0]["id"] == "d.service",
+        "{report:#}"
     );
     Ok(())
 }

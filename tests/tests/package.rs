@@ -234,17 +234,10 @@ fn upgrades_itself(dev: &Device, arch: Arch, deb: &Path, edited: &str) -> Result
         "resources:\n  - package: tend\n    state: latest\n",
     )?;
 
-    dev.run_ok(&[
-        "dpkg-divert",
-        "--local",
-        "--rename",
-        "--add",
+    dev.wrap_binary(
         "/usr/bin/systemctl",
-    ])?;
-    dev.write_mode(
-        "/usr/bin/systemctl",
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {SYSTEMCTL_LOG}\n\
+        &format!(
+            "echo \"$*\" >> {SYSTEMCTL_LOG}\n\
              case \" $* \" in\n\
              *\" is-enabled \"*) for unit; do :; done; \
              exec /usr/bin/systemctl.distrib --root=/ is-enabled \"$unit\" ;;\n\
@@ -252,7 +245,6 @@ fn upgrades_itself(dev: &Device, arch: Arch, deb: &Path, edited: &str) -> Result
              *\" is-active \"*) exit 3 ;;\n\
              esac\nexit 0\n"
         ),
-        0o755,
     )?;
     fs::create_dir_all(dev.path("/run/systemd")?.join("system"))?;
 

@@ -448,9 +448,48 @@ fn query(
 }
 
 fn is_enabled(host: &Host, unit: &str) -> Result<Enablement, ResourceError> {
+    if let Some(state) = read_ahead(host, unit) {
+        return Ok(state);
+    }
     let (stdout, stderr, out) = query(host, &["is-enabled", unit])?;
     parse_is_enabled(&stdout, &stderr)
         .ok_or_else(|| host.command_error(&format!("systemctl is-enabled {unit}"), &out))
+}
+
+/// `unit`'s enablement from one `systemctl is-enabled` for every announced unit, asked when the
+/// first of them is read and again after a change. None (ask for `unit` alone) when `unit` was
+/// not announced, or the answer is not one state word per unit: systemd before 253 stops at a
+/// unit that does not exist, and SysV scripts print more lines.
+fn read_ahead(host: &Host, unit: &str) -> Option<Enablement> {
+    let units = {
+        let flags = host.flags();
+        if let Some(word) = flags.unit_states.get(unit) {
+            return Enablement::from_word(word);
+        }
+        if flags.units_announced.len() < 2 || !flags.units_announced.iter().any(|u| u == unit) {
+            return None;
+        }
+        flags.units_announced.clone()
+    };
+    let mut args = vec!["is-enabled"];
+    args.extend(units.iter().map(String::as_str));
+    let (stdout, _, _) = query(host, &args).ok()?;
+    let words: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| Enablement::from_word(l).is_some())
+        .collect();
+    if words.len() != units.len() {
+        return None;
+    }
+    let mut flags = host.flags();
+    for (u, w) in units.iter().zip(&words) {
+        flags.unit_states.insert(u.clone(), w.to_string());
+    }
+    flags
+        .unit_states
+        .get(unit)
+        .and_then(|w| Enablement::from_word(w))
 }
 
 fn is_active(host: &Host, unit: &str) -> Result<String, ResourceError> {
@@ -512,6 +551,13 @@ impl Resource for Service {
             undo: serde_json::json!({"name": self.unit, "enabled": false, "state": "stopped"}),
             only_if_created: false,
         }]
+    }
+
+    fn announce(&self, host: &Host) {
+        let mut flags = host.flags();
+        if !flags.units_announced.contains(&self.unit) {
+            flags.units_announced.push(self.unit.clone());
+        }
     }
 
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
