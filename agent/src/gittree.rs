@@ -10,10 +10,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use gix::objs::tree::EntryMode;
 use gix::objs::Kind;
 use gix::ObjectId;
 
+use crate::gitdirs::Dirs;
 use crate::tree::{check_relative, EntryKind, Tree, TreeError, MAX_FILE_BYTES};
 
 /// Like Linux's limit on symlink hops in one lookup (it reports ELOOP beyond 40).
@@ -23,9 +23,14 @@ const MAX_LINK_BYTES: usize = 4096;
 
 pub struct GitTree {
     // gix::Repository caches are not Sync; reads are short, so one lock is enough.
-    repo: Mutex<gix::Repository>,
+    inner: Mutex<Inner>,
     root: ObjectId,
     commit: ObjectId,
+}
+
+struct Inner {
+    repo: gix::Repository,
+    dirs: Dirs,
 }
 
 /// What a path names in the tree.
@@ -35,13 +40,6 @@ enum Node {
     Blob(ObjectId),
     /// A gitlink: its directory exists, empty.
     Submodule,
-}
-
-/// One tree entry, owned.
-struct Entry {
-    name: String,
-    mode: EntryMode,
-    id: ObjectId,
 }
 
 impl GitTree {
@@ -58,8 +56,9 @@ impl GitTree {
             .tree_id()
             .map_err(|e| format!("commit {commit}: {e}"))?;
         drop(obj);
+        let dirs = Dirs::new(Some(repo.path().to_path_buf()));
         Ok(GitTree {
-            repo: Mutex::new(repo),
+            inner: Mutex::new(Inner { repo, dirs }),
             root,
             commit,
         })
@@ -69,31 +68,12 @@ impl GitTree {
         self.commit
     }
 
-    fn repo(&self) -> std::sync::MutexGuard<'_, gix::Repository> {
-        self.repo.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn entries(
-        repo: &gix::Repository,
-        tree: ObjectId,
-        path: &str,
-    ) -> Result<Vec<Entry>, TreeError> {
-        let data = object(repo, tree, Kind::Tree, path)?;
-        let parsed = gix::objs::TreeRef::from_bytes(&data, repo.object_hash())
-            .map_err(|e| io_error(path, format!("tree {tree}: {e}")))?;
-        Ok(parsed
-            .entries
-            .iter()
-            .map(|e| Entry {
-                name: String::from_utf8_lossy(e.filename).into_owned(),
-                mode: e.mode,
-                id: e.oid.to_owned(),
-            })
-            .collect())
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Follows `path` from the root, resolving symlinks inside the repo.
-    fn lookup(&self, repo: &gix::Repository, path: &str) -> Result<Option<Node>, TreeError> {
+    fn lookup(&self, inner: &mut Inner, path: &str) -> Result<Option<Node>, TreeError> {
         check_relative(path)?;
         let invalid = |reason: &str| TreeError::Invalid {
             path: path.to_string(),
@@ -110,22 +90,25 @@ impl GitTree {
                 if dir.pop().is_none() {
                     return Err(invalid("a symlink leads outside the fleet repo"));
                 }
-                tree = self.tree_at(repo, &dir, path)?;
+                tree = self.tree_at(inner, &dir, path)?;
                 continue;
             }
-            let entries = Self::entries(repo, tree, path)?;
-            let Some(entry) = entries.into_iter().find(|e| e.name == name) else {
+            let found = inner
+                .dirs
+                .find(&inner.repo, tree, &name)
+                .map_err(|e| io_error(path, e))?;
+            let Some((mode, id)) = found else {
                 if in_final_link {
                     return Err(invalid("dangling symlink"));
                 }
                 return Ok(None);
             };
-            if entry.mode.is_link() {
+            if mode.is_link() {
                 hops += 1;
                 if hops > MAX_LINK_HOPS {
                     return Err(invalid("too many levels of symlinks"));
                 }
-                let target = object(repo, entry.id, Kind::Blob, path)?;
+                let target = object(&inner.repo, id, Kind::Blob, path)?;
                 if target.len() > MAX_LINK_BYTES || target.contains(&0) {
                     return Err(invalid("a symlink with an invalid target"));
                 }
@@ -141,20 +124,20 @@ impl GitTree {
                 }
                 continue;
             }
-            if entry.mode.is_tree() {
+            if mode.is_tree() {
                 if todo.is_empty() {
-                    return Ok(Some(Node::Tree(entry.id)));
+                    return Ok(Some(Node::Tree(id)));
                 }
                 dir.push(name);
-                tree = entry.id;
+                tree = id;
                 continue;
             }
-            if entry.mode.is_commit() {
+            if mode.is_commit() {
                 // Inside a submodule's (empty) directory nothing exists.
                 return Ok(todo.is_empty().then_some(Node::Submodule));
             }
             if todo.is_empty() {
-                return Ok(Some(Node::Blob(entry.id)));
+                return Ok(Some(Node::Blob(id)));
             }
             return Err(invalid("a file is used as a directory"));
         }
@@ -165,27 +148,34 @@ impl GitTree {
     /// The tree of a directory given as already-resolved names (no symlinks on the way).
     fn tree_at(
         &self,
-        repo: &gix::Repository,
+        inner: &mut Inner,
         dir: &[String],
         path: &str,
     ) -> Result<ObjectId, TreeError> {
         let mut tree = self.root;
         for name in dir {
-            let entries = Self::entries(repo, tree, path)?;
-            tree = entries
-                .into_iter()
-                .find(|e| &e.name == name && e.mode.is_tree())
-                .map(|e| e.id)
+            tree = inner
+                .dirs
+                .find(&inner.repo, tree, name)
+                .map_err(|e| io_error(path, e))?
+                .filter(|(mode, _)| mode.is_tree())
+                .map(|(_, id)| id)
                 .ok_or_else(|| io_error(path, format!("directory {name} vanished from tree")))?;
         }
         Ok(tree)
     }
 }
 
+impl Drop for GitTree {
+    fn drop(&mut self) {
+        self.inner().dirs.save();
+    }
+}
+
 impl Tree for GitTree {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, TreeError> {
-        let repo = self.repo();
-        let id = match self.lookup(&repo, path)? {
+        let mut inner = self.inner();
+        let id = match self.lookup(&mut inner, path)? {
             None => return Ok(None),
             Some(Node::Tree(_) | Node::Submodule) => {
                 return Err(TreeError::Invalid {
@@ -195,6 +185,7 @@ impl Tree for GitTree {
             }
             Some(Node::Blob(id)) => id,
         };
+        let repo = &inner.repo;
         let size = repo
             .find_header(id)
             .map_err(|e| io_error(path, format!("object {id}: {e}")))?
@@ -205,29 +196,33 @@ impl Tree for GitTree {
                 size,
             });
         }
-        object(&repo, id, Kind::Blob, path).map(Some)
+        object(repo, id, Kind::Blob, path).map(Some)
     }
 
     fn list(&self, dir: &str) -> Result<Vec<(String, EntryKind)>, TreeError> {
-        let repo = self.repo();
-        let Some(Node::Tree(tree)) = self.lookup(&repo, dir)? else {
+        let mut inner = self.inner();
+        let Some(Node::Tree(tree)) = self.lookup(&mut inner, dir)? else {
             return Ok(Vec::new());
         };
+        let listing = {
+            let Inner { repo, dirs } = &mut *inner;
+            dirs.dir(repo, tree).map_err(|e| io_error(dir, e))?
+        };
         let mut out = Vec::new();
-        for e in Self::entries(&repo, tree, dir)? {
-            let kind = if e.mode.is_tree() || e.mode.is_commit() {
+        for (name, mode, _) in listing.entries() {
+            let kind = if mode.is_tree() || mode.is_commit() {
                 EntryKind::Dir
-            } else if e.mode.is_link() {
+            } else if mode.is_link() {
                 // As a checkout's `is_dir()` would see it: the kind of what the link leads to.
-                let inner = format!("{}/{}", dir.trim_end_matches('/'), e.name);
-                match self.lookup(&repo, &inner) {
+                let target = format!("{}/{}", dir.trim_end_matches('/'), name);
+                match self.lookup(&mut inner, &target) {
                     Ok(Some(Node::Tree(_) | Node::Submodule)) => EntryKind::Dir,
                     _ => EntryKind::File,
                 }
             } else {
                 EntryKind::File
             };
-            out.push((e.name, kind));
+            out.push((name, kind));
         }
         out.sort();
         Ok(out)

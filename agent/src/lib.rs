@@ -12,6 +12,7 @@ pub mod exit;
 pub mod facts;
 pub mod fetch;
 pub mod gate;
+mod gitdirs;
 pub mod gittree;
 pub mod guard;
 pub mod health;
