@@ -315,6 +315,7 @@ pub fn converge_tree(
         root: &s.root,
         vars_files: expand_globs(&s.root, &s.config.vars_files),
         mode: Mode::Device,
+        parsed: None,
     });
     let v = match validated {
         Ok(v) => v,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::facts::Facts;
-use crate::load::Fleet;
+use crate::load::{Fleet, Parsed};
 use crate::model::FactsFixture;
 use crate::tree::{DirTree, Tree};
 use crate::validate::{validate, Inputs, Validated};
@@ -43,9 +43,13 @@ pub fn open(dir: &Path) -> Result<Arc<dyn Tree>, Diagnostic> {
 
 /// Offline facts for a device: the defaults, with `facts/<device_type>.yaml` over them when the
 /// device file names its type.
-fn fixture_facts(tree: &Arc<dyn Tree>, id: &str) -> Result<Facts, Diagnostic> {
+fn fixture_facts(
+    tree: &Arc<dyn Tree>,
+    id: &str,
+    parsed: Option<&Parsed>,
+) -> Result<Facts, Diagnostic> {
     let mut facts = offline_facts(id);
-    let Ok(fleet) = Fleet::open(tree.as_ref()) else {
+    let Ok(fleet) = Fleet::open_parsed(tree.as_ref(), parsed) else {
         return Ok(facts);
     };
     let Ok(Some(device)) = fleet.device(id) else {
@@ -87,8 +91,12 @@ fn fixture_facts(tree: &Arc<dyn Tree>, id: &str) -> Result<Facts, Diagnostic> {
     Ok(facts)
 }
 
-fn render_device(tree: &Arc<dyn Tree>, id: &str) -> Result<Validated, Diagnostics> {
-    let facts = fixture_facts(tree, id)?;
+fn render_device(
+    tree: &Arc<dyn Tree>,
+    id: &str,
+    parsed: Option<&Parsed>,
+) -> Result<Validated, Diagnostics> {
+    let facts = fixture_facts(tree, id, parsed)?;
     validate(Inputs {
         tree: tree.clone(),
         device_id: id.to_string(),
@@ -96,6 +104,7 @@ fn render_device(tree: &Arc<dyn Tree>, id: &str) -> Result<Validated, Diagnostic
         root: Path::new("/nonexistent"),
         vars_files: Vec::new(),
         mode: Mode::Placeholders,
+        parsed,
     })
 }
 
@@ -133,8 +142,9 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
     } else {
         devices.to_vec()
     };
+    let parsed = Parsed::default();
     for id in &ids {
-        if let Err(ds) = render_device(&tree, id) {
+        if let Err(ds) = render_device(&tree, id, Some(&parsed)) {
             for d in ds.0 {
                 all.push(d);
             }
@@ -145,7 +155,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
 
 pub fn render(dir: &Path, device: &str, out: &mut dyn Write) -> Result<(), Diagnostics> {
     let tree = open(dir)?;
-    let v = render_device(&tree, device)?;
+    let v = render_device(&tree, device, None)?;
     let doc = json!({
         "device": v.device_id,
         "groups": v.groups,

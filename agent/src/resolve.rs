@@ -12,12 +12,12 @@ use crate::model::{DeviceFile, GroupFile, RoleFile, Spanned};
 
 pub struct LoadedGroup {
     pub name: String,
-    pub file: GroupFile,
+    pub file: std::sync::Arc<GroupFile>,
 }
 
 pub struct LoadedRole {
     pub name: String,
-    pub file: RoleFile,
+    pub file: std::sync::Arc<RoleFile>,
 }
 
 impl LoadedRole {

@@ -35,6 +35,8 @@ pub struct Inputs<'a> {
     /// Device paths of local vars files (already expanded).
     pub vars_files: Vec<String>,
     pub mode: Mode,
+    /// Files already parsed for other devices of the same tree (`tend validate`).
+    pub parsed: Option<&'a crate::load::Parsed>,
 }
 
 /// One resource as rendered, for `tend render`.
@@ -69,7 +71,11 @@ pub struct Validated {
 pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let mut diags = Diagnostics::default();
     let tree = inputs.tree.clone();
-    let fleet = Fleet::open(tree.as_ref())?;
+    // One device's run shares parsed files between its roles, resources, handlers and checks;
+    // `tend validate` shares them between devices too.
+    let local = crate::load::Parsed::default();
+    let parsed = inputs.parsed.unwrap_or(&local);
+    let fleet = Fleet::open_parsed(tree.as_ref(), Some(parsed))?;
     let resolved = resolve(
         &fleet,
         &inputs.device_id,
@@ -105,7 +111,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let mut specs = Vec::new();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     for role in &resolved.roles {
-        let env = RoleEnv::new(tree.clone(), &role.name);
+        let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
         let path = role.path();
         let mut plan = RolePlan {
             name: role.name.clone(),
@@ -172,7 +178,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     }
 
     for role in &resolved.roles {
-        let env = RoleEnv::new(tree.clone(), &role.name);
+        let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
         let path = role.path();
         for (name, entry) in &role.file.handlers.0 {
             let c = Ctx {
@@ -213,7 +219,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
 
     let mut checks = Vec::new();
     for role in &resolved.roles {
-        let env = RoleEnv::new(tree.clone(), &role.name);
+        let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
         let path = role.path();
         for entry in &role.file.checks {
             if let Some(c) = build_check(&role.name, &path, &env, &ctx, entry, &mut diags) {

@@ -37,6 +37,7 @@ fn run(dir: &Path, facts: Facts, root: &Path, vars_files: &[&str]) -> Result<Val
         root,
         vars_files: vars_files.iter().map(|s| s.to_string()).collect(),
         mode: Mode::Device,
+        parsed: None,
     })
     .map_err(|d| d.to_string())
 }

@@ -39,6 +39,7 @@ fn validate_repo(role_yaml: &str) -> Result<Validated, String> {
         root: Path::new("/nonexistent"),
         vars_files: Vec::new(),
         mode: Mode::Device,
+        parsed: None,
     })
     .map_err(|d| d.to_string())
 }
