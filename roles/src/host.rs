@@ -28,6 +28,8 @@ pub struct RunFlags {
     pub units_announced: Vec<String>,
     /// Those answers, by unit. Emptied by [`Host::forget_read_ahead`] after every change.
     pub unit_states: HashMap<String, String>,
+    /// dpkg's status as the package resources read it, shared until the next change.
+    pub dpkg_status: Option<std::sync::Arc<crate::platform::dpkg::DpkgStatus>>,
 }
 
 #[derive(Debug)]
@@ -93,7 +95,9 @@ impl Host {
     /// Drops what was read ahead for several resources at once: any change (a package, a unit
     /// file, an enable) may have made it stale.
     pub fn forget_read_ahead(&self) {
-        self.flags().unit_states.clear();
+        let mut flags = self.flags();
+        flags.unit_states.clear();
+        flags.dpkg_status = None;
     }
 
     pub fn flags(&self) -> std::sync::MutexGuard<'_, RunFlags> {

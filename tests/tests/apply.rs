@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
+use tend_tests::deb::DebSpec;
 use tend_tests::{
     copy_tree, skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite,
 };
@@ -570,5 +571,54 @@ fn services_are_read_with_one_systemctl_call_and_re_read_after_a_change() -> Res
         failed.len() == 1 && failed[0]["id"] == "d.service",
         "{report:#}"
     );
+    Ok(())
+}
+
+/// The package resources of a run share one read of dpkg's status until something changes: a
+/// package that an earlier resource installed (as a dependency) is seen as installed by a later
+/// resource that wants it, which then changes nothing and runs no apt-get.
+#[test]
+fn a_package_installed_by_one_role_is_seen_by_the_next() -> Result<()> {
+    if skip_chroot_tests("a_package_installed_by_one_role_is_seen_by_the_next") {
+        return Ok(());
+    }
+    let repo = AptRepo::with_packages(&[
+        DebSpec::new("tend-dep-base", "1.0-1").file("/usr/share/tend-dep-base/x", "x\n", 0o644),
+        DebSpec::new("tend-dep-top", "1.0-1")
+            .depends("tend-dep-base")
+            .file("/usr/share/tend-dep-top/x", "x\n", 0o644),
+    ])?;
+    let dev = Device::bookworm()?;
+    dev.install_tend(&tend_binary()?)?;
+    dev.use_apt_repo(&repo)?;
+    dev.log_calls("/usr/bin/apt-get", APT_LOG)?;
+    dev.write("/srv/pk/fleet.yaml", "format: 1\nroles: [one, two]\n")?;
+    dev.write("/srv/pk/devices/dev1.yaml", "vars: {}\n")?;
+    for (role, package) in [("one", "tend-dep-top"), ("two", "tend-dep-base")] {
+        dev.write(
+            &format!("/srv/pk/roles/{role}/role.yaml"),
+            format!("resources:\n  - package: [{package}]\n"),
+        )?;
+    }
+    let apply = || dev.tend(&["apply", "--path", "/srv/pk", "--device", "dev1"]);
+    expect_code(&apply()?, 2)?;
+    let report = dev.report()?;
+    let changed: Vec<&str> = report["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["outcome"] == "changed")
+        .filter_map(|r| r["role"].as_str())
+        .collect();
+    ensure!(changed == ["one"], "only role one installs: {report:#}");
+    let installs = dev
+        .read_string(APT_LOG)?
+        .lines()
+        .filter(|l| l.contains("install"))
+        .count();
+    ensure!(installs == 1, "{}", dev.read_string(APT_LOG)?);
+    dev.write(APT_LOG, "")?;
+    expect_code(&apply()?, 0)?;
+    ensure!(dev.read_string(APT_LOG)?.is_empty());
     Ok(())
 }

@@ -358,6 +358,17 @@ pub fn read(host: &Host) -> Result<DpkgStatus, ResourceError> {
     Ok(DpkgStatus::parse(&text, &refs))
 }
 
+/// [`read`], shared by every package resource of a run until something changes (see
+/// [`Host::forget_read_ahead`]): one parse of the status file, not one per resource.
+pub fn read_shared(host: &Host) -> Result<std::sync::Arc<DpkgStatus>, ResourceError> {
+    if let Some(status) = host.flags().dpkg_status.clone() {
+        return Ok(status);
+    }
+    let status = std::sync::Arc::new(read(host)?);
+    host.flags().dpkg_status = Some(status.clone());
+    Ok(status)
+}
+
 /// Finishes what an interrupted dpkg left half-way (a power cut during an install or removal):
 /// unpacked packages are configured, pending triggers run, and the journal is merged. Conffiles
 /// are kept as apt calls keep them, so the repair never prompts.

@@ -339,7 +339,7 @@ impl Resource for Package {
     }
 
     fn read(&self, host: &Host) -> Result<Todo, ResourceError> {
-        let status = dpkg::read(host)?;
+        let status = dpkg::read_shared(host)?;
         let mut todo = self.plan(&status);
         if let Some(what) = status.interruption() {
             if !dpkg::lock_held(host) {
@@ -409,7 +409,9 @@ impl Resource for Package {
             let left = dpkg::read(host)?.unfinished_names();
             let left: Vec<&str> = left.iter().map(String::as_str).collect();
             apt::reinstall(host, &left)?;
-            // The repair may have finished the very install this resource wants: plan again.
+            // The repair may have finished the very install this resource wants: plan again,
+            // from the status as it is now.
+            host.forget_read_ahead();
             todo = self.read(host)?;
             if let Some(what) = todo.repair {
                 return Err(ResourceError::other(format!(
