@@ -14,6 +14,10 @@ use crate::tree::{check_relative, Tree};
 
 /// Instructions one render may execute.
 const FUEL: u64 = 5_000_000;
+/// Names the loader answers with the rest of the name itself: an inline template (a resource's
+/// `"/etc/app-{{ item }}.conf"`) is compiled once per environment, not once per loop item or
+/// device. No file name starts with NUL.
+const INLINE: &str = "\0inline:";
 
 pub struct RoleEnv {
     env: Environment<'static>,
@@ -97,6 +101,9 @@ impl RoleEnv {
         }
         let dir = format!("roles/{role}/templates");
         env.set_loader(move |name: &str| {
+            if let Some(source) = name.strip_prefix(INLINE) {
+                return Ok(Some(source.to_string()));
+            }
             check_relative(name)
                 .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
             let bytes = tree
@@ -179,7 +186,8 @@ impl RoleEnv {
             }
         }
         self.env
-            .render_str(s, ctx)
+            .get_template(&format!("{INLINE}{s}"))
+            .and_then(|t| t.render(ctx))
             .map(Value::String)
             .map_err(|e| Self::inline_error(&e))
     }
