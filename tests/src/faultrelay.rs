@@ -54,6 +54,8 @@ struct Shared {
     conns: usize,
     /// Bytes the server sent on each connection since the fault was set.
     traffic: Vec<u64>,
+    /// Bytes the client sent, on all connections, since the fault was set.
+    requested: u64,
 }
 
 pub struct FaultyRelay {
@@ -95,6 +97,14 @@ impl FaultyRelay {
         };
     }
 
+    /// Bytes on the wire since the last [`FaultyRelay::set`]: (client to server, server to
+    /// client), summed over connections. TLS records and HTTP headers included: what a metered
+    /// link would bill.
+    pub fn bytes(&self) -> (u64, u64) {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        (s.requested, s.traffic.iter().sum())
+    }
+
     /// Bytes the server sent on each connection since the last [`FaultyRelay::set`].
     pub fn traffic(&self) -> Vec<u64> {
         self.shared
@@ -110,14 +120,21 @@ fn relay(
     upstream: SocketAddr,
     index: usize,
     fault: Fault,
-    state: &Mutex<Shared>,
+    state: &Arc<Mutex<Shared>>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let server = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))?;
+    // Relay each chunk as it comes: Nagle's algorithm here would hold small TLS records back
+    // for the peer's delayed ACK (40 ms), a latency no router adds.
+    server.set_nodelay(true)?;
+    client.set_nodelay(true)?;
     let mut to_server = server.try_clone()?;
     let mut from_client = client.try_clone()?;
+    let counts = Arc::clone(state);
     let forward = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_client, &mut to_server);
+        if let Ok(n) = std::io::copy(&mut from_client, &mut to_server) {
+            counts.lock().unwrap_or_else(|p| p.into_inner()).requested += n;
+        }
         let _ = to_server.shutdown(Shutdown::Write);
     });
     let armed = fault

@@ -48,12 +48,17 @@ impl Publisher {
     /// A work tree on `main`, seeded with `fixture` (a directory of this crate's fixtures), that
     /// publishes to the bare repo `bare` with commits signed by `key`.
     pub fn new(bare: &Path, key: PathBuf, fixture: &str) -> Result<Publisher> {
-        let work = tempfile::tempdir()?;
-        git(work.path(), &["init", "-q", "-b", "main"])?;
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(fixture);
-        crate::copy_tree(&fixture, work.path())?;
+        Publisher::from_dir(bare, key, &fixture)
+    }
+
+    /// Like [`Publisher::new`], seeded with the files of `tree` (any directory).
+    pub fn from_dir(bare: &Path, key: PathBuf, tree: &Path) -> Result<Publisher> {
+        let work = tempfile::tempdir()?;
+        git(work.path(), &["init", "-q", "-b", "main"])?;
+        crate::copy_tree(tree, work.path())?;
         Ok(Publisher {
             work,
             bare: bare.to_path_buf(),
