@@ -125,6 +125,7 @@ pub fn fleet_loader(data: &[u8]) {
             root: scratch(),
             vars_files: Vec::new(),
             mode,
+            parsed: None,
         });
     }
 }
