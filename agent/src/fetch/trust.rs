@@ -37,7 +37,7 @@ pub(crate) fn client_config(
                 provider: provider.clone(),
             })
         }
-        None => build(root_store(None, setting)?, &provider)?,
+        None => build(system_root_store(setting)?, &provider)?,
     };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -50,15 +50,9 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
-/// The system roots plus `ca_file`; an error when there are none at all.
-pub(crate) fn root_store(
-    ca_file: Option<&Path>,
-    setting: &str,
-) -> Result<RootCertStore, FetchError> {
-    let mut roots = match ca_file {
-        Some(path) => ca_file_roots(path, setting)?,
-        None => RootCertStore::empty(),
-    };
+/// The system roots alone (no CA file is set); an error when there are none.
+fn system_root_store(setting: &str) -> Result<RootCertStore, FetchError> {
+    let mut roots = RootCertStore::empty();
     add_system_roots(&mut roots);
     if roots.is_empty() {
         return Err(FetchError::Tls {
@@ -215,7 +209,7 @@ mod tests {
         if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
             panic!("/etc/ssl/certs/ca-certificates.crt is missing: install ca-certificates");
         }
-        let roots = root_store(None, "source.ca_file").unwrap();
+        let roots = system_root_store("source.ca_file").unwrap();
         assert!(roots.len() > 50, "only {} system roots", roots.len());
     }
 }
