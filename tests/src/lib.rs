@@ -24,6 +24,7 @@ pub mod mounts;
 pub mod proxy;
 pub mod publisher;
 pub mod pullbed;
+pub mod reports;
 pub mod rollout;
 pub mod rootpath;
 pub mod run;

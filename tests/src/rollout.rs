@@ -108,23 +108,6 @@ pub fn merge_main_into_canary(publisher: &Publisher, message: &str) -> Result<St
     git(publisher.work(), &["rev-parse", "HEAD"])
 }
 
-/// "kind id" of every resource a run's report says it changed.
-pub fn changed(report: &serde_json::Value) -> Result<Vec<String>> {
-    Ok(report["resources"]
-        .as_array()
-        .context("report has no resources")?
-        .iter()
-        .filter(|x| x["outcome"] == "changed")
-        .map(|x| {
-            format!(
-                "{} {}",
-                x["kind"].as_str().unwrap_or(""),
-                x["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect())
-}
-
 /// `http://127.0.0.1:1234` → 1234.
 pub fn port_of(url: &str) -> Result<u16> {
     url.rsplit(':')

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tend_tests::deb::DebSpec;
+use tend_tests::reports::{changed, with_outcome};
 use tend_tests::{
     copy_tree, skip_chroot_tests, tend_binary, AptRepo, Arch, Device, Outcome, Suite,
 };
@@ -79,22 +80,6 @@ impl Bed {
 fn expect_code(out: &Outcome, code: i32) -> Result<()> {
     ensure!(out.code() == Some(code), "expected exit {code}\n{out}");
     Ok(())
-}
-
-fn changed_ids(report: &Value) -> Vec<String> {
-    report["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["outcome"] == "changed")
-        .map(|r| {
-            format!(
-                "{} {}",
-                r["kind"].as_str().unwrap_or(""),
-                r["id"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
 }
 
 fn dpkg_version(dev: &Device, pkg: &str) -> Option<String> {
@@ -215,7 +200,7 @@ fn first_apply_then_noop(suite: Suite) -> Result<()> {
     let report = bed.report()?;
     ensure!(report["counts"]["changed"] == 0, "{report:#}");
     ensure!(report["result"] == "ok");
-    ensure!(changed_ids(&report).is_empty());
+    ensure!(changed(&report).is_empty());
     ensure!(
         dev.read_string(APT_LOG)?.is_empty(),
         "apt-get ran on a no-op run: {}",
@@ -288,13 +273,13 @@ fn one_template_var_rewrites_one_file_and_its_handler_survives_a_failed_run() ->
     expect_code(&bed.tend(&["apply"])?, 2)?;
     let report = bed.report()?;
     ensure!(
-        changed_ids(&report)
+        changed(&report)
             == [
                 "file /etc/acme/greeting",
                 "command echo ran >> /var/log/acme-handler.log"
             ],
         "{:?}",
-        changed_ids(&report)
+        changed(&report)
     );
     ensure!(bed.lines("/var/log/acme-handler.log") == 2);
 
@@ -520,7 +505,7 @@ fn services_are_read_with_one_systemctl_call_and_re_read_after_a_change() -> Res
     let out = apply()?;
     expect_code(&out, 2)?;
     let report = dev.report()?;
-    ensure!(changed_ids(&report) == ["service b.service"], "{report:#}");
+    ensure!(changed(&report) == ["service b.service"], "{report:#}");
 
     // A change between two reads makes the batch stale: b is disabled by a command after a's
     // read, and must be seen as disabled when its turn comes.
@@ -537,9 +522,7 @@ fn services_are_read_with_one_systemctl_call_and_re_read_after_a_change() -> Res
     expect_code(&apply()?, 2)?;
     let report = dev.report()?;
     ensure!(
-        changed_ids(&report)
-            .iter()
-            .any(|c| c == "service b.service"),
+        changed(&report).iter().any(|c| c == "service b.service"),
         "b was read from before the command disabled it: {report:#}"
     );
     ensure!(dev
@@ -561,12 +544,7 @@ fn services_are_read_with_one_systemctl_call_and_re_read_after_a_change() -> Res
         "{asked:?}"
     );
     let report = dev.report()?;
-    let failed: Vec<&Value> = report["resources"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["outcome"] == "failed")
-        .collect();
+    let failed = with_outcome(&report, "failed");
     ensure!(
         failed.len() == 1 && failed[0]["id"] == "d.service",
         "{report:#}"
@@ -603,11 +581,8 @@ fn a_package_installed_by_one_role_is_seen_by_the_next() -> Result<()> {
     let apply = || dev.tend(&["apply", "--path", "/srv/pk", "--device", "dev1"]);
     expect_code(&apply()?, 2)?;
     let report = dev.report()?;
-    let changed: Vec<&str> = report["resources"]
-        .as_array()
+    let changed: Vec<&str> = with_outcome(&report, "changed")
         .into_iter()
-        .flatten()
-        .filter(|r| r["outcome"] == "changed")
         .filter_map(|r| r["role"].as_str())
         .collect();
     ensure!(changed == ["one"], "only role one installs: {report:#}");
