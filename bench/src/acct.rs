@@ -18,6 +18,7 @@ const RECORD: usize = 64;
 
 pub struct Accounting {
     file: PathBuf,
+    on: bool,
 }
 
 impl Accounting {
@@ -34,20 +35,29 @@ impl Accounting {
             "accton: {}",
             String::from_utf8_lossy(&st.stderr)
         );
-        Ok(Accounting { file })
+        Ok(Accounting { file, on: true })
     }
 
     /// Stops accounting; returns apt/dpkg's elapsed seconds among `root_pid`'s descendants.
-    pub fn stop(self, root_pid: u32) -> Result<f64> {
-        let _ = Command::new("accton").arg("off").output();
+    pub fn stop(mut self, root_pid: u32) -> Result<f64> {
+        self.off();
         let bytes = std::fs::read(&self.file)?;
         Ok(package_manager_time(&parse(&bytes), root_pid))
     }
 }
 
+impl Accounting {
+    fn off(&mut self) {
+        if std::mem::take(&mut self.on) {
+            let _ = Command::new("accton").arg("off").output();
+        }
+    }
+}
+
+/// Accounting stops with the harness too (an error between start and stop).
 impl Drop for Accounting {
     fn drop(&mut self) {
-        let _ = Command::new("accton").arg("off").output();
+        self.off();
     }
 }
 

@@ -96,8 +96,12 @@ impl Bed {
         })
     }
 
-    pub fn apt_key(&self) -> Result<String> {
-        self.apt.key_armored()
+    /// The apt repo as the reference state names it.
+    pub fn apt_ref(&self) -> Result<AptRef> {
+        Ok(AptRef {
+            url: self.apt.url(),
+            key_armored: self.apt.key_armored()?,
+        })
     }
 
     /// The URL of repo `name`, through the counting relay.
@@ -147,11 +151,7 @@ impl Bed {
         state: RefState,
         rev: usize,
     ) -> Result<()> {
-        let key = self.apt_key()?;
-        let apt = AptRef {
-            url: &self.apt.url(),
-            key_armored: &key,
-        };
+        let apt = self.apt_ref()?;
         let msg = format!("{} files, revision {rev}", state.files);
         self.publish(tend, &msg, |d| state.write_tend(d, &apt, rev))?;
         self.publish(ansible, &msg, |d| state.write_ansible(d, &apt, rev))?;
@@ -160,11 +160,7 @@ impl Bed {
 
     /// Writes rash's script and files for `state` into `dev`.
     pub fn write_rash(&self, dev: &Device, state: RefState, rev: usize) -> Result<()> {
-        let key = self.apt_key()?;
-        let apt = AptRef {
-            url: &self.apt.url(),
-            key_armored: &key,
-        };
+        let apt = self.apt_ref()?;
         let dir = dev.root().join(RASH_DIR.trim_start_matches('/'));
         if dir.exists() {
             fs::remove_dir_all(&dir)?;

@@ -62,9 +62,9 @@ pub struct RefState {
 }
 
 /// Where the apt repo is and how it is signed, as the device sees it.
-pub struct AptRef<'a> {
-    pub url: &'a str,
-    pub key_armored: &'a str,
+pub struct AptRef {
+    pub url: String,
+    pub key_armored: String,
 }
 
 impl RefState {
@@ -132,7 +132,7 @@ impl RefState {
     pub fn write_tend(&self, dir: &Path, apt: &AptRef, rev: usize) -> Result<()> {
         let role = dir.join("roles/bench");
         self.write_payload(&role.join("files"), &role.join("templates"), rev)?;
-        fs::write(role.join("files/bench.asc"), apt.key_armored)?;
+        fs::write(role.join("files/bench.asc"), &apt.key_armored)?;
         fs::create_dir_all(dir.join("devices"))?;
         fs::write(
             dir.join("fleet.yaml"),
@@ -185,7 +185,7 @@ impl RefState {
     pub fn write_ansible(&self, dir: &Path, apt: &AptRef, rev: usize) -> Result<()> {
         let role = dir.join("roles/bench");
         self.write_payload(&role.join("files"), &role.join("templates"), rev)?;
-        fs::write(role.join("files/bench.asc"), apt.key_armored)?;
+        fs::write(role.join("files/bench.asc"), &apt.key_armored)?;
         fs::write(role.join("files/bench.sources"), Self::sources(apt))?;
         for (name, facts) in [("local.yml", true), ("local-nofacts.yml", false)] {
             fs::write(
@@ -243,7 +243,7 @@ impl RefState {
     /// so the guard is a `stat` and a `when`.
     pub fn write_rash(&self, dir: &Path, at: &str, apt: &AptRef, rev: usize) -> Result<()> {
         self.write_payload(&dir.join("files"), &dir.join("templates"), rev)?;
-        fs::write(dir.join("files/bench.asc"), apt.key_armored)?;
+        fs::write(dir.join("files/bench.asc"), &apt.key_armored)?;
         fs::write(dir.join("files/bench.sources"), Self::sources(apt))?;
         let mut t = String::from("#!/usr/bin/env rash\ntasks:\n");
         let _ = write!(

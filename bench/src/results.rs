@@ -13,11 +13,11 @@ use crate::measure::Stat;
 
 #[derive(Clone, Debug)]
 pub struct Row {
-    pub figure: &'static str,
+    pub figure: String,
     pub tool: String,
     pub param: String,
-    pub metric: &'static str,
-    pub unit: &'static str,
+    pub metric: String,
+    pub unit: String,
     pub stat: Stat,
     pub values: Vec<f64>,
 }
@@ -31,19 +31,19 @@ impl Results {
     #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
-        figure: &'static str,
+        figure: &str,
         tool: &str,
         param: &str,
-        metric: &'static str,
-        unit: &'static str,
+        metric: &str,
+        unit: &str,
         values: &[f64],
     ) {
         let row = Row {
-            figure,
+            figure: figure.into(),
             tool: tool.into(),
             param: param.into(),
-            metric,
-            unit,
+            metric: metric.into(),
+            unit: unit.into(),
             stat: Stat::of(values),
             values: values.to_vec(),
         };
@@ -81,13 +81,12 @@ impl Results {
                 .map(str::parse)
                 .collect::<Result<_, _>>()
                 .with_context(|| format!("{}:{}", path.display(), n + 1))?;
-            let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
             res.rows.push(Row {
-                figure: leak(f[0]),
+                figure: f[0].into(),
                 tool: f[1].into(),
                 param: f[2].into(),
-                metric: leak(f[3]),
-                unit: leak(f[4]),
+                metric: f[3].into(),
+                unit: f[4].into(),
                 stat: Stat::of(&values),
                 values,
             });
@@ -122,7 +121,12 @@ impl Results {
     pub fn markdown(&self, tools: &[&str]) -> String {
         let mut keys: Vec<(&str, &str, &str, &str)> = Vec::new();
         for r in &self.rows {
-            let k = (r.figure, r.param.as_str(), r.metric, r.unit);
+            let k = (
+                r.figure.as_str(),
+                r.param.as_str(),
+                r.metric.as_str(),
+                r.unit.as_str(),
+            );
             if !keys.contains(&k) {
                 keys.push(k);
             }

@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::acct::Accounting;
 use crate::bed::{changed, expect_ok, state_digest, Bed, Tool};
 use crate::measure::{self, Sample};
-use crate::refstate::{self, RefState};
+use crate::refstate::RefState;
 use crate::results::Results;
 
 pub struct Opts {
@@ -36,13 +36,14 @@ impl Opts {
     }
 }
 
-fn record(res: &mut Results, figure: &'static str, tool: Tool, param: &str, samples: &[Sample]) {
+/// Wall, CPU and peak RSS of `samples`, as `who`'s (a tool's name, or "floor").
+fn record(res: &mut Results, figure: &'static str, who: &str, param: &str, samples: &[Sample]) {
     let col = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
-    res.add(figure, tool.name(), param, "wall", "s", &col(|s| s.wall));
-    res.add(figure, tool.name(), param, "cpu", "s", &col(|s| s.cpu));
+    res.add(figure, who, param, "wall", "s", &col(|s| s.wall));
+    res.add(figure, who, param, "cpu", "s", &col(|s| s.cpu));
     res.add(
         figure,
-        tool.name(),
+        who,
         param,
         "peak RSS",
         "KiB",
@@ -52,8 +53,10 @@ fn record(res: &mut Results, figure: &'static str, tool: Tool, param: &str, samp
 
 fn expect_noop(tool: Tool, s: &Sample) -> Result<()> {
     expect_ok(tool, s)?;
+    // tend says so by its exit code (0), ansible-pull in its recap; rash does not say.
     match changed(tool, s) {
-        Some(0) | None if tool != Tool::Tend || s.code == 0 => Ok(()),
+        Some(0) => Ok(()),
+        None if tool != Tool::Tend => Ok(()),
         other => bail!(
             "{}'s no-op changed something ({other:?}); stdout:\n{}",
             tool.name(),
@@ -93,7 +96,7 @@ pub fn reference(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> R
             dev = Some(d);
         }
         let dev = dev.context("--first-runs must be at least 1")?;
-        record(res, "first-apply", tool, "30", &firsts);
+        record(res, "first-apply", tool.name(), "30", &firsts);
         res.add("first-apply", tool.name(), "30", "agent wall", "s", &agent);
         res.add("first-apply", tool.name(), "30", "apt+dpkg wall", "s", &apt);
         digests.push((tool, state_digest(&dev)?));
@@ -107,7 +110,7 @@ pub fn reference(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> R
             bytes.push((tx + rx) as f64);
             noops.push(s);
         }
-        record(res, "noop", tool, "30", &noops);
+        record(res, "noop", tool.name(), "30", &noops);
         if tool != Tool::Rash {
             res.add(
                 "poll-no-commit",
@@ -209,17 +212,7 @@ fn floor(bed: &Bed, dev: &tend_tests::Device, opts: &Opts, res: &mut Results) ->
         ensure!(s.code == 0, "floor failed: {}", s.stderr);
         samples.push(s);
     }
-    let col = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
-    res.add("noop", "floor", "30", "wall", "s", &col(|s| s.wall));
-    res.add("noop", "floor", "30", "cpu", "s", &col(|s| s.cpu));
-    res.add(
-        "noop",
-        "floor",
-        "30",
-        "peak RSS",
-        "KiB",
-        &col(|s| s.rss_kib as f64),
-    );
+    record(res, "noop", "floor", "30", &samples);
     Ok(())
 }
 
@@ -253,7 +246,7 @@ pub fn scaling(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> Res
                 expect_noop(tool, &s)?;
                 noops.push(s);
             }
-            record(res, "noop-scaling", tool, &files.to_string(), &noops);
+            record(res, "noop-scaling", tool.name(), &files.to_string(), &noops);
             if tool == Tool::Tend {
                 profile(opts, "noop-scaling", &files.to_string(), &dev)?;
             }
@@ -266,16 +259,11 @@ pub fn scaling(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> Res
 /// clone) and the no-op after it, tend only.
 pub fn fleet_size(bed: &Bed, opts: &Opts, res: &mut Results) -> Result<()> {
     let state = RefState::new(30)?;
-    let key = bed.apt_key()?;
-    let apt_url = bed.apt.url();
+    let apt = bed.apt_ref()?;
     for devices in [10, opts.fleet_devices] {
         let name = format!("fleet-{devices}.git");
         let p = bed.publisher(&name)?;
         bed.publish(&p, &format!("{devices} devices"), |dir| {
-            let apt = refstate::AptRef {
-                url: &apt_url,
-                key_armored: &key,
-            };
             state.write_tend(dir, &apt, 0)?;
             write_devices(dir, devices - 1)
         })?;
@@ -288,7 +276,7 @@ pub fn fleet_size(bed: &Bed, opts: &Opts, res: &mut Results) -> Result<()> {
         record(
             res,
             "fleet-size-clone",
-            Tool::Tend,
+            Tool::Tend.name(),
             &param,
             std::slice::from_ref(&first),
         );
@@ -309,7 +297,7 @@ pub fn fleet_size(bed: &Bed, opts: &Opts, res: &mut Results) -> Result<()> {
             bytes.push((tx + rx) as f64);
             noops.push(s);
         }
-        record(res, "fleet-size-noop", Tool::Tend, &param, &noops);
+        record(res, "fleet-size-noop", Tool::Tend.name(), &param, &noops);
         profile(opts, "fleet-size-noop", &param, &dev)?;
         res.add("fleet-size-noop", "tend", &param, "wire bytes", "B", &bytes);
     }
@@ -333,12 +321,7 @@ fn write_devices(dir: &Path, count: usize) -> Result<()> {
 /// `tend validate` of a fleet repo with `validate_devices` devices (every device rendered).
 pub fn validate(tend: &Path, bed: &Bed, opts: &Opts, res: &mut Results) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let key = bed.apt_key()?;
-    let apt = refstate::AptRef {
-        url: &bed.apt.url(),
-        key_armored: &key,
-    };
-    RefState::new(30)?.write_tend(dir.path(), &apt, 0)?;
+    RefState::new(30)?.write_tend(dir.path(), &bed.apt_ref()?, 0)?;
     write_devices(dir.path(), opts.validate_devices - 1)?;
     let tend = tend.display().to_string();
     let path = dir.path().display().to_string();
@@ -354,7 +337,7 @@ pub fn validate(tend: &Path, bed: &Bed, opts: &Opts, res: &mut Results) -> Resul
         samples.push(s);
     }
     let param = opts.validate_devices.to_string();
-    record(res, "validate", Tool::Tend, &param, &samples);
+    record(res, "validate", Tool::Tend.name(), &param, &samples);
     profile_at(opts, "validate", &param, dir.path())
 }
 
