@@ -89,15 +89,14 @@ const LOCKS: [&str; 4] = [
     "/etc/gshadow.lock",
 ];
 
-/// Removes the account databases' lock files that no running process holds, before tend runs
-/// useradd, usermod, groupadd and the like. shadow keeps a lock for as long as the process id
+/// Removes the account databases' lock files that no running process holds. shadow keeps a lock for as long as the process id
 /// written in it exists, and an id outlives its process: a tool killed mid-change is a zombie
 /// until it is reaped, and after a power cut and a reboot another process may have the id, which
 /// would block every account change until someone deletes the file. A lock is stale when no
 /// process has its id, when that process is a zombie, or when it started after the lock was
 /// written. Process ids are those of tend's own namespace, where the tools it runs live, so the
 /// running system's /proc is read, not the root's.
-pub fn clear_stale_locks(host: &Host) -> Result<(), ResourceError> {
+fn clear_stale_locks(host: &Host) -> Result<(), ResourceError> {
     for lock in LOCKS {
         let path = host.path(lock)?;
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
@@ -113,6 +112,14 @@ pub fn clear_stale_locks(host: &Host) -> Result<(), ResourceError> {
             std::fs::remove_file(&path).map_err(|e| ResourceError::io(Path::new(lock), e))?;
         }
     }
+    Ok(())
+}
+
+/// Runs an account tool (useradd, usermod, groupadd …) in the root, once no stale lock of the
+/// account databases stands in its way (see [`clear_stale_locks`]).
+pub fn run_tool(host: &Host, argv: &[&str]) -> Result<(), ResourceError> {
+    clear_stale_locks(host)?;
+    host.run(argv)?;
     Ok(())
 }
 

@@ -101,8 +101,7 @@ impl Resource for Group {
     fn apply(&self, actual: Self::Actual, host: &Host) -> Result<Applied, ResourceError> {
         let argv = self.command_for(actual.as_ref());
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        accounts::clear_stale_locks(host)?;
-        host.run(&argv)?;
+        accounts::run_tool(host, &argv)?;
         Ok(Applied::Done)
     }
 }

@@ -397,8 +397,7 @@ impl Resource for User {
             }
         };
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        accounts::clear_stale_locks(host)?;
-        host.run(&argv)?;
+        accounts::run_tool(host, &argv)?;
         Ok(Applied::Done)
     }
 }
