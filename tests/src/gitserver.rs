@@ -46,7 +46,11 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns `cmd` and waits until `port` accepts connections; `log` is shown if it does not.
+    /// Spawns `cmd` and waits until it listens on `port`; `log` is shown if it does not. A port
+    /// that accepts connections is not proof: between choosing a free port and the daemon's
+    /// bind, another test's server may have taken it, and this daemon then exits with a bind
+    /// error while the port answers (in another protocol). So the listening socket must be one
+    /// of the child's own.
     pub(crate) fn start(
         name: &'static str,
         mut cmd: Command,
@@ -60,7 +64,9 @@ impl Daemon {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && listens_on(d.child.id(), port)
+            {
                 return Ok(d);
             }
             if let Some(status) = d.child.try_wait()? {
@@ -78,6 +84,35 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port` (any address), from
+/// /proc/net/tcp{,6} and the process's descriptors.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let port_hex = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    // local_address, state 0A (LISTEN), inode
+                    (f.len() > 9 && f[1].ends_with(&port_hex) && f[3] == "0A")
+                        .then(|| format!("socket:[{}]", f[9]))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 impl Drop for Daemon {
