@@ -6,7 +6,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub const REPORT_FILE: &str = "report.json";
@@ -69,20 +68,22 @@ impl Lock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = pid.trim().to_string();
-            return Err(LockError::Held {
-                path: shown,
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid
-                },
-            });
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim().to_string();
+                return Err(LockError::Held {
+                    path: shown,
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
