@@ -6,3 +6,5 @@ pub mod apt;
 pub mod deb822;
 pub mod diff;
 pub mod dpkg;
+#[cfg(test)]
+pub(crate) mod held_lock;

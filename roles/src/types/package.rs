@@ -688,24 +688,7 @@ Version: 1.0-1
         let broken = format!("{STATUS}\nPackage: halfway\nStatus: install ok half-configured\nArchitecture: arm64\nVersion: 1-1\n");
         let (d, host) = root(&broken);
         let lock = d.path().join("var/lib/dpkg/lock-frontend");
-        std::fs::write(&lock, "").unwrap();
-        let holder = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "import fcntl,time\nf=open('{}','w')\nfcntl.lockf(f,fcntl.LOCK_EX)\nprint('locked',flush=True)\ntime.sleep(30)\n",
-                lock.display()
-            ))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut holder = KillOnDrop(holder);
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "locked");
+        let _held = crate::platform::held_lock::HeldLock::take(&lock);
         let converged = pkg(json!({"names": ["curl"]}));
         assert_eq!(converged.diff(&converged.read(&host).unwrap(), &host), None);
         let err = pkg(json!({"names": ["vim"], "state": "present"}))
@@ -716,14 +699,5 @@ Version: 1.0-1
             err.contains("retry on its next run") && err.contains("halfway is half-configured"),
             "{err}"
         );
-    }
-
-    struct KillOnDrop(std::process::Child);
-
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
