@@ -249,15 +249,4 @@ impl<'t> Fleet<'t> {
         }
         Ok((names, notes))
     }
-
-    pub fn list_roles(&self) -> Result<Vec<String>, Diagnostic> {
-        Ok(self
-            .tree
-            .list("roles")
-            .map_err(tree_error)?
-            .into_iter()
-            .filter(|(_, k)| *k == EntryKind::Dir)
-            .map(|(n, _)| n)
-            .collect())
-    }
 }
