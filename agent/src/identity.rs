@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tend_roles::child::Finished;
+
 use crate::load::check_device_id;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,41 +66,23 @@ pub fn device_id(
 /// /io/mender/AuthenticationManager on the system bus (the `mender` daemon in client 3.x,
 /// mender-auth in 4.x), through busctl so that the static binary needs no D-Bus library.
 pub fn mender_device_id_via_dbus() -> Option<String> {
-    let mut child = Command::new("busctl")
-        .args([
-            "--system",
-            "--json=short",
-            "--timeout=5",
-            "call",
-            "io.mender.AuthenticationManager",
-            "/io/mender/AuthenticationManager",
-            "io.mender.Authentication1",
-            "GetJwtToken",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+    let mut cmd = Command::new("busctl");
+    cmd.args([
+        "--system",
+        "--json=short",
+        "--timeout=5",
+        "call",
+        "io.mender.AuthenticationManager",
+        "/io/mender/AuthenticationManager",
+        "io.mender.Authentication1",
+        "GetJwtToken",
+    ])
+    .stdin(Stdio::null());
     // busctl has its own timeout; this bounds a wedged bus as well.
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    let out = child.wait_with_output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
+    let out = match tend_roles::child::run(cmd, Duration::from_secs(8)).ok()? {
+        Finished::Exited(out) if out.status.success() => out,
+        _ => return None,
+    };
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let jwt = v["data"][0].as_str()?;
     jwt_subject(jwt)

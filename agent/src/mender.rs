@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tend_roles::child::{Error as ChildError, Finished};
 
 /// What Mender shows of a run; a change of any of these triggers a send.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,42 +60,23 @@ pub fn send_inventory(timeout: Duration) -> Result<bool, String> {
     let Some(argv) = client(&path) else {
         return Ok(false);
     };
-    let mut child = Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", argv.join(" ")))?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(true),
-            Ok(Some(status)) => {
-                let out = child
-                    .wait_with_output()
-                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                    .unwrap_or_default();
-                return Err(format!(
-                    "{} exited with {status}: {}",
-                    argv.join(" "),
-                    out.trim()
-                ));
-            }
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{} did not finish in {} s",
-                    argv.join(" "),
-                    timeout.as_secs()
-                ));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null());
+    match tend_roles::child::run(cmd, timeout) {
+        Ok(Finished::Exited(out)) if out.status.success() => Ok(true),
+        Ok(Finished::Exited(out)) => Err(format!(
+            "{} exited with {}: {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(Finished::TimedOut(_)) => Err(format!(
+            "{} did not finish in {} s",
+            argv.join(" "),
+            timeout.as_secs()
+        )),
+        Err(ChildError::Spawn(e)) => Err(format!("{}: {e}", argv.join(" "))),
+        Err(ChildError::Wait(e)) => Err(e.to_string()),
     }
 }
 

@@ -4,6 +4,7 @@
 //! nothing of fleets, git or vars. The agent renders a fleet repo into concrete resource specs; this
 //! crate turns each spec into a [`Resource`], reads the actual state under a root, diffs, and applies.
 
+pub mod child;
 pub mod engine;
 pub mod error;
 pub mod fsutil;

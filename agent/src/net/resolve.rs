@@ -10,6 +10,8 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use tend_roles::child::{Error as ChildError, Finished};
+
 use super::HttpError;
 
 /// Whether this binary links glibc statically (the armhf build).
@@ -52,32 +54,19 @@ pub fn with_getent(host: &str, timeout: Duration) -> Result<Vec<IpAddr>, HttpErr
     if host.starts_with('-') || host.chars().any(char::is_whitespace) {
         return Err(failed("not a host name".into()));
     }
-    let mut child = std::process::Command::new("getent")
-        .args(["ahosts", host])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| failed(format!("running getent: {e}")))?;
-    let deadline = std::time::Instant::now() + timeout.max(Duration::from_secs(1));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!("no answer within {}s", timeout.as_secs())));
-            }
-            Err(e) => return Err(failed(e.to_string())),
+    let mut cmd = std::process::Command::new("getent");
+    cmd.args(["ahosts", host])
+        .stdin(std::process::Stdio::null());
+    let out = match tend_roles::child::run(cmd, timeout.max(Duration::from_secs(1))) {
+        Ok(Finished::Exited(out)) => out,
+        Ok(Finished::TimedOut(_)) => {
+            return Err(failed(format!("no answer within {}s", timeout.as_secs())))
         }
+        Err(ChildError::Spawn(e)) => return Err(failed(format!("running getent: {e}"))),
+        Err(ChildError::Wait(e)) => return Err(failed(e.to_string())),
     };
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-    }
+    let status = out.status;
+    let out = String::from_utf8_lossy(&out.stdout);
     if !status.success() {
         // getent exits 2 for "not found".
         return Err(failed("unknown host".into()));

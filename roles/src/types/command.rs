@@ -17,14 +17,12 @@
 //! Output is captured (only its tail is kept) and shown on failure; on timeout the whole process
 //! group is terminated, then killed.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStderr, ChildStdout, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::child::{self, Finished};
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::registry::{parse_spec, ResourceType, Sources};
@@ -37,10 +35,6 @@ pub const TYPE: ResourceType = ResourceType {
 };
 
 const DEFAULT_TIMEOUT: u64 = 600;
-/// How much of each output stream is kept; failures show only the last lines anyway.
-const TAIL_BYTES: usize = 64 * 1024;
-/// Between SIGTERM and SIGKILL of a timed-out process group.
-const KILL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,11 +193,6 @@ impl Resource for ShellCommand {
     }
 }
 
-enum Finished {
-    Exited(Output),
-    TimedOut(Output),
-}
-
 fn timed_out(host: &Host, shown: &str, timeout: Duration, out: &Output) -> ResourceError {
     match host.command_error(shown, out) {
         ResourceError::Command { command, output, .. } => ResourceError::Command {
@@ -233,8 +222,7 @@ pub fn run_with_timeout(
     }
 }
 
-/// Runs argv inside the root in its own process group, capturing the tail of its output, and
-/// kills the group when `timeout` passes.
+/// Runs argv inside the root under `timeout` (see [`crate::child`]).
 fn run_captured(
     host: &Host,
     argv: &[&str],
@@ -242,141 +230,24 @@ fn run_captured(
     timeout: Duration,
 ) -> Result<Finished, ResourceError> {
     let mut cmd = host.command(argv);
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
     if host.is_real_root() {
         cmd.current_dir("/");
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ResourceError::other(format!("cannot run `{}`: {e}", host.redact(shown))))?;
-    let mut pipes = Pipes {
-        out: child.stdout.take(),
-        err: child.stderr.take(),
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    let wait_err = |e: std::io::Error| {
-        ResourceError::other(format!("waiting for `{}`: {e}", host.redact(shown)))
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        pipes.pump(Duration::from_millis(100));
-        if let Some(status) = child.try_wait().map_err(wait_err)? {
-            pipes.drain();
-            return Ok(Finished::Exited(pipes.into_output(status)));
+    child::run(cmd, timeout).map_err(|e| match e {
+        child::Error::Spawn(e) => {
+            ResourceError::other(format!("cannot run `{}`: {e}", host.redact(shown)))
         }
-        if Instant::now() >= deadline {
-            break;
+        child::Error::Wait(e) => {
+            ResourceError::other(format!("waiting for `{}`: {e}", host.redact(shown)))
         }
-    }
-    // The process group id is the child's pid (process_group(0)); chroot execs in place.
-    let pgid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory.
-    unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    let grace = Instant::now() + KILL_GRACE;
-    while Instant::now() < grace && child.try_wait().map_err(wait_err)?.is_none() {
-        pipes.pump(Duration::from_millis(100));
-    }
-    // SAFETY: as above; members that ignored SIGTERM are killed, a gone group is ESRCH.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let status = child.wait().map_err(wait_err)?;
-    pipes.drain();
-    Ok(Finished::TimedOut(pipes.into_output(status)))
-}
-
-/// The child's output pipes, read with poll(2) on this thread. Nothing waits for end-of-file
-/// after the child exited: a background process it started may keep the pipes open forever.
-struct Pipes {
-    out: Option<ChildStdout>,
-    err: Option<ChildStderr>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl Pipes {
-    /// Reads what arrives within `wait`; returns whether anything was read or closed.
-    fn pump(&mut self, wait: Duration) -> bool {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-        for fd in [
-            self.out.as_ref().map(|p| p.as_raw_fd()),
-            self.err.as_ref().map(|p| p.as_raw_fd()),
-        ] {
-            fds.push(libc::pollfd {
-                fd: fd.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        if self.out.is_none() && self.err.is_none() {
-            std::thread::sleep(wait);
-            return false;
-        }
-        let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: fds points to fds.len() initialized pollfd structs that outlive the call;
-        // poll ignores entries with a negative fd.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if ready <= 0 {
-            return false;
-        }
-        let mut progressed = false;
-        let mut buf = [0u8; 8192];
-        if fds[0].revents != 0 {
-            progressed = true;
-            if read_into(&mut self.out, &mut buf, &mut self.stdout) {
-                self.out = None;
-            }
-        }
-        if fds[1].revents != 0 {
-            progressed = true;
-            if read_into(&mut self.err, &mut buf, &mut self.stderr) {
-                self.err = None;
-            }
-        }
-        progressed
-    }
-
-    /// After exit: take what is still buffered, for at most a second.
-    fn drain(&mut self) {
-        let until = Instant::now() + Duration::from_secs(1);
-        while (self.out.is_some() || self.err.is_some()) && Instant::now() < until {
-            if !self.pump(Duration::from_millis(50)) {
-                break;
-            }
-        }
-    }
-
-    fn into_output(self, status: ExitStatus) -> Output {
-        Output {
-            status,
-            stdout: self.stdout,
-            stderr: self.stderr,
-        }
-    }
-}
-
-/// One read from a ready pipe into `sink`, keeping only its tail. True at end of file or error.
-fn read_into<R: Read>(pipe: &mut Option<R>, buf: &mut [u8], sink: &mut Vec<u8>) -> bool {
-    let Some(p) = pipe else { return true };
-    match p.read(buf) {
-        Ok(0) => true,
-        Ok(n) => {
-            sink.extend_from_slice(&buf[..n]);
-            if sink.len() > TAIL_BYTES {
-                sink.drain(..sink.len() - TAIL_BYTES);
-            }
-            false
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-        Err(_) => true,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Instant;
 
     struct Role {
         handler: bool,
