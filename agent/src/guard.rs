@@ -10,9 +10,9 @@
 //! blip does not revert a good commit.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Guard;
 use crate::fetch::SourceConfig;
 use crate::health::spec::host_port;
+use crate::net::NoProxy;
 
 /// A place the device must still reach: resolve and connect, and a TLS handshake when `tls`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,7 +161,8 @@ fn first_hop(src: &SourceConfig) -> Option<(String, Endpoint)> {
     let port = url.port.unwrap_or(default);
     if matches!(url.scheme, gix::url::Scheme::Https | gix::url::Scheme::Http) {
         let (proxy, no_proxy) = crate::fetch::proxy_settings(src, |k| std::env::var(k).ok());
-        if let Some(p) = proxy.filter(|_| !bypasses(no_proxy.as_deref(), &host)) {
+        let no_proxy = no_proxy.as_deref().map(NoProxy::parse).unwrap_or_default();
+        if let Some(p) = proxy.filter(|_| !no_proxy.bypasses(&host, port)) {
             let authority = p
                 .split_once("://")
                 .map_or(p.as_str(), |(_, r)| r)
@@ -187,16 +189,6 @@ fn first_hop(src: &SourceConfig) -> Option<(String, Endpoint)> {
         tls,
     };
     Some((format!("git server {}", hop.shown), hop))
-}
-
-/// Whether `no_proxy` (comma-separated names, `.suffix`, or `*`) exempts `host`.
-fn bypasses(no_proxy: Option<&str>, host: &str) -> bool {
-    no_proxy.is_some_and(|list| {
-        list.split(',').map(str::trim).any(|e| {
-            let e = e.trim_start_matches('.');
-            e == "*" || (!e.is_empty() && (host == e || host.ends_with(&format!(".{e}"))))
-        })
-    })
 }
 
 /// Resolve, connect and (for TLS endpoints) handshake; pushes a step for each one tried.
@@ -226,7 +218,7 @@ fn reach(
         }
         Err(err) => return record("resolve", Err(err)),
     };
-    let stream = connect(&addrs, timeout);
+    let stream = crate::net::connect_any(&addrs, &e.host, timeout).map_err(|e| e.to_string());
     let stream = match stream {
         Ok(s) => {
             record("connect", Ok(()));
@@ -261,24 +253,7 @@ pub fn resolve(
                 .collect());
         }
     }
-    // getaddrinfo has no timeout of its own: ask on a thread and stop waiting at the deadline.
-    let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    std::thread::spawn(move || {
-        let r = (name.as_str(), port)
-            .to_socket_addrs()
-            .map(|a| a.collect::<Vec<_>>());
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(a)) if !a.is_empty() => Ok(a),
-        Ok(Ok(_)) => Err(format!("{host} has no address")),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Err(_) => Err(format!(
-            "resolving {host} did not finish within {} s",
-            timeout.as_secs()
-        )),
-    }
+    crate::net::resolve::resolve(host, port, timeout).map_err(|e| e.to_string())
 }
 
 /// The addresses /etc/hosts gives `host` (names are case-insensitive; `#` starts a comment).
@@ -294,17 +269,6 @@ fn hosts_file_lookup(path: &Path, host: &str) -> Vec<IpAddr> {
             fields.any(|n| n.eq_ignore_ascii_case(host)).then_some(ip)
         })
         .collect()
-}
-
-fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, String> {
-    let mut last = String::from("no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(a, timeout) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("{a}: {e}"),
-        }
-    }
-    Err(last)
 }
 
 /// A full TLS handshake, with the certificate verified as fetches verify it (system roots plus
@@ -481,11 +445,14 @@ mod tests {
     }
 
     #[test]
-    fn no_proxy_suffixes_bypass_the_proxy() {
-        assert!(bypasses(Some("example.com, .lan"), "git.example.com"));
-        assert!(bypasses(Some("lan"), "git.lan"));
-        assert!(!bypasses(Some("example.com"), "example.org"));
-        assert!(bypasses(Some("*"), "anything"));
-        assert!(!bypasses(None, "x"));
+    fn the_guard_bypasses_the_proxy_exactly_as_fetches_do() {
+        let mut s = SourceConfig::new("https://10.1.2.3:8443/fleet.git");
+        s.proxy = Some("http://proxy.lan:3128".into());
+        s.no_proxy = Some("10.0.0.0/8".into());
+        assert_eq!(first_hop(&s).unwrap().0, "git server 10.1.2.3:8443");
+        s.no_proxy = Some("git.lan:443".into());
+        assert_eq!(first_hop(&s).unwrap().0, "proxy http://proxy.lan:3128");
+        s.url = "https://git.lan/fleet.git".into();
+        assert_eq!(first_hop(&s).unwrap().0, "git server git.lan:443");
     }
 }

@@ -5,8 +5,8 @@
 //! healthy service look broken or a broken one look healthy.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use tend_roles::types::command::run_with_timeout;
 use tend_roles::Host;
@@ -68,29 +68,10 @@ fn unit_active(host: &Host, unit: &str, timeout: Duration) -> Result<(), String>
     }
 }
 
-/// Connects to the first address of `host:port` that answers within what is left of `timeout`.
+/// Connects to the first address of `host:port` that answers, resolving and connecting as
+/// fetches do (`crate::net`).
 pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
-    let deadline = Instant::now() + timeout;
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    let mut last = format!("{host} has no address");
-    for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            last = format!(
-                "connecting to {addr}: timed out after {} s",
-                timeout.as_secs()
-            );
-            break;
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => return Ok(s),
-            Err(e) => last = format!("connecting to {addr}: {e}"),
-        }
-    }
-    Err(last)
+    crate::net::tcp_connect(host, port, timeout).map_err(|e| e.to_string())
 }
 
 fn http_get(host: &str, port: u16, path: &str, timeout: Duration) -> Result<(), String> {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use proxy::NoProxy;
+pub use stream::{connect_any, tcp_connect};
 pub use url::Url;
 pub use wire::Head;
 

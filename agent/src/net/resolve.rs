@@ -28,13 +28,7 @@ pub fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAdd
             .map(|ip| SocketAddr::new(ip, port))
             .collect()
     } else {
-        (host, port)
-            .to_socket_addrs()
-            .map_err(|e| HttpError::Resolve {
-                host: host.to_string(),
-                cause: e.to_string(),
-            })?
-            .collect::<Vec<_>>()
+        in_process(host, port, timeout)?
     };
     if addrs.is_empty() {
         return Err(HttpError::Resolve {
@@ -43,6 +37,27 @@ pub fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAdd
         });
     }
     Ok(addrs)
+}
+
+/// The libc resolver (musl's, or a dynamic glibc's NSS), on a thread: getaddrinfo has no timeout
+/// of its own, and a dead DNS server must not hold the run past `timeout`.
+fn in_process(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, HttpError> {
+    let failed = |cause: String| HttpError::Resolve {
+        host: host.to_string(),
+        cause,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::spawn(move || {
+        let r = (name.as_str(), port)
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>());
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(timeout.max(Duration::from_secs(1))) {
+        Ok(r) => r.map_err(|e| failed(e.to_string())),
+        Err(_) => Err(failed(format!("no answer within {}s", timeout.as_secs()))),
+    }
 }
 
 /// `getent ahosts HOST`, bounded by `timeout` (a dead DNS server must not hold the run).

@@ -121,14 +121,28 @@ impl Stream {
     }
 }
 
-fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, HttpError> {
+/// Resolves `host` (see `resolve`) and connects to the first address that answers.
+pub fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, HttpError> {
     let addrs = resolve::resolve(host, port, timeout)?;
+    connect_any(&addrs, host, timeout)
+}
+
+/// Tries each address in turn, all of them within one `timeout` (zero: no bound), so that a
+/// name with many dead addresses costs the configured bound, not a multiple of it.
+pub fn connect_any(
+    addrs: &[SocketAddr],
+    host: &str,
+    timeout: Duration,
+) -> Result<TcpStream, HttpError> {
+    let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
     let mut last = None;
-    for addr in addrs {
-        let attempt = if timeout.is_zero() {
-            TcpStream::connect(addr)
-        } else {
-            TcpStream::connect_timeout(&addr, timeout)
+    for &addr in addrs {
+        let attempt = match deadline {
+            None => TcpStream::connect(addr),
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => TcpStream::connect_timeout(&addr, left),
+                _ => Err(io::ErrorKind::TimedOut.into()),
+            },
         };
         match attempt {
             Ok(s) => {
@@ -138,8 +152,13 @@ fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Ht
             Err(e) => last = Some((addr, e)),
         }
     }
-    let (addr, e) = last.expect("resolve returns at least one address");
-    Err(connect_error_at(e, addr, host, timeout))
+    match last {
+        Some((addr, e)) => Err(connect_error_at(e, addr, host, timeout)),
+        None => Err(HttpError::Resolve {
+            host: host.to_string(),
+            cause: "no address".into(),
+        }),
+    }
 }
 
 fn connect_error_at(e: io::Error, addr: SocketAddr, host: &str, timeout: Duration) -> HttpError {
