@@ -16,7 +16,7 @@ use tend_agent::render::RoleEnv;
 use tend_agent::tree::{check_relative, EntryKind, Tree, TreeError};
 use tend_agent::validate::{validate, Inputs};
 use tend_agent::vars::Mode;
-use tend_roles::platform::{deb822 as deb822_format, dpkg};
+use tend_roles::platform::{deb822 as deb822_format, dpkg, version};
 
 /// Separates the files of one fleet input: 0xFF never occurs in UTF-8, so YAML and templates
 /// cannot contain it by accident.
@@ -195,10 +195,10 @@ pub fn dpkg_status(data: &[u8]) {
         .take(16)
         .collect();
     for a in &versions {
-        let _ = dpkg::validate_version(a.trim());
+        let _ = version::validate_version(a.trim());
         for b in &versions {
-            let ab = dpkg::compare_versions(a, b);
-            assert_eq!(ab, dpkg::compare_versions(b, a).reverse(), "{a:?} vs {b:?}");
+            let ab = version::compare_versions(a, b);
+            assert_eq!(ab, version::compare_versions(b, a).reverse(), "{a:?} vs {b:?}");
         }
     }
 }

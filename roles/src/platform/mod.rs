@@ -8,3 +8,4 @@ pub mod diff;
 pub mod dpkg;
 #[cfg(test)]
 pub(crate) mod held_lock;
+pub mod version;

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
-use crate::platform::{apt, dpkg};
+use crate::platform::{apt, dpkg, version};
 use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 
@@ -133,7 +133,7 @@ fn parse_wanted(entry: &str) -> Result<Wanted, String> {
     };
     check_name(name)?;
     if let Some(v) = version {
-        dpkg::validate_version(v).map_err(|m| format!("'{entry}': {m}"))?;
+        version::validate_version(v).map_err(|m| format!("'{entry}': {m}"))?;
     }
     Ok(Wanted {
         spec: entry.to_string(),
@@ -211,7 +211,7 @@ impl Package {
             match self.state {
                 State::Present => match (&w.version, &installed) {
                     (None, Some(_)) => {}
-                    (Some(v), Some(i)) if dpkg::compare_versions(v, i) == Ordering::Equal => {}
+                    (Some(v), Some(i)) if version::compare_versions(v, i) == Ordering::Equal => {}
                     _ => todo.installs.push(Op {
                         name: w.name.clone(),
                         arg: w.spec.clone(),
@@ -280,7 +280,7 @@ impl Package {
                     let newer = op
                         .from
                         .as_deref()
-                        .is_none_or(|i| dpkg::compare_versions(&c, i) == Ordering::Greater);
+                        .is_none_or(|i| version::compare_versions(&c, i) == Ordering::Greater);
                     op.to = Some(c);
                     self.state != State::Latest || newer
                 }
