@@ -1,5 +1,5 @@
-//! Readers and writers of Debian's own formats, shared by the resource types: dpkg's status
-//! database and version ordering, deb822 stanzas, the account databases, and apt invocation.
+//! Readers and writers of Debian's own formats and tools, shared by the resource types: dpkg's status
+//! database, version ordering, deb822 stanzas, the account databases, apt and systemctl.
 
 pub mod accounts;
 pub mod apt;
@@ -8,4 +8,5 @@ pub mod diff;
 pub mod dpkg;
 #[cfg(test)]
 pub(crate) mod held_lock;
+pub mod systemctl;
 pub mod version;
