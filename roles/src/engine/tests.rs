@@ -1,0 +1,381 @@
+//! The engine's rules, on tempdir roots: order, failure, handlers and their persistence.
+
+use super::*;
+use crate::error::ResourceError;
+use crate::resource::{Change, Resource};
+use std::fs;
+
+/// A file under the root with fixed content; fails when the content is "FAIL".
+struct Marker {
+    path: &'static str,
+    content: &'static str,
+}
+
+impl Resource for Marker {
+    type Actual = Option<String>;
+    fn kind(&self) -> &'static str {
+        "marker"
+    }
+    fn id(&self) -> String {
+        self.path.to_string()
+    }
+    fn read(&self, host: &Host) -> Result<Self::Actual, ResourceError> {
+        Ok(fs::read_to_string(host.path(self.path)?).ok())
+    }
+    fn diff(&self, actual: &Self::Actual, _: &Host) -> Option<Change> {
+        (actual.as_deref() != Some(self.content)).then(|| Change::new("content"))
+    }
+    fn apply(&self, _: Self::Actual, host: &Host) -> Result<Applied, ResourceError> {
+        if self.content == "FAIL" {
+            return Err(ResourceError::other("told to fail"));
+        }
+        fs::write(host.path(self.path)?, self.content)
+            .map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
+        Ok(Applied::Done)
+    }
+}
+
+/// Appends a line to a file every time it runs: counts handler runs.
+struct Counter(&'static str);
+
+impl Resource for Counter {
+    type Actual = ();
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+    fn id(&self) -> String {
+        self.0.to_string()
+    }
+    fn read(&self, _: &Host) -> Result<(), ResourceError> {
+        Ok(())
+    }
+    fn diff(&self, _: &(), _: &Host) -> Option<Change> {
+        Some(Change::new("run"))
+    }
+    fn apply(&self, _: (), host: &Host) -> Result<Applied, ResourceError> {
+        let p = host.path(self.0)?;
+        let mut text = fs::read_to_string(&p).unwrap_or_default();
+        text.push_str("ran\n");
+        fs::write(&p, text).map_err(|e| ResourceError::io(&p, e))?;
+        Ok(Applied::Done)
+    }
+}
+
+fn item(path: &'static str, content: &'static str, notify: &[&str]) -> Item {
+    Item {
+        resource: Box::new(Marker { path, content }),
+        notify: notify.iter().map(|s| s.to_string()).collect(),
+        origin: "test".into(),
+        reboot: false,
+    }
+}
+
+fn role(name: &str, depends: &[&str], items: Vec<Item>) -> RolePlan {
+    RolePlan {
+        name: name.into(),
+        depends: depends.iter().map(|s| s.to_string()).collect(),
+        items,
+    }
+}
+
+fn handler(name: &str, path: &'static str) -> Handler {
+    Handler {
+        name: name.into(),
+        role: "r".into(),
+        resource: Box::new(Counter(path)),
+        reboot: false,
+    }
+}
+
+fn runs(root: &std::path::Path, file: &str) -> usize {
+    fs::read_to_string(root.join(file))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn failure_skips_rest_of_role_and_dependents_but_not_others() {
+    let d = tempfile::tempdir().unwrap();
+    let desired = Desired {
+        roles: vec![
+            role(
+                "a",
+                &[],
+                vec![
+                    item("/a1", "x", &[]),
+                    item("/a2", "FAIL", &[]),
+                    item("/a3", "x", &[]),
+                ],
+            ),
+            role("b", &["a"], vec![item("/b1", "x", &[])]),
+            role("c", &[], vec![item("/c1", "x", &[])]),
+        ],
+        handlers: vec![],
+    };
+    let s = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+    let outcomes: Vec<Outcome> = s.resources.iter().map(|r| r.outcome).collect();
+    use Outcome::*;
+    assert_eq!(outcomes, [Changed, Failed, Skipped, Skipped, Changed]);
+    assert!(!d.path().join("a3").exists() && !d.path().join("b1").exists());
+    assert!(d.path().join("c1").exists(), "an independent role goes on");
+}
+
+#[test]
+fn handlers_run_once_at_the_end_in_declaration_order() {
+    let d = tempfile::tempdir().unwrap();
+    let desired = Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![
+                item("/1", "x", &["second", "first"]),
+                item("/2", "y", &["first"]),
+            ],
+        )],
+        handlers: vec![handler("first", "/h1"), handler("second", "/h2")],
+    };
+    let pending = d.path().join("pending.json");
+    let s = converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert_eq!(runs(d.path(), "h1"), 1, "notified twice, runs once");
+    assert_eq!(runs(d.path(), "h2"), 1);
+    let order: Vec<&str> = s
+        .resources
+        .iter()
+        .filter(|r| r.handler)
+        .map(|r| r.id.as_str())
+        .collect();
+    assert_eq!(order, ["/h1", "/h2"]);
+    assert!(s.pending_handlers.is_empty());
+    // Converged: the second run notifies nothing.
+    converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert_eq!(runs(d.path(), "h1"), 1);
+    assert_eq!(s.handlers_run, ["first", "second"]);
+}
+
+#[test]
+fn before_apply_sees_only_changes_and_its_error_fails_the_resource() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("same"), "x").unwrap();
+    let desired = Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![
+                item("/same", "x", &[]),
+                item("/new", "x", &[]),
+                item("/refused", "x", &[]),
+            ],
+        )],
+        handlers: vec![],
+    };
+    let mut seen = Vec::new();
+    let s = converge_with(
+        &desired,
+        &Host::new(d.path()),
+        None,
+        &mut |_, _, _| {},
+        &mut |r| {
+            seen.push(r.id());
+            if r.id() == "/refused" {
+                Err("cannot keep the old content".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    assert_eq!(
+        seen,
+        ["/new", "/refused"],
+        "unchanged resources are not applied"
+    );
+    let outcomes: Vec<Outcome> = s.resources.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Unchanged, Outcome::Changed, Outcome::Failed]
+    );
+    assert_eq!(
+        s.resources[2].error.as_deref(),
+        Some("cannot keep the old content")
+    );
+    assert!(!d.path().join("refused").exists(), "never applied");
+}
+
+#[test]
+fn handler_notified_in_a_failed_run_runs_on_the_next_run() {
+    let d = tempfile::tempdir().unwrap();
+    let pending = d.path().join("pending.json");
+    let failing = Desired {
+        roles: vec![
+            role("r", &[], vec![item("/1", "x", &["restart"])]),
+            role("s", &[], vec![item("/2", "FAIL", &[])]),
+        ],
+        handlers: vec![handler("restart", "/h")],
+    };
+    let s = converge(
+        &failing,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert_eq!(runs(d.path(), "h"), 0, "handlers wait after a failed run");
+    assert_eq!(s.pending_handlers, ["restart"]);
+    assert!(
+        fs::read_to_string(&pending).unwrap().contains("restart"),
+        "persisted"
+    );
+    let fixed = Desired {
+        roles: vec![
+            role("r", &[], vec![item("/1", "x", &["restart"])]),
+            role("s", &[], vec![item("/2", "ok", &[])]),
+        ],
+        handlers: vec![handler("restart", "/h")],
+    };
+    let s = converge(
+        &fixed,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert_eq!(
+        runs(d.path(), "h"),
+        1,
+        "the pending handler ran although /1 no longer changed"
+    );
+    assert!(s.pending_handlers.is_empty());
+    assert_eq!(fs::read_to_string(&pending).unwrap(), "[]");
+}
+
+#[test]
+fn only_changed_resources_and_handlers_marked_reboot_require_one() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("same"), "x").unwrap();
+    let marked = |path, content, notify: &[&str]| Item {
+        reboot: true,
+        ..item(path, content, notify)
+    };
+    let desired = Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![
+                marked("/same", "x", &[]),
+                marked("/kernel", "6.1", &["fw"]),
+                item("/plain", "x", &[]),
+            ],
+        )],
+        handlers: vec![Handler {
+            reboot: true,
+            ..handler("fw", "/fw")
+        }],
+    };
+    let s = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+    assert_eq!(s.reboot, ["marker /kernel", "counter /fw"]);
+    let again = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+    assert!(again.reboot.is_empty(), "converged: no reboot");
+}
+
+#[test]
+fn check_mode_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let pending = d.path().join("pending.json");
+    let desired = Desired {
+        roles: vec![role("r", &[], vec![item("/1", "x", &["h"])])],
+        handlers: vec![handler("h", "/h")],
+    };
+    let mut host = Host::new(d.path());
+    host.check = true;
+    let s = converge(&desired, &host, Some(&pending), &mut |_, _, _| {});
+    assert_eq!(s.changed(), 2, "the resource and its handler would change");
+    assert_eq!(
+        fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "nothing written, not even pending handlers"
+    );
+}
+
+/// Writes its file only after checking that the notification it triggers is already on
+/// disk: a power cut between the write and the notification must not lose the handler.
+struct SeesPending {
+    path: &'static str,
+    pending: std::path::PathBuf,
+}
+
+impl Resource for SeesPending {
+    type Actual = bool;
+    fn kind(&self) -> &'static str {
+        "sees-pending"
+    }
+    fn id(&self) -> String {
+        self.path.to_string()
+    }
+    fn read(&self, host: &Host) -> Result<bool, ResourceError> {
+        Ok(host.path(self.path)?.exists())
+    }
+    fn diff(&self, exists: &bool, _: &Host) -> Option<Change> {
+        (!exists).then(|| Change::new("create"))
+    }
+    fn apply(&self, _: bool, host: &Host) -> Result<Applied, ResourceError> {
+        let on_disk = fs::read_to_string(&self.pending).unwrap_or_default();
+        if !on_disk.contains("\"h\"") {
+            return Err(ResourceError::other(format!(
+                "the notification is not on disk before the change: {on_disk:?}"
+            )));
+        }
+        fs::write(host.path(self.path)?, "x")
+            .map_err(|e| ResourceError::io(std::path::Path::new(self.path), e))?;
+        Ok(Applied::Done)
+    }
+}
+
+#[test]
+fn a_power_cut_after_a_change_cannot_lose_its_notification() {
+    let d = tempfile::tempdir().unwrap();
+    let pending = d.path().join("pending.json");
+    let desired = Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![
+                Item {
+                    resource: Box::new(SeesPending {
+                        path: "/1",
+                        pending: pending.clone(),
+                    }),
+                    notify: vec!["h".into()],
+                    origin: "test".into(),
+                    reboot: false,
+                },
+                item("/2", "FAIL", &["g"]),
+            ],
+        )],
+        handlers: vec![handler("h", "/h"), handler("g", "/g")],
+    };
+    let s = converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert_eq!(
+        s.resources[0].outcome,
+        Outcome::Changed,
+        "{:?}",
+        s.resources[0]
+    );
+    assert_eq!(
+        s.pending_handlers,
+        ["h"],
+        "a failed change takes back its own notification; the run's failure defers h"
+    );
+    assert_eq!(fs::read_to_string(&pending).unwrap(), "[\"h\"]");
+}
