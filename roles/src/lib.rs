@@ -13,6 +13,7 @@ pub mod platform;
 pub mod redact;
 pub mod registry;
 pub mod resource;
+pub mod spec;
 pub mod types;
 
 pub use engine::{
@@ -21,5 +22,6 @@ pub use engine::{
 pub use error::{ResourceError, SpecError};
 pub use host::Host;
 pub use redact::Redactor;
-pub use registry::{find_type, resource_types, NoSources, ResourceType, Sources};
+pub use registry::{find_type, resource_types};
 pub use resource::{Applied, Change, DynResource, Managed, Plan, Resource};
+pub use spec::{NoSources, ResourceType, Sources};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tend_roles::registry::parse_spec;
+use tend_roles::spec::parse_spec;
 use tend_roles::SpecError;
 
 pub const DEFAULT_TIMEOUT: u64 = 10;

@@ -29,8 +29,8 @@ use crate::error::{ResourceError, SpecError};
 use crate::fsutil::{self, Meta};
 use crate::host::Host;
 use crate::platform::{apt, deb822, diff};
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "apt_source",

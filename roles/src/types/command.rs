@@ -25,8 +25,8 @@ use serde::Deserialize;
 use crate::child::{self, Finished};
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "command",

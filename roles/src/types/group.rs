@@ -17,8 +17,8 @@ use serde::Deserialize;
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::platform::accounts::{self, GroupEntry};
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "group",
@@ -136,7 +136,7 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::NoSources;
+    use crate::spec::NoSources;
     use serde_json::json;
 
     fn group(spec: serde_json::Value) -> Group {

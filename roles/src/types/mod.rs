@@ -1,4 +1,4 @@
-//! The resource types, one file each. `ALL` is the registry the agent looks types up in.
+//! The resource types, one file each; `crate::registry` lists them.
 
 pub mod apt_source;
 pub mod command;
@@ -8,21 +8,10 @@ pub mod package;
 pub mod service;
 pub mod user;
 
-use crate::registry::ResourceType;
-
-pub static ALL: &[ResourceType] = &[
-    apt_source::TYPE,
-    package::TYPE,
-    file::TYPE,
-    service::TYPE,
-    group::TYPE,
-    user::TYPE,
-    command::TYPE,
-];
-
 #[cfg(test)]
 mod tests {
-    use crate::registry::{find_type, NoSources};
+    use crate::registry::find_type;
+    use crate::spec::NoSources;
     use serde_json::json;
 
     fn managed(kind: &str, spec: serde_json::Value) -> Vec<crate::resource::Managed> {

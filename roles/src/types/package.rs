@@ -25,8 +25,8 @@ use serde::Deserialize;
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::platform::{apt, dpkg, version};
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "package",
@@ -435,7 +435,7 @@ impl Resource for Package {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::NoSources;
+    use crate::spec::NoSources;
     use serde_json::json;
 
     fn pkg(spec: serde_json::Value) -> Package {

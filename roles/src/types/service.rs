@@ -28,8 +28,8 @@ use crate::host::Host;
 use crate::platform::systemctl::{
     alias_target, is_active, is_enabled, systemctl, Enablement, UNIT_DIRS,
 };
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "service",
@@ -433,7 +433,7 @@ impl Resource for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::NoSources;
+    use crate::spec::NoSources;
     use serde_json::json;
 
     fn service(spec: serde_json::Value) -> Service {

@@ -31,8 +31,8 @@ use serde::Deserialize;
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
 use crate::platform::accounts::{self, GroupEntry, PasswdEntry};
-use crate::registry::{parse_spec, ResourceType, Sources};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
+use crate::spec::{parse_spec, ResourceType, Sources};
 use crate::types::group::Presence;
 
 pub const TYPE: ResourceType = ResourceType {
@@ -405,7 +405,7 @@ impl Resource for User {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::NoSources;
+    use crate::spec::NoSources;
     use serde_json::json;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
