@@ -4,10 +4,11 @@
 //! an image builder, or a tempdir in a unit test. Commands run through `chroot` when the root is
 //! not `/`, which is also what makes apt, dpkg, useradd and systemctl act on the right tree.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::ResourceError;
@@ -28,8 +29,33 @@ pub struct RunFlags {
     pub units_announced: Vec<String>,
     /// Those answers, by unit. Emptied by [`Host::forget_read_ahead`] after every change.
     pub unit_states: HashMap<String, String>,
-    /// dpkg's status as the package resources read it, shared until the next change.
-    pub dpkg_status: Option<std::sync::Arc<crate::platform::dpkg::DpkgStatus>>,
+    /// What a platform reader read once for many resources (dpkg's status …), one value per
+    /// type, so that the host needs to know none of them. Dropped after every change.
+    read_ahead: ReadAhead,
+}
+
+impl RunFlags {
+    /// The value of type `T` read ahead in this run, if any and still current.
+    pub fn read_ahead<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.read_ahead
+            .0
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+    }
+
+    /// Keeps `value` for the rest of the run, until the next change.
+    pub fn keep_read_ahead<T: Any + Send + Sync>(&mut self, value: Arc<T>) {
+        self.read_ahead.0.insert(TypeId::of::<T>(), value);
+    }
+}
+
+#[derive(Default)]
+struct ReadAhead(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadAhead({} values)", self.0.len())
+    }
 }
 
 #[derive(Debug)]
@@ -97,7 +123,7 @@ impl Host {
     pub fn forget_read_ahead(&self) {
         let mut flags = self.flags();
         flags.unit_states.clear();
-        flags.dpkg_status = None;
+        flags.read_ahead.0.clear();
     }
 
     pub fn flags(&self) -> std::sync::MutexGuard<'_, RunFlags> {
@@ -158,6 +184,21 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_ahead_is_one_value_per_type_until_the_next_change() {
+        let host = Host::new("/nonexistent");
+        assert!(host.flags().read_ahead::<String>().is_none());
+        let kept = Arc::new(String::from("status"));
+        host.flags().keep_read_ahead(kept.clone());
+        host.flags().keep_read_ahead(Arc::new(7u32));
+        let got = host.flags().read_ahead::<String>().unwrap();
+        assert!(Arc::ptr_eq(&got, &kept));
+        assert_eq!(*host.flags().read_ahead::<u32>().unwrap(), 7);
+        host.forget_read_ahead();
+        assert!(host.flags().read_ahead::<String>().is_none());
+        assert!(host.flags().read_ahead::<u32>().is_none());
+    }
 
     #[test]
     fn tempdir_root_is_never_online() {

@@ -360,11 +360,11 @@ pub fn read(host: &Host) -> Result<DpkgStatus, ResourceError> {
 /// [`read`], shared by every package resource of a run until something changes (see
 /// [`Host::forget_read_ahead`]): one parse of the status file, not one per resource.
 pub fn read_shared(host: &Host) -> Result<std::sync::Arc<DpkgStatus>, ResourceError> {
-    if let Some(status) = host.flags().dpkg_status.clone() {
+    if let Some(status) = host.flags().read_ahead::<DpkgStatus>() {
         return Ok(status);
     }
     let status = std::sync::Arc::new(read(host)?);
-    host.flags().dpkg_status = Some(status.clone());
+    host.flags().keep_read_ahead(status.clone());
     Ok(status)
 }
 
