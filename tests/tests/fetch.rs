@@ -681,3 +681,62 @@ fn a_wrong_repository_path_is_reported_as_such_on_every_transport() -> Result<()
     assert!(err.to_string().contains("the server says: fatal: '/nonexistent/fleet.git' does not appear to be a git repository"), "{err}");
     Ok(())
 }
+
+/// Ten thousand tags and a thousand branches on the server: a poll still asks for (and gets) the
+/// one ref the device follows, so its cost does not grow with the fleet repo's ref count. Protocol
+/// v2's `ls-refs` with `ref-prefix` is what keeps it flat; a v0 advertisement would list every ref.
+#[test]
+fn a_poll_lists_only_the_followed_ref_whatever_the_server_holds() -> Result<()> {
+    let h = https()?;
+    let (_d, repo) = state()?;
+    let src = h.source();
+    repo.fetch_branch(&src, "main")?;
+    let poll_bytes = |repo: &LocalRepo| -> Result<u64> {
+        let before = h.server.requests()?.len();
+        let poll = repo.fetch_branch(&src, "main")?;
+        assert!(!poll.received_pack, "{poll:?}");
+        Ok(h.server.requests()?[before..]
+            .iter()
+            .map(|e| e.bytes_out)
+            .sum())
+    };
+    let few = poll_bytes(&repo)?;
+
+    let mut packed = String::new();
+    for n in 0..10_000 {
+        packed.push_str(&format!("{} refs/tags/release/{n}\n", h.c2));
+    }
+    for n in 0..1_000 {
+        packed.push_str(&format!("{} refs/heads/feature/{n}\n", h.c2));
+    }
+    std::fs::write(h.fleet.path().join("packed-refs"), &packed)?;
+    assert_eq!(
+        h.fleet
+            .git(&["for-each-ref", "--format=%(refname)"])?
+            .lines()
+            .count(),
+        11_001,
+        "the server holds every ref"
+    );
+    let many = poll_bytes(&repo)?;
+    measure(
+        "https poll, 1 ref vs 11,001 refs on the server",
+        format!("{few} vs {many} bytes"),
+    );
+    // The same answer to the same question: byte counts may differ by a few header bytes only.
+    assert!(
+        many <= few + 64,
+        "{many} bytes with 11,001 refs, {few} with one"
+    );
+
+    // A stage's tags: only `production/*` comes back, not the ten thousand `release/*`.
+    h.fleet.tag("production/1", &h.c2, "release 1")?;
+    let tags = repo.fetch_tags(&src, "production/")?;
+    assert_eq!(
+        tags.len(),
+        1,
+        "{:?}",
+        tags.iter().map(|t| &t.name).collect::<Vec<_>>()
+    );
+    Ok(())
+}
