@@ -3,7 +3,8 @@
 //! stable, so a crash found once stays fixed.
 //!
 //! Every target feeds input a device could be handed by someone else: a fleet repo (YAML, templates,
-//! files), dpkg's database and apt's deb822 sources, the allowed_signers file. Each must end in a
+//! files), dpkg's database and apt's deb822 sources, the allowed_signers file, and a git or
+//! Mender server's HTTP responses. Each must end in a
 //! value or an error, never a panic, a hang or unbounded memory; where the format has a law (the
 //! deb822 writer round-trips, version ordering is antisymmetric) the target checks it too.
 
@@ -198,7 +199,11 @@ pub fn dpkg_status(data: &[u8]) {
         let _ = version::validate_version(a.trim());
         for b in &versions {
             let ab = version::compare_versions(a, b);
-            assert_eq!(ab, version::compare_versions(b, a).reverse(), "{a:?} vs {b:?}");
+            assert_eq!(
+                ab,
+                version::compare_versions(b, a).reverse(),
+                "{a:?} vs {b:?}"
+            );
         }
     }
 }
@@ -210,6 +215,32 @@ pub fn allowed_signers(data: &[u8]) {
         return;
     }
     let _ = tend_agent::verify::TrustRoots::load(scratch(), Some("/allowed_signers"), None);
+}
+
+/// An HTTP response as a server sends it: head, framing and body, as the client reads them. A
+/// body that reads to its end holds exactly what its framing said.
+pub fn http_response(data: &[u8]) {
+    use std::io::Read;
+    use tend_agent::net::wire::{read_head, Body, Framing};
+    let mut reader = std::io::Cursor::new(data);
+    let Ok(head) = read_head(&mut reader) else {
+        return;
+    };
+    let Ok(framing) = Framing::of(&head, "GET") else {
+        return;
+    };
+    let mut body = Vec::new();
+    if Body::new(&mut reader, framing)
+        .take(1 << 20)
+        .read_to_end(&mut body)
+        .is_ok()
+    {
+        if let Framing::Length(n) = framing {
+            if n <= 1 << 20 {
+                assert_eq!(body.len() as u64, n, "a Length body read to its end");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -74,3 +74,8 @@ fn mem_tree_round_trips_its_input_format() {
     );
     assert!(tree.read("../x").is_err());
 }
+
+#[test]
+fn http_response_corpus() {
+    replay("http_response", crate::http_response, 5);
+}

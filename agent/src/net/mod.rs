@@ -18,7 +18,8 @@ pub mod proxy;
 pub mod resolve;
 mod stream;
 mod url;
-mod wire;
+/// Public for the `http_response` fuzz target; the client is the way in.
+pub mod wire;
 
 use std::io::{self, BufReader, Read, Write};
 use std::sync::Arc;

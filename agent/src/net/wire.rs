@@ -98,25 +98,64 @@ pub enum Framing {
     UntilClose,
 }
 
+/// At most this many trailer lines after the last chunk: they are read and dropped, and an
+/// endless stream of them must not hold a run until its deadline.
+const MAX_TRAILERS: usize = 64;
+
 impl Framing {
+    /// The framing of a response, strictly (RFC 9112 §6): `chunked` is the only transfer coding
+    /// tend reads, a body with both Transfer-Encoding and Content-Length is refused (the mark of
+    /// response smuggling), and Content-Length is plain digits, the same in every copy.
     pub fn of(head: &Head, method: &str) -> Result<Framing, HttpError> {
         if method == "HEAD" || head.status == 204 || head.status == 304 || head.status < 200 {
             return Ok(Framing::Length(0));
         }
-        if head
-            .header("transfer-encoding")
-            .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
-        {
-            return Ok(Framing::Chunked);
+        let all = |name: &str| -> Vec<&str> {
+            head.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let (te, lengths) = (all("transfer-encoding"), all("content-length"));
+        if !te.is_empty() {
+            if !lengths.is_empty() {
+                return Err(HttpError::Protocol(
+                    "the response has both Transfer-Encoding and Content-Length".into(),
+                ));
+            }
+            return match te.as_slice() {
+                [one] if one.trim().eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+                _ => Err(HttpError::Protocol(format!(
+                    "unsupported Transfer-Encoding `{}` (only `chunked` is read)",
+                    shown(&te.join(", "))
+                ))),
+            };
         }
-        match head.header("content-length") {
-            Some(len) => len
-                .parse()
-                .map(Framing::Length)
-                .map_err(|_| HttpError::Protocol(format!("bad Content-Length `{len}`"))),
-            None => Ok(Framing::UntilClose),
+        let Some(first) = lengths.first() else {
+            return Ok(Framing::UntilClose);
+        };
+        let bad = || HttpError::Protocol(format!("bad Content-Length `{}`", shown(first)));
+        if lengths.iter().any(|l| l.trim() != first.trim()) {
+            return Err(HttpError::Protocol(
+                "the response has differing Content-Length headers".into(),
+            ));
         }
+        let digits = first.trim();
+        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        digits.parse().map(Framing::Length).map_err(|_| bad())
     }
+}
+
+/// A header value as an error shows it: at most 80 characters, control characters escaped.
+fn shown(value: &str) -> String {
+    value
+        .chars()
+        .take(80)
+        .flat_map(char::escape_debug)
+        .collect()
 }
 
 /// A response body: exactly what its framing says, and an error if the connection ends early.
@@ -168,11 +207,17 @@ impl<R: BufRead> Body<R> {
         })?;
         if self.left == 0 {
             // Trailers, then the final blank line.
-            loop {
+            for trailers in 0.. {
                 line.clear();
                 let n = (&mut self.inner).take(8192).read_line(&mut line)?;
                 if n == 0 || line.trim_end().is_empty() {
                     break;
+                }
+                if trailers == MAX_TRAILERS {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        HttpError::Protocol(format!("more than {MAX_TRAILERS} trailer lines")),
+                    ));
                 }
             }
             self.done = true;
@@ -296,6 +341,52 @@ mod tests {
         let e = body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert!(body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err());
+    }
+
+    #[test]
+    fn framing_is_strict_where_a_lenient_reader_could_be_smuggled_to() {
+        let framing = |headers: &str| {
+            let raw = format!("HTTP/1.1 200 OK\r\n{headers}\r\n");
+            Framing::of(&read_head(&mut Cursor::new(raw)).unwrap(), "GET")
+        };
+        assert_eq!(
+            framing("Transfer-Encoding: Chunked\r\n").unwrap(),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing("Content-Length: 12\r\n").unwrap(),
+            Framing::Length(12)
+        );
+        assert_eq!(
+            framing("Content-Length: 7\r\ncontent-length: 7\r\n").unwrap(),
+            Framing::Length(7)
+        );
+        for refused in [
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+        ] {
+            assert!(framing(refused).is_err(), "{refused:?} was accepted");
+        }
+        let e = framing("Transfer-Encoding: \u{1b}[2Jx\r\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\u{1b}') && e.contains("\\u{1b}"), "{e}");
+    }
+
+    #[test]
+    fn endless_trailers_are_an_error() {
+        let mut raw =
+            String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n");
+        for n in 0..100 {
+            raw.push_str(&format!("X-T{n}: t\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert!(body(&raw).is_err());
     }
 
     #[test]
