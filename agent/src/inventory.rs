@@ -40,12 +40,10 @@ pub fn encode_value(value: &str) -> String {
 }
 
 pub fn rfc3339(unix: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+    i64::try_from(unix)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 

@@ -144,9 +144,10 @@ fn short(commit: &str) -> &str {
 
 /// RFC 3339 (what `tend inventory` writes) to Unix seconds.
 pub fn parse_time(text: &str) -> Option<i64> {
-    let t =
-        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339);
-    t.ok().map(|t| t.unix_timestamp())
+    text.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
 }
 
 /// `90m`, `2h`, `45s`, `1d`, or plain seconds; for `--max-age`, `--wait` and `--interval`.

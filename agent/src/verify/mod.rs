@@ -186,7 +186,7 @@ fn resolve_file(root: &Path, device_path: &str) -> Result<PathBuf, String> {
 }
 
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    jiff::Timestamp::now().as_second()
 }
 
 /// Verifies a raw commit: the loose object's content as `git cat-file commit <id>` prints it.

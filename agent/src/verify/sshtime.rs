@@ -5,7 +5,8 @@
 //! Forms: `YYYYMMDD`, `YYYYMMDDHHMM`, `YYYYMMDDHHMMSS`, each optionally suffixed `Z` or `UTC`
 //! (case-insensitive) for UTC; without a suffix, the device's local time zone.
 
-use time::{Date, Month, PrimitiveDateTime, Time};
+use jiff::civil::{Date, Time};
+use jiff::tz::Offset;
 
 /// Seconds since the epoch, or what is wrong with the text.
 pub(crate) fn parse(text: &str) -> Result<i64, String> {
@@ -23,7 +24,7 @@ pub(crate) fn parse(text: &str) -> Result<i64, String> {
              with a Z suffix for UTC (e.g. 20250131Z)"
         ));
     }
-    let num = |r: std::ops::Range<usize>| digits[r].parse::<u16>().unwrap_or(u16::MAX);
+    let num = |r: std::ops::Range<usize>| digits[r].parse::<i16>().unwrap_or(i16::MAX);
     let (year, month, day) = (num(0..4), num(4..6), num(6..8));
     let (hour, minute) = if digits.len() >= 12 {
         (num(8..10), num(10..12))
@@ -32,20 +33,11 @@ pub(crate) fn parse(text: &str) -> Result<i64, String> {
     };
     let second = if digits.len() == 14 { num(12..14) } else { 0 };
     let bad = || format!("`{text}` is not a valid date and time");
-    let date = Month::try_from(u8::try_from(month).map_err(|_| bad())?)
-        .ok()
-        .and_then(|m| Date::from_calendar_date(i32::from(year), m, u8::try_from(day).ok()?).ok())
-        .ok_or_else(bad)?;
-    let clock = Time::from_hms(
-        u8::try_from(hour).map_err(|_| bad())?,
-        u8::try_from(minute).map_err(|_| bad())?,
-        u8::try_from(second).map_err(|_| bad())?,
-    )
-    .map_err(|_| bad())?;
+    let small = |n: i16| i8::try_from(n).map_err(|_| bad());
+    let date = Date::new(year, small(month)?, small(day)?).map_err(|_| bad())?;
+    let clock = Time::new(small(hour)?, small(minute)?, small(second)?, 0).map_err(|_| bad())?;
     let secs = if utc {
-        PrimitiveDateTime::new(date, clock)
-            .assume_utc()
-            .unix_timestamp()
+        utc_seconds(date, clock).ok_or_else(bad)?
     } else {
         local_to_unix(date, clock).ok_or_else(bad)?
     };
@@ -54,6 +46,14 @@ pub(crate) fn parse(text: &str) -> Result<i64, String> {
         return Err(format!("`{text}` is before 1970"));
     }
     Ok(secs)
+}
+
+/// A wall-clock time read as UTC, in seconds since the epoch.
+fn utc_seconds(date: Date, clock: Time) -> Option<i64> {
+    Offset::UTC
+        .to_timestamp(date.to_datetime(clock))
+        .ok()
+        .map(|t| t.as_second())
 }
 
 /// Local wall-clock time to seconds since the epoch, through the C library's time zone rules
@@ -69,14 +69,9 @@ fn local_to_unix(date: Date, clock: Time) -> Option<i64> {
 /// A 32-bit `time_t` (armhf) cannot hold 2038 or later: use the zone's offset on the same day
 /// of 2037 instead. The zone rules of the far future are a guess either way.
 fn via_2037(date: Date, clock: Time) -> Option<i64> {
-    let near = Date::from_calendar_date(2037, date.month(), date.day().min(28)).ok()?;
-    let utc = |d: Date| {
-        PrimitiveDateTime::new(d, clock)
-            .assume_utc()
-            .unix_timestamp()
-    };
-    let offset = mktime(near, clock)? - utc(near);
-    Some(utc(date) + offset)
+    let near = Date::new(2037, date.month(), date.day().min(28)).ok()?;
+    let offset = mktime(near, clock)? - utc_seconds(near, clock)?;
+    Some(utc_seconds(date, clock)? + offset)
 }
 
 /// C `mktime`. Like ssh-keygen, `tm_isdst` is 0 (it zeroes the struct before strptime), so both
@@ -85,8 +80,8 @@ fn via_2037(date: Date, clock: Time) -> Option<i64> {
 fn mktime(date: Date, clock: Time) -> Option<i64> {
     // SAFETY: `tm` is a plain C struct for which all-zero bytes are a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = date.year() - 1900;
-    tm.tm_mon = i32::from(u8::from(date.month())) - 1;
+    tm.tm_year = i32::from(date.year()) - 1900;
+    tm.tm_mon = i32::from(date.month()) - 1;
     tm.tm_mday = i32::from(date.day());
     tm.tm_hour = i32::from(clock.hour());
     tm.tm_min = i32::from(clock.minute());
@@ -121,8 +116,8 @@ mod tests {
 
     #[test]
     fn far_future_local_time_survives_a_32_bit_time_t() {
-        let date = Date::from_calendar_date(2050, Month::June, 15).unwrap();
-        let clock = Time::from_hms(12, 0, 0).unwrap();
+        let date = Date::new(2050, 6, 15).unwrap();
+        let clock = Time::new(12, 0, 0, 0).unwrap();
         match mktime(date, clock) {
             // 64-bit time_t: the fallback must agree with mktime itself.
             Some(direct) => assert_eq!(via_2037(date, clock), Some(direct)),
