@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tend_roles::fsutil;
+use tend_roles::statefile;
 
 use crate::report::Report;
 
@@ -64,14 +64,7 @@ pub fn render(report: &Report, suspended: bool) -> String {
 pub fn write(path: &Path, report: &Report, suspended: bool) -> std::io::Result<bool> {
     match path.parent() {
         Some(dir) if dir.is_dir() => {
-            fsutil::atomic_write(
-                path,
-                render(report, suspended).as_bytes(),
-                fsutil::Meta {
-                    mode: Some(0o644),
-                    ..Default::default()
-                },
-            )?;
+            statefile::write_bytes(path, render(report, suspended).as_bytes(), 0o644)?;
             Ok(true)
         }
         _ => Ok(false),

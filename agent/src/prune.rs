@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tend_roles::{
-    converge_with, find_type, fsutil, Desired, DynResource, Host, Item, Managed, NoSources,
+    converge_with, find_type, statefile, Desired, DynResource, Host, Item, Managed, NoSources,
     Outcome, ResourceReport, RolePlan,
 };
 
@@ -293,16 +293,7 @@ fn remove(orphan: &Entry, host: &Host, keep: tend_roles::engine::BeforeApply) ->
 }
 
 fn save(state_dir: &Path, entries: Vec<Entry>) -> std::io::Result<()> {
-    let mut json = serde_json::to_vec_pretty(&Record { entries }).map_err(std::io::Error::other)?;
-    json.push(b'\n');
-    fsutil::atomic_write(
-        &state_dir.join(FILE),
-        &json,
-        fsutil::Meta {
-            mode: Some(0o600),
-            ..Default::default()
-        },
-    )
+    statefile::write_json(&state_dir.join(FILE), &Record { entries }, 0o600).map(drop)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
-use tend_roles::{fsutil, Outcome, ResourceReport, RunSummary};
+use tend_roles::{statefile, Outcome, ResourceReport, RunSummary};
 
 use crate::diag::Diagnostic;
 
@@ -234,16 +234,7 @@ impl Report {
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        fsutil::atomic_write(
-            path,
-            &json,
-            fsutil::Meta {
-                mode: Some(0o644),
-                ..Default::default()
-            },
-        )
+        statefile::write_json(path, self, 0o644).map(drop)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tend_roles::fsutil;
+use tend_roles::statefile;
 
 pub const STATE_FILE: &str = "state.json";
 
@@ -67,16 +67,7 @@ impl RunState {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let mut json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        json.push(b'\n');
-        fsutil::atomic_write(
-            path,
-            &json,
-            fsutil::Meta {
-                mode: Some(0o600),
-                ..Default::default()
-            },
-        )
+        statefile::write_json(path, self, 0o600).map(drop)
     }
 
     /// The branch to follow now, given the configured one.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use tend_roles::fsutil;
+use tend_roles::{fsutil, statefile};
 
 use crate::report::{unix_seconds, Report, RunResult};
 use crate::runstate::RunState;
@@ -32,15 +32,7 @@ pub fn suspend(state_dir: &Path, reason: &str) -> std::io::Result<Suspension> {
         reason: reason.to_string(),
         since: unix_seconds(SystemTime::now()),
     };
-    let json = serde_json::to_vec_pretty(&s).map_err(std::io::Error::other)?;
-    fsutil::atomic_write(
-        &state_dir.join(SUSPENDED_FILE),
-        &json,
-        fsutil::Meta {
-            mode: Some(0o644),
-            ..Default::default()
-        },
-    )?;
+    statefile::write_json(&state_dir.join(SUSPENDED_FILE), &s, 0o644)?;
     Ok(s)
 }
 

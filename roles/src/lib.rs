@@ -14,6 +14,7 @@ pub mod redact;
 pub mod registry;
 pub mod resource;
 pub mod spec;
+pub mod statefile;
 pub mod types;
 
 pub use engine::{

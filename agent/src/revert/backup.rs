@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tend_roles::{fsutil, Host};
+use tend_roles::{fsutil, statefile, Host};
 
 /// Under the state dir.
 pub const DIR: &str = "revert";
@@ -195,16 +195,7 @@ impl Backup {
     }
 
     fn write_journal(&self) -> io::Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        let json = serde_json::to_vec_pretty(&self.journal).map_err(io::Error::other)?;
-        fsutil::atomic_write(
-            &self.dir.join(JOURNAL),
-            &json,
-            fsutil::Meta {
-                mode: Some(0o600),
-                ..Default::default()
-            },
-        )
+        statefile::write_json(&self.dir.join(JOURNAL), &self.journal, 0o600).map(drop)
     }
 
     /// Puts every saved path back, newest first. Returns the paths restored and the errors (one

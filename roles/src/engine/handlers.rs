@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::{step, BeforeApply, Desired, Outcome, ResourceReport, RunSummary, Step};
-use crate::fsutil;
 use crate::host::Host;
+use crate::statefile;
 
 /// Pending notifications, persisted as a JSON list of handler names.
 pub struct PendingHandlers {
@@ -37,18 +37,7 @@ impl PendingHandlers {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let json = serde_json::to_vec(&self.names()).expect("a list of strings serializes");
-        fsutil::atomic_write(
-            path,
-            &json,
-            fsutil::Meta {
-                mode: Some(0o600),
-                ..Default::default()
-            },
-        )
+        statefile::write_json(path, &self.names(), 0o600).map(drop)
     }
 
     /// Adds notifications and persists them (e.g. handlers to run again after a revert).

@@ -252,7 +252,7 @@ fn handler_notified_in_a_failed_run_runs_on_the_next_run() {
         "the pending handler ran although /1 no longer changed"
     );
     assert!(s.pending_handlers.is_empty());
-    assert_eq!(fs::read_to_string(&pending).unwrap(), "[]");
+    assert_eq!(pending_names(&pending), Vec::<String>::new());
 }
 
 #[test]
@@ -377,5 +377,9 @@ fn a_power_cut_after_a_change_cannot_lose_its_notification() {
         ["h"],
         "a failed change takes back its own notification; the run's failure defers h"
     );
-    assert_eq!(fs::read_to_string(&pending).unwrap(), "[\"h\"]");
+    assert_eq!(pending_names(&pending), ["h"]);
+}
+
+fn pending_names(path: &std::path::Path) -> Vec<String> {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
