@@ -23,6 +23,14 @@ impl Head {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of header `name`, in the order sent.
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `Basic <base64(user:password)>` for credentials from a URL.
@@ -110,14 +118,8 @@ impl Framing {
         if method == "HEAD" || head.status == 204 || head.status == 304 || head.status < 200 {
             return Ok(Framing::Length(0));
         }
-        let all = |name: &str| -> Vec<&str> {
-            head.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-                .collect()
-        };
-        let (te, lengths) = (all("transfer-encoding"), all("content-length"));
+        let te: Vec<&str> = head.values("transfer-encoding").collect();
+        let lengths: Vec<&str> = head.values("content-length").collect();
         if !te.is_empty() {
             if !lengths.is_empty() {
                 return Err(HttpError::Protocol(
@@ -142,7 +144,8 @@ impl Framing {
             ));
         }
         let digits = first.trim();
-        if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        // u64's parser also takes a leading `+`; a Content-Length is digits only.
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         digits.parse().map(Framing::Length).map_err(|_| bad())
