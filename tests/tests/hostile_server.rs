@@ -51,6 +51,18 @@ fn signed_tag_and_shipped_unsigned_commit(bed: &PullBed) -> Result<String> {
     Ok(evil)
 }
 
+/// The bed above, with the server advertising the signed `production/2` as peeling to the
+/// unsigned commit (whose id is returned).
+fn server_lying_about_production_2() -> Result<(PullBed, LyingGitServer, String)> {
+    let (bed, server) = tag_bed()?;
+    let evil = signed_tag_and_shipped_unsigned_commit(&bed)?;
+    server.lie(Lie::Peel {
+        tag: "production/2".into(),
+        to: evil.clone(),
+    });
+    Ok((bed, server, evil))
+}
+
 fn refused(bed: &PullBed) -> Result<String> {
     Ok(bed.report()?["git"]["refused"]
         .as_str()
@@ -63,12 +75,7 @@ fn lying_peel_in_ref_advertisement_is_refused() -> Result<()> {
     if skip_chroot_tests("lying_peel_in_ref_advertisement_is_refused") {
         return Ok(());
     }
-    let (bed, server) = tag_bed()?;
-    let evil = signed_tag_and_shipped_unsigned_commit(&bed)?;
-    server.lie(Lie::Peel {
-        tag: "production/2".into(),
-        to: evil.clone(),
-    });
+    let (bed, server, evil) = server_lying_about_production_2()?;
     let out = bed.run()?;
     ensure!(
         bed.site() == "prod-1\n",
@@ -100,12 +107,7 @@ fn lying_peel_is_refused_by_apply_ref_too() -> Result<()> {
     if skip_chroot_tests("lying_peel_is_refused_by_apply_ref_too") {
         return Ok(());
     }
-    let (bed, server) = tag_bed()?;
-    let evil = signed_tag_and_shipped_unsigned_commit(&bed)?;
-    server.lie(Lie::Peel {
-        tag: "production/2".into(),
-        to: evil.clone(),
-    });
+    let (bed, server, evil) = server_lying_about_production_2()?;
     let out = bed
         .dev
         .tend(&["apply", "--ref", "production/2", "--device", "dev1"])?;
