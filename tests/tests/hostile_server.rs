@@ -107,7 +107,7 @@ fn lying_peel_is_refused_by_apply_ref_too() -> Result<()> {
     if skip_chroot_tests("lying_peel_is_refused_by_apply_ref_too") {
         return Ok(());
     }
-    let (bed, server, evil) = server_lying_about_production_2()?;
+    let (bed, _server, evil) = server_lying_about_production_2()?;
     let out = bed
         .dev
         .tend(&["apply", "--ref", "production/2", "--device", "dev1"])?;
