@@ -603,13 +603,14 @@ fn verified_stage_tag(
     let signer = verify_tag(&raw, trust)
         .map_err(|e| format!("tag {} refused: {e}", tag.name))
         .map_err(Refused::at(tag.target))?;
+    let commit = tag_commit(repo, tag)?;
     if !s.check {
         s.run_state.last_tag.insert(stage.to_string(), number);
     }
-    let tree = repo.tree(&tag.target).map_err(|e| e.to_string())?;
+    let tree = repo.tree(&commit).map_err(|e| e.to_string())?;
     Ok(Candidate {
         branch: stage.to_string(),
-        commit: tag.target,
+        commit,
         signer: Some(format!(
             "{} {} ({}) via tag {}",
             signer.method, signer.principal, signer.fingerprint, tag.name
@@ -619,6 +620,29 @@ fn verified_stage_tag(
         cycle: None,
         from_seed: false,
     })
+}
+
+/// The commit a verified annotated tag names, peeled locally through the object database: the
+/// tag object was looked up by the id the server advertised, so its signed payload is what binds
+/// the commit. The server's own `peeled:` claim must agree; when it does not, the server is lying
+/// about what the tag means, and the run is refused rather than trusting either story.
+fn tag_commit(repo: &LocalRepo, tag: &crate::fetch::TagRef) -> Result<gix::ObjectId, Refused> {
+    // A lightweight tag (only `apply --ref` without verification takes one) is the commit.
+    let local = if repo.raw_tag(&tag.tag).is_ok() {
+        repo.peel_tag(&tag.tag)
+            .map_err(|e| format!("tag {} refused: {e}", tag.name))
+            .map_err(Refused::at(tag.target))?
+    } else {
+        tag.tag
+    };
+    if local != tag.target {
+        return Err(Refused::at(local)(format!(
+            "tag {} refused: the server advertised it as peeling to {} but the signed tag object \
+             {} leads to {}: the server is lying about the tag's target",
+            tag.name, tag.target, tag.tag, local
+        )));
+    }
+    Ok(local)
 }
 
 /// `apply --ref`: a branch or a tag, verified unless told otherwise; no ancestry rule, no effect on
@@ -659,7 +683,7 @@ fn one_shot(
             } else {
                 None
             };
-            (tag.target, signer)
+            (tag_commit(repo, &tag)?, signer)
         }
     };
     let tree = repo.tree(&commit).map_err(|e| e.to_string())?;

@@ -8,11 +8,13 @@
 //! killed when dropped. The packages come from `scripts/testbed-deps`.
 
 mod https;
+mod lying;
 mod repo;
 mod ssh;
 mod tls;
 
 pub use https::{AccessEntry, HttpsGitServer};
+pub use lying::{Lie, LyingGitServer};
 pub use repo::{Change, FleetRepo};
 pub use ssh::SshGitServer;
 pub use tls::TestCa;

@@ -8,6 +8,9 @@ use gix::objs::Kind;
 use super::{FetchError, LocalRepo, ObjectId};
 use crate::gittree::GitTree;
 
+/// How many tags of tags [`LocalRepo::peel_tag`] follows before giving up.
+pub const MAX_TAG_CHAIN: usize = 8;
+
 /// Whether one commit is in another's history, as far as the local repo can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ancestry {
@@ -26,6 +29,35 @@ impl LocalRepo {
     /// The tag object exactly as `git cat-file tag <id>` prints it.
     pub fn raw_tag(&self, id: &ObjectId) -> Result<Vec<u8>, FetchError> {
         self.raw(id, Kind::Tag)
+    }
+
+    /// The commit an annotated tag leads to, read from the tag objects themselves (their
+    /// `object` and `type` headers), never from what the server advertised. A tag of a tag is
+    /// followed, up to [`MAX_TAG_CHAIN`] hops; the chain must end at a commit. Only the outermost
+    /// tag needs a signature: its payload names the next object by id, so the rest of the chain
+    /// is bound by the hash.
+    pub fn peel_tag(&self, tag: &ObjectId) -> Result<ObjectId, FetchError> {
+        let mut id = *tag;
+        for _ in 0..MAX_TAG_CHAIN {
+            let data = self.raw_tag(&id)?;
+            let parsed = gix::objs::TagRef::from_bytes(&data, self.local().object_hash())
+                .map_err(|e| FetchError::corrupt(&self.path, format!("tag {id}: {e}")))?;
+            let next = parsed.target();
+            match parsed.target_kind {
+                Kind::Commit => return self.raw_commit(&next).map(|_| next),
+                Kind::Tag => id = next,
+                other => {
+                    return Err(FetchError::other(
+                        format!("peeling tag {tag}"),
+                        format!("it leads to {next}, a {other}, not a commit"),
+                    ))
+                }
+            }
+        }
+        Err(FetchError::other(
+            format!("peeling tag {tag}"),
+            format!("it is a chain of more than {MAX_TAG_CHAIN} tags"),
+        ))
     }
 
     fn raw(&self, id: &ObjectId, want: Kind) -> Result<Vec<u8>, FetchError> {

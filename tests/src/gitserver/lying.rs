@@ -1,0 +1,240 @@
+//! A git server that lies: plain HTTP/1.1 on 127.0.0.1 in front of the real `git http-backend`
+//! (run as CGI for each request), with a programmable lie applied to what it answers.
+//!
+//! A pull agent's trust model is only as good as what it assumes about the server. The honest
+//! servers in this module agree with every client; this one serves the genuine objects and
+//! packs of a real repo, so signatures verify, but rewrites what the server alone vouches for:
+//! the `peeled:` ids of the protocol-v2 ref advertisement. Tests then show that tend believes
+//! only what it can check locally.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+
+/// What the server falsifies in its next answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Lie {
+    /// Answers as `git http-backend` does.
+    #[default]
+    None,
+    /// In `ls-refs` answers, `refs/tags/<tag>` is advertised as peeling to `to`.
+    Peel { tag: String, to: String },
+}
+
+pub struct LyingGitServer {
+    port: u16,
+    lie: Arc<Mutex<Lie>>,
+}
+
+impl LyingGitServer {
+    /// Serves the repos below `project_root` at `http://127.0.0.1:<port>/git/<name>`. The
+    /// accepting thread ends with the test process.
+    pub fn start(project_root: &Path) -> Result<LyingGitServer> {
+        let backend = PathBuf::from("/usr/lib/git-core/git-http-backend");
+        if !backend.is_file() {
+            bail!("{} is missing: install git", backend.display());
+        }
+        let root = project_root.canonicalize()?;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let lie = Arc::new(Mutex::new(Lie::None));
+        let shared = Arc::clone(&lie);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (root, backend, lie) = (root.clone(), backend.clone(), Arc::clone(&shared));
+                std::thread::spawn(move || {
+                    let lie = lie.lock().map(|l| l.clone()).unwrap_or_default();
+                    if let Err(e) = serve(conn, &root, &backend, &lie) {
+                        eprintln!("lying git server: {e:#}");
+                    }
+                });
+            }
+        });
+        Ok(LyingGitServer { port, lie })
+    }
+
+    /// The URL of repo `name` (a directory below the project root).
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/git/{name}", self.port)
+    }
+
+    /// From now on, answers carry `lie`.
+    pub fn lie(&self, lie: Lie) {
+        *self.lie.lock().unwrap() = lie;
+    }
+}
+
+/// One request on one connection (tend sends `Connection: close`).
+fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = read_body(&mut reader, &header)?;
+    let mut out = conn;
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    let path_info = path.strip_prefix("/git").unwrap_or(path);
+    let mut cgi = Command::new(backend)
+        .env_clear()
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", path_info)
+        .env("REQUEST_METHOD", &method)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            header("content-encoding").unwrap_or_default(),
+        )
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting git http-backend")?;
+    let mut stdin = cgi.stdin.take().context("stdin")?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&body));
+    let mut answer = Vec::new();
+    cgi.stdout
+        .take()
+        .context("stdout")?
+        .read_to_end(&mut answer)?;
+    let _ = feeder.join();
+    cgi.wait()?;
+    let split = find(&answer, b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| find(&answer, b"\n\n").map(|i| (i, 2)))
+        .context("git http-backend answered without a header")?;
+    let cgi_head = String::from_utf8_lossy(&answer[..split.0]).into_owned();
+    let mut content = answer[split.0 + split.1..].to_vec();
+    let mut status = "200 OK".to_string();
+    let mut head = String::new();
+    for h in cgi_head.lines() {
+        match h.split_once(':') {
+            Some((n, v)) if n.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+            Some(_) => head.push_str(&format!("{h}\r\n")),
+            None => {}
+        }
+    }
+    if let Lie::Peel { tag, to } = lie {
+        if path.ends_with("/git-upload-pack") {
+            content = rewrite_peel(&content, &format!("refs/tags/{tag}"), to);
+        }
+    }
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        content.len()
+    )?;
+    out.write_all(&content)?;
+    Ok(())
+}
+
+fn read_body(
+    reader: &mut impl BufRead,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)?;
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = header("content-length") {
+        body.resize(len.parse()?, 0);
+        reader.read_exact(&mut body)?;
+    }
+    Ok(body)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Rewrites the `peeled:` id of `full_ref` in a protocol-v2 `ls-refs` answer, re-framing the
+/// pkt-line it is in; any other pkt-line (and a `fetch` answer) passes through unchanged.
+fn rewrite_peel(answer: &[u8], full_ref: &str, to: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(answer.len());
+    let mut rest = answer;
+    while rest.len() >= 4 {
+        let Ok(len) = usize::from_str_radix(&String::from_utf8_lossy(&rest[..4]), 16) else {
+            break;
+        };
+        if len < 4 || len > rest.len() {
+            out.extend_from_slice(&rest[..4]);
+            rest = &rest[4..];
+            continue;
+        }
+        let payload = &rest[4..len];
+        let text = String::from_utf8_lossy(payload);
+        let mut fields: Vec<&str> = text.trim_end_matches('\n').split(' ').collect();
+        if fields.len() >= 3 && fields[1] == full_ref {
+            let peeled = format!("peeled:{to}");
+            for f in fields.iter_mut().skip(2) {
+                if f.starts_with("peeled:") {
+                    *f = &peeled;
+                }
+            }
+            let line = format!("{}\n", fields.join(" "));
+            out.extend_from_slice(format!("{:04x}", line.len() + 4).as_bytes());
+            out.extend_from_slice(line.as_bytes());
+        } else {
+            out.extend_from_slice(&rest[..len]);
+        }
+        rest = &rest[len..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peel_is_rewritten_and_its_pkt_line_reframed() {
+        let a = "1111111111111111111111111111111111111111";
+        let b = "2222222222222222222222222222222222222222";
+        let line = format!("{a} refs/tags/p/1 peeled:{a}\n");
+        let answer = format!("{:04x}{line}0000", line.len() + 4);
+        let lied = rewrite_peel(answer.as_bytes(), "refs/tags/p/1", b);
+        let want = format!("{a} refs/tags/p/1 peeled:{b}\n");
+        assert_eq!(
+            String::from_utf8(lied).unwrap(),
+            format!("{:04x}{want}0000", want.len() + 4)
+        );
+    }
+}
