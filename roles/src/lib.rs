@@ -12,6 +12,7 @@ pub mod platform;
 pub mod redact;
 pub mod registry;
 pub mod resource;
+pub mod rootwalk;
 pub mod types;
 
 pub use engine::{
