@@ -43,6 +43,9 @@ pub enum ResourceError {
     },
     #[error("{0}")]
     Other(String),
+    /// A managed path could not be walked safely (see [`crate::rootwalk`]).
+    #[error(transparent)]
+    Walk(#[from] crate::rootwalk::WalkError),
 }
 
 impl ResourceError {

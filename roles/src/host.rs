@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::error::ResourceError;
 use crate::fsutil;
 use crate::redact::Redactor;
+use crate::rootwalk::{self, WalkError};
 
 /// Facts about the run that resources share without knowing of each other.
 #[derive(Debug, Default)]
@@ -112,10 +113,35 @@ impl Host {
         self.redactor.redact(text)
     }
 
-    /// The host path of an absolute device path, resolving parent symlinks inside the root.
+    /// The host path of an absolute device path, resolving root-owned parent symlinks inside the
+    /// root and refusing others ([`rootwalk`]). To change what is there, use [`Host::open_parent`].
     pub fn path(&self, device_path: &str) -> Result<PathBuf, ResourceError> {
-        fsutil::resolve_in_root(&self.root, device_path)
-            .map_err(|e| ResourceError::io(Path::new(device_path), e))
+        fsutil::resolve_in_root(&self.root, device_path).map_err(|e| self.walk_error(e).into())
+    }
+
+    /// Opens the directory holding an absolute device path by a walk no local user can redirect;
+    /// everything done through it stays in that directory.
+    pub fn open_parent(
+        &self,
+        device_path: &str,
+        missing: rootwalk::Missing,
+    ) -> Result<rootwalk::ParentDir, WalkError> {
+        rootwalk::open_parent(&self.root, device_path, missing).map_err(|e| self.walk_error(e))
+    }
+
+    /// Names a refused link's owner from the root's passwd, read by a walk of its own (not
+    /// [`Host::path`], whose errors come here).
+    fn walk_error(&self, e: WalkError) -> WalkError {
+        e.name_owner(|uid| {
+            let passwd = rootwalk::open_parent(&self.root, "/etc/passwd", rootwalk::Missing::Fail)
+                .ok()?
+                .read()
+                .ok()?;
+            crate::platform::accounts::parse_passwd(&String::from_utf8_lossy(&passwd))
+                .into_iter()
+                .find(|u| u.uid == uid)
+                .map(|u| u.name)
+        })
     }
 
     /// Drops what was read ahead for several resources at once: any change (a package, a unit

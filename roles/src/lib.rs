@@ -13,6 +13,7 @@ pub mod platform;
 pub mod redact;
 pub mod registry;
 pub mod resource;
+pub mod rootwalk;
 pub mod spec;
 pub mod statefile;
 pub mod types;

@@ -6,10 +6,10 @@
 //! any file), files are replaced atomically with their final owner and mode already set, and a
 //! change of kind (a directory becoming a file) is spelled out in the report, never implied.
 
-use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::FileType;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,6 +19,7 @@ use crate::fsutil::{self, Meta};
 use crate::host::Host;
 use crate::platform::{accounts, diff};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
+use crate::rootwalk::{Missing, ParentDir, WalkError};
 use crate::spec::{parse_spec, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
@@ -391,8 +392,15 @@ impl Resource for FileResource {
     }
 
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {
-        let p = host.path(&self.path)?;
-        let found = self.inspect(&p)?;
+        let found = match host.open_parent(&self.path, Missing::Fail) {
+            Ok(parent) => self.inspect(&parent)?,
+            Err(WalkError::MissingParent { .. }) => Found::Missing,
+            // A parent is a file: nothing can be at the path, which is what `absent` wants.
+            Err(WalkError::ParentNotADirectory { .. }) if matches!(self.want, Want::Absent) => {
+                Found::Missing
+            }
+            Err(e) => return Err(e.into()),
+        };
         let uid = self
             .owner
             .as_deref()
@@ -502,58 +510,44 @@ fn resolved(want: &Option<Result<u32, String>>) -> Result<Option<u32>, ResourceE
 }
 
 impl FileResource {
-    fn inspect(&self, p: &Path) -> Result<Found, ResourceError> {
+    /// What is at the name in its opened parent, never following it.
+    fn inspect(&self, parent: &ParentDir) -> Result<Found, ResourceError> {
         let err = |e: io::Error| ResourceError::io(Path::new(&self.path), e);
-        let m = match fs::symlink_metadata(p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-            // A parent is a file: nothing can be at the path, which is what `absent` wants.
-            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-                return match self.want {
-                    Want::Absent => Ok(Found::Missing),
-                    _ => Err(ResourceError::other(format!(
-                        "{}: a parent of this path is a file, not a directory; \
-                         remove that file first or choose another path",
-                        self.path
-                    ))),
-                };
-            }
-            Err(e) => return Err(err(e)),
+        let Some(entry) = parent.lstat().map_err(err)? else {
+            return Ok(Found::Missing);
         };
         let stat = Stat {
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
         };
-        let ft = m.file_type();
-        Ok(if ft.is_file() {
-            let content = match self.want {
-                Want::File(_) => read_no_follow(p).map_err(err)?,
-                _ => Vec::new(),
-            };
-            Found::File { stat, content }
-        } else if ft.is_dir() {
-            let entries = match self.want {
-                Want::Directory => 0,
-                _ => fs::read_dir(p).map_err(err)?.count(),
-            };
-            Found::Dir { stat, entries }
-        } else if ft.is_symlink() {
-            Found::Link {
-                stat,
-                target: fs::read_link(p).map_err(err)?,
+        Ok(match entry.kind {
+            FileType::RegularFile => {
+                let content = match self.want {
+                    Want::File(_) => parent.read().map_err(err)?,
+                    _ => Vec::new(),
+                };
+                Found::File { stat, content }
             }
-        } else {
-            let kind = if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_socket() {
-                "socket"
-            } else if ft.is_block_device() {
-                "block device"
-            } else {
-                "character device"
-            };
-            Found::Other { kind }
+            FileType::Directory => {
+                let entries = match self.want {
+                    Want::Directory => 0,
+                    _ => parent.count_entries().map_err(err)?,
+                };
+                Found::Dir { stat, entries }
+            }
+            FileType::Symlink => Found::Link {
+                stat,
+                target: parent.read_link().map_err(err)?,
+            },
+            FileType::Fifo => Found::Other { kind: "fifo" },
+            FileType::Socket => Found::Other { kind: "socket" },
+            FileType::BlockDevice => Found::Other {
+                kind: "block device",
+            },
+            _ => Found::Other {
+                kind: "character device",
+            },
         })
     }
 
@@ -583,17 +577,41 @@ impl FileResource {
         }
     }
 
+    /// Changes the object at the path through its opened parent: a swapped parent directory
+    /// cannot redirect any step.
     fn converge(&self, actual: Actual, host: &Host) -> Result<(), ResourceError> {
-        let p = host.path(&self.path)?;
         let io_err = |e: io::Error| ResourceError::io(Path::new(&self.path), e);
         let uid = resolved(&actual.uid)?;
         let gid = resolved(&actual.gid)?;
+        let absent = matches!(self.want, Want::Absent);
+        let parent = match host.open_parent(
+            &self.path,
+            if absent {
+                Missing::Fail
+            } else {
+                Missing::Create
+            },
+        ) {
+            Ok(parent) => parent,
+            Err(WalkError::MissingParent { .. } | WalkError::ParentNotADirectory { .. })
+                if absent =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let p = &parent;
+        let write =
+            |bytes: &[u8], meta: Meta| fsutil::atomic_write_at(p.fd(), p.name(), bytes, meta);
+        let link = |target: &str, uid: u32, gid: u32| {
+            fsutil::symlink_at(p.fd(), p.name(), target, uid, gid)
+        };
         // Ownership of a new object (or one of another kind that it replaces) defaults to root.
         let (new_uid, new_gid) = (uid.unwrap_or(0), gid.unwrap_or(0));
         match (&self.want, actual.found) {
             (Want::Absent, Found::Missing) => Ok(()),
-            (Want::Absent, Found::Dir { .. }) => remove_tree(&p),
-            (Want::Absent, _) => fs::remove_file(&p).and_then(|()| sync_parent(&p)),
+            (Want::Absent, Found::Dir { .. }) => p.remove_tree(),
+            (Want::Absent, _) => p.unlink(),
 
             (Want::File(new), found) => {
                 let mode = self.mode.unwrap_or(DEFAULT_FILE_MODE);
@@ -610,10 +628,9 @@ impl FileResource {
                             gid.unwrap_or(stat.gid),
                         );
                         if content == *new {
-                            set_stat(&p, false, mode, uid, gid)
+                            p.set_stat(false, mode, uid, gid)
                         } else {
-                            fsutil::atomic_write(
-                                &p,
+                            write(
                                 new,
                                 Meta {
                                     mode: Some(mode),
@@ -623,165 +640,42 @@ impl FileResource {
                             )
                         }
                     }
-                    Found::Missing => {
-                        create_parents(&p).and_then(|()| fsutil::atomic_write(&p, new, meta))
-                    }
-                    Found::Dir { .. } => {
-                        remove_tree(&p).and_then(|()| fsutil::atomic_write(&p, new, meta))
-                    }
+                    Found::Dir { .. } => p.remove_tree().and_then(|()| write(new, meta)),
                     // rename() replaces a link or node itself: nothing is written through a link.
-                    Found::Link { .. } | Found::Other { .. } => fsutil::atomic_write(&p, new, meta),
+                    Found::Missing | Found::Link { .. } | Found::Other { .. } => write(new, meta),
                 }
             }
 
             (Want::Directory, found) => {
                 let mode = self.mode.unwrap_or(DEFAULT_DIR_MODE);
                 match found {
-                    Found::Dir { stat, .. } => set_stat(
-                        &p,
+                    Found::Dir { stat, .. } => p.set_stat(
                         true,
                         self.mode.unwrap_or(stat.mode),
                         uid.unwrap_or(stat.uid),
                         gid.unwrap_or(stat.gid),
                     ),
-                    Found::Missing => {
-                        create_parents(&p).and_then(|()| make_dir(&p, mode, new_uid, new_gid))
-                    }
-                    _ => fs::remove_file(&p).and_then(|()| make_dir(&p, mode, new_uid, new_gid)),
+                    Found::Missing => p.make_dir(mode, new_uid, new_gid),
+                    _ => p.unlink().and_then(|()| p.make_dir(mode, new_uid, new_gid)),
                 }
             }
 
             (Want::Link(target), found) => match found {
                 Found::Link { stat, target: have } if have.as_os_str() == target.as_str() => {
-                    chown_link(&p, uid.unwrap_or(stat.uid), gid.unwrap_or(stat.gid))
+                    p.chown_link(uid.unwrap_or(stat.uid), gid.unwrap_or(stat.gid))
                 }
                 Found::Link { stat, .. } => {
-                    place_link(&p, target, uid.unwrap_or(stat.uid), gid.unwrap_or(stat.gid))
+                    link(target, uid.unwrap_or(stat.uid), gid.unwrap_or(stat.gid))
                 }
-                Found::Missing => {
-                    create_parents(&p).and_then(|()| place_link(&p, target, new_uid, new_gid))
-                }
-                Found::Dir { .. } => {
-                    remove_tree(&p).and_then(|()| place_link(&p, target, new_uid, new_gid))
-                }
-                Found::File { .. } | Found::Other { .. } => {
-                    place_link(&p, target, new_uid, new_gid)
+                Found::Dir { .. } => p
+                    .remove_tree()
+                    .and_then(|()| link(target, new_uid, new_gid)),
+                Found::Missing | Found::File { .. } | Found::Other { .. } => {
+                    link(target, new_uid, new_gid)
                 }
             },
         }
         .map_err(io_err)
-    }
-}
-
-fn read_no_follow(p: &Path) -> io::Result<Vec<u8>> {
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(p)?;
-    let mut buf = Vec::new();
-    io::Read::read_to_end(&mut f, &mut buf)?;
-    Ok(buf)
-}
-
-/// Sets owner, then mode, on the object itself (O_NOFOLLOW), touching only what differs.
-fn set_stat(p: &Path, dir: bool, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | if dir { libc::O_DIRECTORY } else { 0 };
-    let f = OpenOptions::new().read(true).custom_flags(flags).open(p)?;
-    let m = f.metadata()?;
-    if m.uid() != uid || m.gid() != gid {
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
-    }
-    // Checked after chown, which clears setuid and setgid bits.
-    if f.metadata()?.mode() & 0o7777 != mode {
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-fn chown_link(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let m = fs::symlink_metadata(p)?;
-    if m.uid() != uid || m.gid() != gid {
-        std::os::unix::fs::lchown(p, Some(uid), Some(gid))?;
-    }
-    Ok(())
-}
-
-/// A directory with exactly this mode and owner (mkdir alone is subject to the umask).
-fn make_dir(p: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
-    match fs::DirBuilder::new().mode(mode).create(p) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && fs::symlink_metadata(p)?.is_dir() => {
-        }
-        r => r?,
-    }
-    set_stat(p, true, mode, uid, gid)?;
-    sync_parent(p)
-}
-
-/// Creates missing parents as 0755 root:root, as a package would.
-fn create_parents(p: &Path) -> io::Result<()> {
-    let mut missing = Vec::new();
-    let mut cur = p.parent();
-    while let Some(dir) = cur {
-        match fs::symlink_metadata(dir) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotADirectory,
-                    format!("{} is in the way: it is not a directory", dir.display()),
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(dir),
-            Err(e) => return Err(e),
-        }
-        cur = dir.parent();
-    }
-    for dir in missing.into_iter().rev() {
-        make_dir(dir, DEFAULT_DIR_MODE, 0, 0)?;
-    }
-    Ok(())
-}
-
-/// Points `p` at `target` atomically: a temp link in the same directory, renamed over `p`.
-fn place_link(p: &Path, target: &str, uid: u32, gid: u32) -> io::Result<()> {
-    let dir = p
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tend-{}.tmp", std::process::id()));
-    // A temp left by a power cut would make symlink() fail with EEXIST.
-    let _ = fs::remove_file(&tmp);
-    let result = std::os::unix::fs::symlink(target, &tmp)
-        .and_then(|()| chown_link(&tmp, uid, gid))
-        .and_then(|()| fs::rename(&tmp, p))
-        .and_then(|()| fsutil::fsync_dir(dir));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Removes a directory and everything in it, but never a mounted filesystem: a `/data` partition
-/// must not be wiped because a role asked for a file where it is mounted.
-fn remove_tree(p: &Path) -> io::Result<()> {
-    let dev = fs::symlink_metadata(p)?.dev();
-    if let Some(parent) = p.parent() {
-        if fs::symlink_metadata(parent)?.dev() != dev {
-            return Err(io::Error::other(
-                "is a mount point; tend does not remove mounted filesystems (unmount it, or choose another path)",
-            ));
-        }
-    }
-    fs::remove_dir_all(p)?;
-    sync_parent(p)
-}
-
-fn sync_parent(p: &Path) -> io::Result<()> {
-    match p.parent() {
-        Some(dir) => fsutil::fsync_dir(dir),
-        None => Ok(()),
     }
 }
 
@@ -791,7 +685,8 @@ mod tests {
     use crate::redact::Redactor;
     use serde_json::json;
     use std::collections::HashMap;
-    use std::os::unix::fs::symlink;
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
     /// Role files and templates served from memory, as the agent serves them from the repo.
     #[derive(Default)]
@@ -1366,13 +1261,89 @@ mod tests {
         assert_eq!(fs::read(root.p("/data/etc/hostname")).unwrap(), b"dev1\n");
     }
 
+    /// A link owned by uid 1000 at `/home/kiosk/bin` (in a home that uid owns), aimed at
+    /// `/etc/profile.d`, which holds `kiosk.sh` already. Needs root (lchown); None otherwise.
+    fn kiosk_with_swapped_bin() -> Option<Root> {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: planting a link owned by another user needs root");
+            return None;
+        }
+        let root = Root::with_accounts();
+        root.write("/etc/profile.d/kiosk.sh", "root's own\n");
+        fs::create_dir_all(root.p("/home/kiosk")).unwrap();
+        std::os::unix::fs::lchown(root.p("/home/kiosk"), Some(1000), Some(1001)).unwrap();
+        symlink("/etc/profile.d", root.p("/home/kiosk/bin")).unwrap();
+        std::os::unix::fs::lchown(root.p("/home/kiosk/bin"), Some(1000), Some(1001)).unwrap();
+        Some(root)
+    }
+
+    #[test]
+    fn user_symlink_swapped_in_for_a_parent_is_refused() {
+        let Some(root) = kiosk_with_swapped_bin() else {
+            return;
+        };
+        let r =
+            make(json!({"path": "/home/kiosk/bin/kiosk.sh", "content": "evil\n", "owner": "pi"}));
+        let err = r.plan(&root.host).err().expect("refused").to_string();
+        assert!(
+            err.contains("/home/kiosk/bin/kiosk.sh: its parent /home/kiosk/bin is a symlink (-> /etc/profile.d) owned by pi (uid 1000)"),
+            "{err}"
+        );
+        assert!(err.contains("chown -h root:root /home/kiosk/bin"), "{err}");
+        assert_eq!(
+            fs::read(root.p("/etc/profile.d/kiosk.sh")).unwrap(),
+            b"root's own\n"
+        );
+        let gone = make(json!({"path": "/home/kiosk/bin/kiosk.sh", "state": "absent"}));
+        assert!(
+            gone.plan(&root.host).is_err(),
+            "absent must not look through the link"
+        );
+        assert!(root.p("/etc/profile.d/kiosk.sh").exists());
+    }
+
+    #[test]
+    fn a_parent_swapped_after_the_check_does_not_redirect_the_write() {
+        let Some(root) = kiosk_with_swapped_bin() else {
+            return;
+        };
+        // The check saw a real directory; the user swaps in the link before the write.
+        fs::remove_file(root.p("/home/kiosk/bin")).unwrap();
+        fs::create_dir(root.p("/home/kiosk/bin")).unwrap();
+        let r = make(json!({"path": "/home/kiosk/bin/kiosk.sh", "content": "new\n"}));
+        let plan = r.plan(&root.host).unwrap();
+        fs::remove_dir(root.p("/home/kiosk/bin")).unwrap();
+        symlink("/etc/profile.d", root.p("/home/kiosk/bin")).unwrap();
+        std::os::unix::fs::lchown(root.p("/home/kiosk/bin"), Some(1000), Some(1001)).unwrap();
+        assert!(plan.apply(&root.host).is_err());
+        assert_eq!(
+            fs::read(root.p("/etc/profile.d/kiosk.sh")).unwrap(),
+            b"root's own\n"
+        );
+    }
+
+    #[test]
+    fn root_owned_relative_link_in_a_parent_is_followed_as_merged_usr_needs() {
+        let root = Root::new();
+        fs::create_dir_all(root.p("/usr/lib")).unwrap();
+        symlink("usr/lib", root.p("/lib")).unwrap();
+        root.converge(make(json!({"path": "/lib/tend/x.conf", "content": "x\n"})).as_ref());
+        assert_eq!(fs::read(root.p("/usr/lib/tend/x.conf")).unwrap(), b"x\n");
+        root.converge(make(json!({"path": "/lib/tend/x.conf", "state": "absent"})).as_ref());
+        assert!(!root.p("/usr/lib/tend/x.conf").exists());
+    }
+
     #[test]
     fn parent_that_is_a_file_is_a_clear_error() {
         let root = Root::new();
         root.write("/etc/app", "file");
         let r = make(json!({"path": "/etc/app/conf", "content": "x"}));
         let err = r.plan(&root.host).err().unwrap().to_string();
-        assert!(err.contains("a parent of this path is a file"), "{err}");
+        assert!(
+            err.contains("its parent /etc/app is not a directory"),
+            "{err}"
+        );
         // Nothing can be there, so `absent` is already true.
         let gone = make(json!({"path": "/etc/app/conf", "state": "absent"}));
         assert_eq!(root.change(gone.as_ref()), None);
