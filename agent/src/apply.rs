@@ -229,6 +229,7 @@ impl Session {
             branch: git.map(|g| g.branch.clone()).unwrap_or_default(),
             commit: git.map(|g| g.commit.clone()).unwrap_or_default(),
             status: inventory::status_word(report).to_string(),
+            error: inventory::first_error(report).unwrap_or_default(),
             suspended,
         };
         let now = crate::report::unix_seconds(SystemTime::now());

@@ -111,7 +111,7 @@ pub fn attributes(
 }
 
 /// The run's first error: a run-level one, else the first failed resource's, named.
-fn first_error(r: &Report) -> Option<String> {
+pub fn first_error(r: &Report) -> Option<String> {
     r.errors.first().cloned().or_else(|| {
         r.resources
             .iter()

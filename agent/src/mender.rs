@@ -1,6 +1,6 @@
 //! Asking the Mender client to send inventory now, so the fleet view follows a device's run.
 //!
-//! Only after a run that changed what Mender shows (branch, commit, status, suspension), and
+//! Only after a run that changed what Mender shows (branch, commit, status, error, suspension), and
 //! otherwise at most once per heartbeat, so `tend_last_run` in Mender is never older than one
 //! heartbeat plus a timer interval. Client 3.x: `mender send-inventory` (it reaches the daemon);
 //! 4.x: `mender-update send-inventory`. A device without a Mender client is fine.
@@ -17,6 +17,10 @@ pub struct Shown {
     pub branch: String,
     pub commit: String,
     pub status: String,
+    /// `tend_error`: a refused head leaves branch, commit and status as they were, and the
+    /// fleet view must still show the refusal after this run, not a heartbeat later.
+    #[serde(default)]
+    pub error: String,
     pub suspended: bool,
 }
 
@@ -89,6 +93,7 @@ mod tests {
             branch: "canary".into(),
             commit: commit.into(),
             status: "ok".into(),
+            error: String::new(),
             suspended: false,
         }
     }
@@ -114,6 +119,18 @@ mod tests {
                 hb
             ),
             "suspension"
+        );
+        assert!(
+            due(
+                Some(&last),
+                &Shown {
+                    error: "commit 1a2b3c4 of canary refused".into(),
+                    ..shown("a")
+                },
+                200,
+                hb
+            ),
+            "a refused head leaves branch, commit and status unchanged"
         );
         assert!(due(Some(&last), &shown("a"), 100 + 3600, hb), "heartbeat");
     }

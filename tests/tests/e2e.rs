@@ -426,15 +426,23 @@ fn step3_forged(bed: &mut Bed, good: &str) -> Result<()> {
         "{r:#}"
     );
     ensure!(bed.sh("cat /etc/e2e-app.conf")?.contains("greeting=hi\n"));
-    let attrs = bed.wait_mender(&[("tend_commit", good)])?;
-    ensure!(
-        attrs
-            .get("tend_error")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .contains("allowed_signers"),
-        "Mender does not show the refusal: {attrs:#?}"
-    );
+    // The refusal alone (same branch, commit and status) must reach Mender in this run.
+    let shows_refusal = |a: &BTreeMap<String, Value>| {
+        a.get("tend_commit").and_then(Value::as_str) == Some(good)
+            && a.get("tend_error")
+                .and_then(Value::as_str)
+                .is_some_and(|e| e.contains("allowed_signers"))
+    };
+    bed.mender
+        .wait_until(Duration::from_secs(120), "the refusal in Mender", |s| {
+            shows_refusal(&s.attributes())
+        })
+        .with_context(|| {
+            format!(
+                "Mender does not show the refusal: {:#?}",
+                bed.mender.attributes()
+            )
+        })?;
     // Take the forged commit off the work tree; the next signed commit replaces it on the server.
     git(bed.publisher.work(), &["reset", "-q", "--hard", good])?;
     Ok(())
