@@ -135,6 +135,8 @@ struct VerifyFragment {
     openpgp_keyring: Option<String>,
     /// Accept a new head that does not descend from the last verified commit (a force-push).
     allow_rewinds: Option<bool>,
+    /// Strict tag mode: how far one run may move the stage's tag number.
+    max_tag_step: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +203,7 @@ pub struct Verify {
     pub allowed_signers: Option<String>,
     pub openpgp_keyring: Option<String>,
     pub allow_rewinds: bool,
+    pub max_tag_step: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -330,6 +333,9 @@ impl Config {
             }
             if let Some(a) = v.allow_rewinds {
                 self.verify.allow_rewinds = a;
+            }
+            if v.max_tag_step.is_some() {
+                self.verify.max_tag_step = v.max_tag_step;
             }
         }
         if let Some(d) = f.device {

@@ -35,6 +35,7 @@ pub mod resolve;
 pub mod revert;
 pub mod run;
 pub mod runstate;
+pub mod stagetag;
 pub mod state;
 pub mod status;
 pub mod tree;

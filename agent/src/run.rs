@@ -394,7 +394,7 @@ fn follow(
     loop {
         let c = match s.config.source.follow {
             Follow::Branch => verified_branch_head(s, repo, src, trust, &branch, warnings)?,
-            Follow::Tags => verified_stage_tag(s, repo, src, trust, &branch)?,
+            Follow::Tags => verified_stage_tag(s, repo, src, trust, &branch, warnings)?,
         };
         let wanted = subscribed_branch(&c.tree, &s.device_id)
             .map_err(|d| format!("commit {} of {branch}: {d}", short(&c.commit)))?;
@@ -567,6 +567,7 @@ fn verified_stage_tag(
     src: &SourceConfig,
     trust: &TrustRoots,
     stage: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
     if trust.is_empty() {
         return Err(String::from("source.follow: tags needs signing keys (verify.allowed_signers or verify.openpgp_keyring)").into());
@@ -576,21 +577,18 @@ fn verified_stage_tag(
     let tags = repo
         .fetch_tags(src, &prefix)
         .map_err(|e| format!("fetching tags {prefix}* failed: {e}"))?;
-    let newest = tags
-        .iter()
-        .filter_map(|t| {
-            t.name
-                .strip_prefix(&prefix)
-                .and_then(|n| n.parse::<u64>().ok())
-                .map(|n| (n, t))
-        })
-        .max_by_key(|(n, _)| *n)
-        .ok_or_else(|| format!("no tag {prefix}<number> on the server"))?;
-    let (number, tag) = newest;
     let last = s.run_state.last_tag.get(stage).copied().unwrap_or(0);
-    if number < last {
-        return Err(Refused::at(tag.target)(format!("the newest tag {prefix}{number} is older than the last accepted {prefix}{last}: refusing a rollback")));
+    let pick = crate::stagetag::pick(&tags, stage, last, s.config.verify.max_tag_step).map_err(
+        |e| match e.newest {
+            Some(at) => Refused::at(at)(e.reason),
+            None => e.reason.into(),
+        },
+    )?;
+    if let Some(w) = pick.skipped {
+        tracing::warn!("{w}");
+        warnings.push(w);
     }
+    let (number, tag) = (pick.number, pick.tag);
     let raw = repo.raw_tag(&tag.tag).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw);
     let named = text

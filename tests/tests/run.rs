@@ -327,6 +327,57 @@ fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> 
     Ok(())
 }
 
+/// TUF's fast-forward attack: a tag numbered far ahead (signed with a stolen key) would make
+/// every later genuine tag look like a rollback. With `verify.max_tag_step` the device never
+/// moves further than the step in one run, so the genuine next tags keep applying.
+#[test]
+fn signed_tag_far_ahead_is_not_a_fast_forward() -> Result<()> {
+    if skip_chroot_tests("signed_tag_far_ahead_is_not_a_fast_forward") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    bed.configure(&bed.url(), "  follow: tags\n", "  max_tag_step: 5\n")?;
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        cfg.replace("branch: main", "branch: production"),
+    )?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
+    let prod1 = bed.signed("main", "prod 1")?;
+    bed.publisher.signed_tag("production/1", &prod1)?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "prod-1\n");
+
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: far-ahead}\n")?;
+    let far = bed.signed("main", "far ahead")?;
+    bed.publisher.signed_tag("production/1000000", &far)?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: prod-2}\n")?;
+    let prod2 = bed.signed("main", "prod 2")?;
+    bed.publisher.signed_tag("production/2", &prod2)?;
+    let out = bed.run()?;
+    out.expect_code(2)?;
+    ensure!(bed.site() == "prod-2\n", "the far tag was taken\n{out}");
+    let report = bed.report()?;
+    ensure!(
+        report["warnings"]
+            .to_string()
+            .contains("production/1000000"),
+        "{report}"
+    );
+
+    // The genuine next tag still applies: the far one did not move the device's floor.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: prod-3}\n")?;
+    let prod3 = bed.signed("main", "prod 3")?;
+    bed.publisher.signed_tag("production/3", &prod3)?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "prod-3\n");
+    Ok(())
+}
+
 #[test]
 fn apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription() -> Result<()> {
     if skip_chroot_tests("apply_ref_verifies_unless_told_not_to_and_keeps_the_subscription") {
