@@ -74,9 +74,9 @@ pub struct GitInfo {
     /// The branch head seen on the server, when it differs from what was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
-    /// Who signed the applied commit, when keys are configured.
+    /// Who signed the applied commit (or its tag), when keys are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signer: Option<String>,
+    pub signer: Option<Signer>,
     /// The configured branch, and the branch a device file moved this device from, if it did.
     pub configured_branch: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +92,84 @@ pub struct GitInfo {
     /// The commit that was reverted (in this run, or earlier and not retried), and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted: Option<Reverted>,
+}
+
+/// The key a device trusted for what it applied: shown in the report, `tend status`, metrics
+/// (`tend_signer_info`) and Mender (`tend_signer`), so a fleet view tells which key a device
+/// trusted, and a compromised key's reach can be listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SignerRecord")]
+pub struct Signer {
+    /// "ssh" or "openpgp".
+    pub method: String,
+    /// The allowed_signers principal, or the OpenPGP user id.
+    pub principal: String,
+    /// `SHA256:…` for SSH keys, the signing key's hex fingerprint for OpenPGP.
+    pub fingerprint: String,
+    /// The signed tag the commit came through, in strict tag mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl Signer {
+    pub fn of(verified: &crate::verify::Signer, tag: Option<&str>) -> Signer {
+        Signer {
+            method: verified.method.to_string(),
+            principal: verified.principal.clone(),
+            fingerprint: verified.fingerprint.clone(),
+            tag: tag.map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.method, self.principal, self.fingerprint
+        )?;
+        if let Some(t) = &self.tag {
+            write!(f, " via tag {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A signer as reports before this field was structured wrote it: one line of text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SignerRecord {
+    Fields {
+        method: String,
+        principal: String,
+        fingerprint: String,
+        #[serde(default)]
+        tag: Option<String>,
+    },
+    Line(String),
+}
+
+impl From<SignerRecord> for Signer {
+    fn from(r: SignerRecord) -> Self {
+        match r {
+            SignerRecord::Fields {
+                method,
+                principal,
+                fingerprint,
+                tag,
+            } => Signer {
+                method,
+                principal,
+                fingerprint,
+                tag,
+            },
+            SignerRecord::Line(principal) => Signer {
+                principal,
+                ..Signer::default()
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use crate::diag::Diagnostic;
 use crate::exit;
 use crate::fetch::{Ancestry, LocalRepo, SourceConfig};
 use crate::load::Fleet;
-use crate::report::{GitInfo, Report, SourceInfo};
+use crate::report::{GitInfo, Report, Signer, SourceInfo};
 use crate::tree::Tree;
 use crate::verify::{verify_commit, verify_tag, TrustRoots};
 
@@ -61,7 +61,7 @@ impl Refused {
 struct Candidate {
     branch: String,
     commit: gix::ObjectId,
-    signer: Option<String>,
+    signer: Option<Signer>,
     switched_from: Option<String>,
     tree: Arc<dyn Tree>,
     /// A subscription cycle was found; the run stays on its branch and fails with this.
@@ -272,6 +272,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     branch: &c.branch,
                     one_shot: o.reference.is_some(),
                     from_seed: c.from_seed,
+                    signer: c.signer.as_ref(),
                 };
                 crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
             }
@@ -360,6 +361,7 @@ fn fall_back(
     })?;
     git.branch = good.branch.clone();
     git.commit = good.commit.clone();
+    git.signer = good.signer.clone();
     git.commit_time = repo.commit_time(&commit).unwrap_or(0);
     let source = SourceInfo {
         kind: "git".into(),
@@ -476,10 +478,7 @@ fn verified_branch_head(
         let signer = verify_commit(&raw, trust)
             .map_err(|e| format!("commit {} of {branch} refused: {e}", short(&head)))
             .map_err(Refused::at(head))?;
-        Some(format!(
-            "{} {} ({})",
-            signer.method, signer.principal, signer.fingerprint
-        ))
+        Some(Signer::of(&signer, None))
     };
     if let Some(prev) = s.run_state.last_verified.get(branch).cloned() {
         let prev_id = gix::ObjectId::from_hex(prev.as_bytes()).map_err(|e| e.to_string())?;
@@ -609,10 +608,7 @@ fn verified_stage_tag(
     Ok(Candidate {
         branch: stage.to_string(),
         commit,
-        signer: Some(format!(
-            "{} {} ({}) via tag {}",
-            signer.method, signer.principal, signer.fingerprint, tag.name
-        )),
+        signer: Some(Signer::of(&signer, Some(&tag.name))),
         switched_from: None,
         tree: Arc::new(tree),
         cycle: None,
@@ -660,7 +656,7 @@ fn one_shot(
             let signer = if verify {
                 let raw = repo.raw_commit(&f.head).map_err(|e| e.to_string())?;
                 let s = verify_commit(&raw, trust).map_err(|e| format!("{name} refused: {e}"))?;
-                Some(format!("{} {} ({})", s.method, s.principal, s.fingerprint))
+                Some(Signer::of(&s, None))
             } else {
                 None
             };
@@ -677,7 +673,7 @@ fn one_shot(
             let signer = if verify {
                 let raw = repo.raw_tag(&tag.tag).map_err(|e| e.to_string())?;
                 let s = verify_tag(&raw, trust).map_err(|e| format!("tag {name} refused: {e}"))?;
-                Some(format!("{} {} ({})", s.method, s.principal, s.fingerprint))
+                Some(Signer::of(&s, Some(&tag.name)))
             } else {
                 None
             };

@@ -19,6 +19,9 @@ pub struct GoodCommit {
     pub branch: String,
     /// Unix seconds when it converged.
     pub applied_at: u64,
+    /// The key it was trusted under; a fallback to it reports this signer, not the refused head's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::report::Signer>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -105,6 +108,7 @@ mod tests {
                 commit: "abc".into(),
                 branch: "main".into(),
                 applied_at: 1,
+                signer: None,
             }),
             ..Default::default()
         };

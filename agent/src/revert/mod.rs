@@ -37,6 +37,7 @@ pub struct Applied<'a> {
     /// Read from the image's seed bundle because the server was unreachable: the guard is not
     /// run, since it cannot blame the commit for a server that was unreachable before it.
     pub from_seed: bool,
+    pub signer: Option<&'a crate::report::Signer>,
 }
 
 /// The reverted commit when `commit` is the one remembered as bad on `branch`.
@@ -103,6 +104,7 @@ fn mark_good(s: &mut Session, applied: &Applied) {
         commit: applied.commit.to_string(),
         branch: applied.branch.to_string(),
         applied_at: unix_seconds(SystemTime::now()),
+        signer: applied.signer.cloned(),
     });
     s.run_state.reverted.remove(applied.branch);
     discard_backup(s);
