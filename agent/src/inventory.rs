@@ -81,6 +81,9 @@ pub fn attributes(
     if let Some(g) = &r.git {
         a.push(("tend_branch", g.branch.clone()));
         a.push(("tend_commit", g.commit.clone()));
+        if let Some(s) = &g.signer {
+            a.push(("tend_signer", s.to_string()));
+        }
     }
     a.push(("tend_last_run", rfc3339(r.finished)));
     if let Some(good) = &run_state.last_good {
@@ -238,6 +241,30 @@ mod tests {
         assert_eq!(get("tend_reverted_commit"), Some("abc"));
         assert_eq!(get("tend_failed_check"), Some("web: web answers"));
         assert!(get("tend_revert_cause").unwrap().contains("web answers"));
+    }
+
+    #[test]
+    fn the_signer_a_device_trusted_is_an_attribute() {
+        let mut r = blank("run", "git");
+        r.git = Some(crate::report::GitInfo {
+            commit: "c0ffee".into(),
+            signer: Some(crate::report::Signer {
+                method: "ssh".into(),
+                principal: "release@fleet".into(),
+                fingerprint: "SHA256:abc".into(),
+                tag: Some("production/7".into()),
+            }),
+            ..Default::default()
+        });
+        let a = attributes(Some(&r), &RunState::default(), None);
+        let signer = a.iter().find(|(k, _)| *k == "tend_signer").map(|(_, v)| v);
+        assert_eq!(
+            signer.map(String::as_str),
+            Some("ssh release@fleet (SHA256:abc) via tag production/7")
+        );
+        r.git.as_mut().unwrap().signer = None;
+        let a = attributes(Some(&r), &RunState::default(), None);
+        assert!(!a.iter().any(|(k, _)| *k == "tend_signer"));
     }
 
     #[test]

@@ -57,6 +57,16 @@ pub fn render(report: &Report, suspended: bool) -> String {
         label(commit),
         label(branch)
     );
+    if let Some(s) = report.git.as_ref().and_then(|g| g.signer.as_ref()) {
+        let _ = writeln!(
+            m,
+            "# HELP tend_signer_info The key the applied commit was trusted under.\n# TYPE tend_signer_info gauge\ntend_signer_info{{method=\"{}\",principal=\"{}\",fingerprint=\"{}\",tag=\"{}\"}} 1",
+            label(&s.method),
+            label(&s.principal),
+            label(&s.fingerprint),
+            label(s.tag.as_deref().unwrap_or(""))
+        );
+    }
     m
 }
 
@@ -104,6 +114,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tend_suspended 1"));
+        assert!(!text.contains("tend_signer_info"), "unsigned: {text}");
+        r.git.as_mut().unwrap().signer = Some(crate::report::Signer {
+            method: "openpgp".into(),
+            principal: "Release <r@fleet>".into(),
+            fingerprint: "AB12".into(),
+            tag: Some("production/3".into()),
+        });
+        assert!(
+            render(&r, true).contains(
+                "tend_signer_info{method=\"openpgp\",principal=\"Release <r@fleet>\",fingerprint=\"AB12\",tag=\"production/3\"} 1"
+            )
+        );
         assert!(text.contains("tend_last_run_duration_seconds 1.500"));
     }
 }

@@ -99,6 +99,9 @@ pub struct Applied {
     pub branch: String,
     pub commit: String,
     pub since: u64,
+    /// The key the applied commit was trusted under, when keys are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<crate::report::Signer>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +132,7 @@ pub fn status(state_dir: &Path, run_state: &RunState, now: SystemTime) -> Status
         branch: g.branch.clone(),
         commit: g.commit.clone(),
         since: g.applied_at,
+        signer: g.signer.clone(),
     });
     let lagging = report.as_ref().and_then(|r| r.git.as_ref()).and_then(|g| {
         let good = run_state.last_good.as_ref()?;
@@ -180,6 +184,9 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
             age(now.saturating_sub(a.since))
         )?,
         None => writeln!(out, "applied:    nothing from git yet")?,
+    }
+    if let Some(signer) = s.applied.as_ref().and_then(|a| a.signer.as_ref()) {
+        writeln!(out, "signed by:  {signer}")?;
     }
     match &s.last_run {
         Some(r) => {
@@ -250,5 +257,34 @@ mod tests {
             text.contains("last run:   never") && text.contains("suspended:  no"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_names_the_key_the_applied_commit_was_trusted_under() {
+        let d = tempfile::tempdir().unwrap();
+        let run_state = RunState {
+            last_good: Some(crate::runstate::GoodCommit {
+                branch: "production".into(),
+                commit: "0123456789abcdef".into(),
+                signer: Some(crate::report::Signer {
+                    method: "ssh".into(),
+                    principal: "release@fleet".into(),
+                    fingerprint: "SHA256:abc".into(),
+                    tag: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = status(d.path(), &run_state, SystemTime::now());
+        let mut out = Vec::new();
+        print(&mut out, &s, SystemTime::now()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("signed by:  ssh release@fleet (SHA256:abc)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["applied"]["signer"]["fingerprint"], "SHA256:abc");
     }
 }

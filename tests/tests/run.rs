@@ -52,6 +52,28 @@ impl Bed {
     fn signed(&self, branch: &str, msg: &str) -> Result<String> {
         self.publisher.signed(branch, msg)
     }
+
+    /// The key the applied commit was trusted under is in the report, `tend status` and the
+    /// Mender inventory (`tend_signer`), with its fingerprint.
+    fn expect_signer_shown(&self, principal: &str) -> Result<()> {
+        let signer = &self.report()?["git"]["signer"];
+        let fingerprint = signer["fingerprint"].as_str().unwrap_or("");
+        ensure!(
+            signer["principal"] == principal && fingerprint.starts_with("SHA256:"),
+            "{signer}"
+        );
+        let status = self.dev.tend(&["status"])?.ok()?.stdout;
+        ensure!(
+            status.contains(&format!("signed by:  ssh {principal} ({fingerprint})")),
+            "{status}"
+        );
+        let inventory = self.dev.tend(&["inventory"])?.ok()?.stdout;
+        ensure!(
+            inventory.contains(&format!("tend_signer=ssh {principal} ({fingerprint})")),
+            "{inventory}"
+        );
+        Ok(())
+    }
 }
 
 #[test]
@@ -97,6 +119,7 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
         "{r:#}"
     );
     bed.run()?.expect_code(0)?;
+    bed.expect_signer_shown("ops@example.org")?;
 
     // Unsigned, then signed by an unknown key: refused, the device stays on the good commit.
     bed.publisher
@@ -115,6 +138,8 @@ fn signed_heads_apply_and_refused_heads_fall_back_to_the_last_good_commit() -> R
             && r["git"]["head"] == unsigned.as_str(),
         "{r:#}"
     );
+    // The fallback names the key the applied (last good) commit was trusted under.
+    bed.expect_signer_shown("ops@example.org")?;
 
     let stranger = keygen(bed.keys.path(), "stranger")?;
     bed.publisher
