@@ -25,6 +25,7 @@ pub mod logging;
 pub mod mender;
 pub mod metrics;
 pub mod model;
+pub mod monotonic;
 pub mod net;
 pub mod notify;
 pub mod prune;

@@ -18,6 +18,7 @@ use crate::diag::Diagnostic;
 use crate::exit;
 use crate::fetch::{Ancestry, LocalRepo, SourceConfig};
 use crate::load::Fleet;
+use crate::monotonic;
 use crate::report::{GitInfo, Report, Signer, SourceInfo};
 use crate::tree::Tree;
 use crate::verify::{verify_commit, verify_tag, TrustRoots};
@@ -493,10 +494,25 @@ fn verified_branch_head(
             )));
         }
     }
+    let dated = match &signer {
+        Some(_) => {
+            let raw = repo.raw_commit(&head).map_err(|e| e.to_string())?;
+            let time = crate::verify::commit_time(&raw).map_err(|e| e.to_string())?;
+            let key = monotonic::branch_key(branch);
+            let what = format!("commit {} of {branch}", short(&head));
+            monotonic::check(&s.run_state.signed_time, &key, &what, time)
+                .map_err(Refused::at(head))?;
+            Some((key, time))
+        }
+        None => None,
+    };
     if !s.check {
         s.run_state
             .last_verified
             .insert(branch.to_string(), head.to_string());
+        if let Some((key, time)) = dated {
+            monotonic::record(&mut s.run_state.signed_time, &key, time);
+        }
     }
     let tree = repo.tree(&head).map_err(|e| e.to_string())?;
     Ok(Candidate {
@@ -601,8 +617,22 @@ fn verified_stage_tag(
         .map_err(|e| format!("tag {} refused: {e}", tag.name))
         .map_err(Refused::at(tag.target))?;
     let commit = tag_commit(repo, tag)?;
+    let key = monotonic::stage_key(stage);
+    let time = crate::verify::tag_time(&raw).map_err(|e| e.to_string())?;
+    if let Some(t) = time {
+        monotonic::check(
+            &s.run_state.signed_time,
+            &key,
+            &format!("tag {}", tag.name),
+            t,
+        )
+        .map_err(Refused::at(commit))?;
+    }
     if !s.check {
         s.run_state.last_tag.insert(stage.to_string(), number);
+        if let Some(t) = time {
+            monotonic::record(&mut s.run_state.signed_time, &key, t);
+        }
     }
     let tree = repo.tree(&commit).map_err(|e| e.to_string())?;
     Ok(Candidate {

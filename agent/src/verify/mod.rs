@@ -199,6 +199,21 @@ pub fn verify_tag(raw_tag: &[u8], trust: &TrustRoots) -> Result<Signer, VerifyEr
     check(object::split_tag(raw_tag)?, trust, now())
 }
 
+/// The committer time of a raw commit, as the signature check judges it (seconds since the epoch).
+pub fn commit_time(raw_commit: &[u8]) -> Result<i64, VerifyError> {
+    object::split_commit(raw_commit)?
+        .time
+        .ok_or_else(|| VerifyError::malformed("commit", "no committer time"))
+}
+
+/// The tagger time of a raw annotated tag; None for an old tag without a tagger line (its
+/// signature is then judged at the current time, so it cannot be backdated).
+pub fn tag_time(raw_tag: &[u8]) -> Result<Option<i64>, VerifyError> {
+    Ok(object::split_tag(raw_tag)?.time)
+}
+
+pub(crate) use sshsig::stamp;
+
 /// The check itself, with the current time given (OpenPGP expiry is judged at `now`; SSH validity
 /// at the object's own time, or `now` for a tag without a tagger).
 fn check(obj: SignedObject, trust: &TrustRoots, now: i64) -> Result<Signer, VerifyError> {
