@@ -137,6 +137,10 @@ struct VerifyFragment {
     allow_rewinds: Option<bool>,
     /// Strict tag mode: how far one run may move the stage's tag number.
     max_tag_step: Option<u64>,
+    /// allowed_signers file of the root keys that sign the repo's policy/policy.yaml.
+    policy_roots: Option<String>,
+    /// How many distinct root keys must sign the policy.
+    policy_threshold: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,12 +202,27 @@ impl Default for Source {
 }
 
 /// Which keys commits must be signed by.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Verify {
     pub allowed_signers: Option<String>,
     pub openpgp_keyring: Option<String>,
     pub allow_rewinds: bool,
     pub max_tag_step: Option<u64>,
+    pub policy_roots: Option<String>,
+    pub policy_threshold: u32,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Self {
+            allowed_signers: None,
+            openpgp_keyring: None,
+            allow_rewinds: false,
+            max_tag_step: None,
+            policy_roots: None,
+            policy_threshold: 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -336,6 +355,12 @@ impl Config {
             }
             if v.max_tag_step.is_some() {
                 self.verify.max_tag_step = v.max_tag_step;
+            }
+            if v.policy_roots.is_some() {
+                self.verify.policy_roots = v.policy_roots;
+            }
+            if let Some(t) = v.policy_threshold {
+                self.verify.policy_threshold = t;
             }
         }
         if let Some(d) = f.device {

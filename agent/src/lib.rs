@@ -28,6 +28,7 @@ pub mod model;
 pub mod monotonic;
 pub mod net;
 pub mod notify;
+pub mod policy;
 pub mod prune;
 pub mod reboot;
 pub mod render;
