@@ -476,6 +476,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn policy_roots_and_threshold_are_read_with_a_threshold_of_one_by_default() {
+        let d = tempfile::tempdir().unwrap();
+        let admin = d.path().join(ADMIN_CONFIG);
+        std::fs::create_dir_all(admin.parent().unwrap()).unwrap();
+        std::fs::write(&admin, "verify: {policy_roots: /etc/tend/policy_roots}\n").unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(
+            c.verify.policy_roots.as_deref(),
+            Some("/etc/tend/policy_roots")
+        );
+        assert_eq!(c.verify.policy_threshold, 1);
+        std::fs::write(&admin, "verify: {policy_threshold: 2}\n").unwrap();
+        assert_eq!(Config::load(d.path()).unwrap().verify.policy_threshold, 2);
+    }
+
+    #[test]
     fn dropins_override_key_by_key() {
         let d = tempfile::tempdir().unwrap();
         let w = |p: &str, s: &str| {
