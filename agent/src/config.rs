@@ -137,6 +137,10 @@ struct VerifyFragment {
     allow_rewinds: Option<bool>,
     /// Strict tag mode: how far one run may move the stage's tag number.
     max_tag_step: Option<u64>,
+    /// allowed_signers file of the root keys that sign the repo's policy/policy.yaml.
+    policy_roots: Option<String>,
+    /// How many distinct root keys must sign the policy.
+    policy_threshold: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,12 +202,27 @@ impl Default for Source {
 }
 
 /// Which keys commits must be signed by.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Verify {
     pub allowed_signers: Option<String>,
     pub openpgp_keyring: Option<String>,
     pub allow_rewinds: bool,
     pub max_tag_step: Option<u64>,
+    pub policy_roots: Option<String>,
+    pub policy_threshold: u32,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Self {
+            allowed_signers: None,
+            openpgp_keyring: None,
+            allow_rewinds: false,
+            max_tag_step: None,
+            policy_roots: None,
+            policy_threshold: 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -337,6 +356,12 @@ impl Config {
             if v.max_tag_step.is_some() {
                 self.verify.max_tag_step = v.max_tag_step;
             }
+            if v.policy_roots.is_some() {
+                self.verify.policy_roots = v.policy_roots;
+            }
+            if let Some(t) = v.policy_threshold {
+                self.verify.policy_threshold = t;
+            }
         }
         if let Some(d) = f.device {
             if let Some(id) = d.id {
@@ -449,6 +474,22 @@ pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_roots_and_threshold_are_read_with_a_threshold_of_one_by_default() {
+        let d = tempfile::tempdir().unwrap();
+        let admin = d.path().join(ADMIN_CONFIG);
+        std::fs::create_dir_all(admin.parent().unwrap()).unwrap();
+        std::fs::write(&admin, "verify: {policy_roots: /etc/tend/policy_roots}\n").unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(
+            c.verify.policy_roots.as_deref(),
+            Some("/etc/tend/policy_roots")
+        );
+        assert_eq!(c.verify.policy_threshold, 1);
+        std::fs::write(&admin, "verify: {policy_threshold: 2}\n").unwrap();
+        assert_eq!(Config::load(d.path()).unwrap().verify.policy_threshold, 2);
+    }
 
     #[test]
     fn dropins_override_key_by_key() {

@@ -18,6 +18,7 @@ use crate::diag::Diagnostic;
 use crate::exit;
 use crate::fetch::{Ancestry, LocalRepo, SourceConfig};
 use crate::load::Fleet;
+use crate::monotonic;
 use crate::report::{GitInfo, Report, Signer, SourceInfo};
 use crate::tree::Tree;
 use crate::verify::{verify_commit, verify_tag, TrustRoots};
@@ -128,12 +129,26 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     }
     let happened = crate::reboot::after_boot(&mut s);
     let src = source_config(&s, &s.config.source)?;
-    let trust = TrustRoots::load(
+    let mut trust = TrustRoots::load(
         &s.root,
         s.config.verify.allowed_signers.as_deref(),
         s.config.verify.openpgp_keyring.as_deref(),
     )
     .map_err(|e| RunError::Config(Diagnostic::new("verify", 0, e.to_string())))?;
+    if let Some(roots) = &s.config.verify.policy_roots {
+        if s.config.source.follow == Follow::Tags {
+            return Err(RunError::Config(Diagnostic::new(
+                "verify",
+                0,
+                "verify.policy_roots applies to branch heads; with source.follow: tags remove \
+                 it (tags are verified against verify.allowed_signers)"
+                    .to_string(),
+            )));
+        }
+        trust
+            .load_policy(&s.root, roots, s.config.verify.policy_threshold)
+            .map_err(|e| RunError::Config(Diagnostic::new("verify", 0, e.to_string())))?;
+    }
     let mut warnings = Vec::new();
     if trust.is_empty() {
         let w =
@@ -470,7 +485,22 @@ fn verified_branch_head(
             (head, true)
         }
     };
-    let signer = if trust.is_empty() {
+    let mut policy_version = None;
+    let signer = if let Some(roots) = trust.policy() {
+        s.notifier
+            .status(&format!("checking approvals of {}", short(&head)));
+        let last = s.run_state.policy_version;
+        let ok = crate::policy::check_head(repo, src, roots, last, branch, &head)
+            .map_err(|e| format!("commit {} of {branch} refused: {e}", short(&head)))
+            .map_err(Refused::at(head))?;
+        tracing::info!(
+            approvals = ok.approvals,
+            version = ok.version,
+            "policy approved the head"
+        );
+        policy_version = Some(ok.version);
+        Some(Signer::of(&ok.signer, None))
+    } else if trust.is_empty() {
         None
     } else {
         s.notifier.status(&format!("verifying {}", short(&head)));
@@ -493,10 +523,29 @@ fn verified_branch_head(
             )));
         }
     }
+    let dated = match &signer {
+        Some(_) => {
+            let raw = repo.raw_commit(&head).map_err(|e| e.to_string())?;
+            let time = crate::verify::commit_time(&raw).map_err(|e| e.to_string())?;
+            let key = monotonic::branch_key(branch);
+            let what = format!("commit {} of {branch}", short(&head));
+            monotonic::check(&s.run_state.signed_time, &key, &what, time)
+                .map_err(Refused::at(head))?;
+            Some((key, time))
+        }
+        None => None,
+    };
     if !s.check {
         s.run_state
             .last_verified
             .insert(branch.to_string(), head.to_string());
+        if let Some((key, time)) = dated {
+            monotonic::record(&mut s.run_state.signed_time, &key, time);
+        }
+        if let Some(v) = policy_version {
+            let prev = s.run_state.policy_version.unwrap_or(0);
+            s.run_state.policy_version = Some(v.max(prev));
+        }
     }
     let tree = repo.tree(&head).map_err(|e| e.to_string())?;
     Ok(Candidate {
@@ -601,8 +650,22 @@ fn verified_stage_tag(
         .map_err(|e| format!("tag {} refused: {e}", tag.name))
         .map_err(Refused::at(tag.target))?;
     let commit = tag_commit(repo, tag)?;
+    let key = monotonic::stage_key(stage);
+    let time = crate::verify::tag_time(&raw).map_err(|e| e.to_string())?;
+    if let Some(t) = time {
+        monotonic::check(
+            &s.run_state.signed_time,
+            &key,
+            &format!("tag {}", tag.name),
+            t,
+        )
+        .map_err(Refused::at(commit))?;
+    }
     if !s.check {
         s.run_state.last_tag.insert(stage.to_string(), number);
+        if let Some(t) = time {
+            monotonic::record(&mut s.run_state.signed_time, &key, t);
+        }
     }
     let tree = repo.tree(&commit).map_err(|e| e.to_string())?;
     Ok(Candidate {

@@ -41,6 +41,14 @@ pub struct RunState {
     /// Strict tag mode: stage → the highest tag number accepted.
     #[serde(default)]
     pub last_tag: BTreeMap<String, u64>,
+    /// `refs/heads/<branch>` or `refs/tags/<stage>/*` → the newest committer (or tagger) time
+    /// verified there: a new head may not be dated earlier (see `monotonic`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signed_time: BTreeMap<String, i64>,
+    /// The highest version of the repo's policy/policy.yaml accepted (with verify.policy_roots):
+    /// a lower one is refused as a policy rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<u64>,
     /// The device id learnt from Mender, kept for offline runs.
     #[serde(default)]
     pub mender_device_id: Option<String>,

@@ -49,6 +49,10 @@ pub enum VerifyError {
         file: String,
     },
 
+    /// The repo's signed policy (policy/policy.yaml) is not trusted, or the head lacks approvals.
+    #[error("{detail}")]
+    Policy { detail: String },
+
     /// The object or its signature cannot be parsed.
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
@@ -96,6 +100,7 @@ impl VerifyError {
             VerifyError::WrongNamespace { .. } => "wrong_namespace",
             VerifyError::OutsideValidity { .. } => "outside_validity",
             VerifyError::Revoked { .. } => "revoked",
+            VerifyError::Policy { .. } => "policy",
             VerifyError::Malformed { .. } => "malformed",
             VerifyError::Config { .. } => "config",
         }

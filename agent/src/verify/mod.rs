@@ -16,6 +16,7 @@ mod keyring;
 mod object;
 mod openpgp;
 mod pattern;
+mod policy;
 mod sshsig;
 mod sshtime;
 
@@ -27,6 +28,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use error::VerifyError;
+pub use policy::{Approved, Policy, PolicyRoots, FILE as POLICY_FILE};
 
 use allowed_signers::AllowedSigners;
 use keyring::Keyring;
@@ -41,6 +43,7 @@ const MAX_KEYRING: u64 = 4 * 1024 * 1024;
 pub struct TrustRoots {
     allowed_signers: Option<AllowedSigners>,
     keyring: Option<Keyring>,
+    policy: Option<PolicyRoots>,
 }
 
 /// Who signed a verified object.
@@ -65,14 +68,7 @@ impl TrustRoots {
     ) -> Result<Self, VerifyError> {
         let allowed_signers = match allowed_signers {
             Some(path) => {
-                let bytes = read_bounded(root, path, MAX_ALLOWED_SIGNERS, "allowed_signers")?;
-                let text = String::from_utf8(bytes).map_err(|_| {
-                    VerifyError::config(
-                        path,
-                        0,
-                        "not UTF-8 text; it should be an allowed_signers file",
-                    )
-                })?;
+                let text = read_signers_file(root, path, "allowed_signers")?;
                 Some(AllowedSigners::parse(path, &text)?)
             }
             None => None,
@@ -87,12 +83,31 @@ impl TrustRoots {
         Ok(Self {
             allowed_signers,
             keyring,
+            policy: None,
         })
+    }
+
+    /// Adds `verify.policy_roots` (a device path): branch heads then need the approvals the
+    /// repo's root-signed policy asks for, instead of a signature by a pinned key.
+    pub fn load_policy(
+        &mut self,
+        root: &Path,
+        path: &str,
+        threshold: u32,
+    ) -> Result<(), VerifyError> {
+        let text = read_signers_file(root, path, "policy_roots")?;
+        self.policy = Some(PolicyRoots::parse(path, &text, threshold)?);
+        Ok(())
+    }
+
+    /// The policy roots, when the device uses an in-repo policy.
+    pub fn policy(&self) -> Option<&PolicyRoots> {
+        self.policy.as_ref()
     }
 
     /// No keys configured: callers warn loudly, every run.
     pub fn is_empty(&self) -> bool {
-        self.allowed_signers.is_none() && self.keyring.is_none()
+        self.allowed_signers.is_none() && self.keyring.is_none() && self.policy.is_none()
     }
 
     /// For logs: which files and how many keys.
@@ -107,6 +122,14 @@ impl TrustRoots {
         }
         if let Some(k) = &self.keyring {
             parts.push(format!("{} OpenPGP key(s) from {}", k.certs.len(), k.file));
+        }
+        if let Some(p) = &self.policy {
+            parts.push(format!(
+                "{} policy root line(s) from {} (threshold {})",
+                p.signers.entries.len(),
+                p.signers.file,
+                p.threshold
+            ));
         }
         if parts.is_empty() {
             "no trusted keys".into()
@@ -129,6 +152,18 @@ impl TrustRoots {
             format!("with a key listed in {}", files.join(" or "))
         }
     }
+}
+
+/// An allowed_signers-format device file (`verify.<key>`) as text.
+fn read_signers_file(root: &Path, path: &str, key: &str) -> Result<String, VerifyError> {
+    let bytes = read_bounded(root, path, MAX_ALLOWED_SIGNERS, key)?;
+    String::from_utf8(bytes).map_err(|_| {
+        VerifyError::config(
+            path,
+            0,
+            "not UTF-8 text; it should be an allowed_signers file",
+        )
+    })
 }
 
 /// Reads a device file under `root`, following symlinks inside the root, at most `max` bytes.
@@ -185,7 +220,7 @@ fn resolve_file(root: &Path, device_path: &str) -> Result<PathBuf, String> {
     Err("too many levels of symbolic links".into())
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
@@ -198,6 +233,21 @@ pub fn verify_commit(raw_commit: &[u8], trust: &TrustRoots) -> Result<Signer, Ve
 pub fn verify_tag(raw_tag: &[u8], trust: &TrustRoots) -> Result<Signer, VerifyError> {
     check(object::split_tag(raw_tag)?, trust, now())
 }
+
+/// The committer time of a raw commit, as the signature check judges it (seconds since the epoch).
+pub fn commit_time(raw_commit: &[u8]) -> Result<i64, VerifyError> {
+    object::split_commit(raw_commit)?
+        .time
+        .ok_or_else(|| VerifyError::malformed("commit", "no committer time"))
+}
+
+/// The tagger time of a raw annotated tag; None for an old tag without a tagger line (its
+/// signature is then judged at the current time, so it cannot be backdated).
+pub fn tag_time(raw_tag: &[u8]) -> Result<Option<i64>, VerifyError> {
+    Ok(object::split_tag(raw_tag)?.time)
+}
+
+pub(crate) use sshsig::stamp;
 
 /// The check itself, with the current time given (OpenPGP expiry is judged at `now`; SSH validity
 /// at the object's own time, or `now` for a tag without a tagger).

@@ -6,6 +6,7 @@
 
 mod load;
 mod openpgp;
+mod policy;
 mod ssh;
 
 use std::fs;
