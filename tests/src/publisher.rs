@@ -11,6 +11,11 @@ use anyhow::{bail, ensure, Result};
 
 /// Runs git in `dir` with no user or system config and a fixed identity.
 pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    git_with_env(dir, args, &[])
+}
+
+/// `git` with extra environment, e.g. `GIT_COMMITTER_DATE` for a backdated commit.
+pub fn git_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
@@ -20,6 +25,7 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
         .env("GIT_AUTHOR_EMAIL", "ops@example.org")
         .env("GIT_COMMITTER_NAME", "ops")
         .env("GIT_COMMITTER_EMAIL", "ops@example.org")
+        .envs(env.iter().copied())
         .output()?;
     if !out.status.success() {
         bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -4,11 +4,10 @@
 //! real signatures (`git commit -S` / `git tag -s`, gpg.format=ssh), bookworm chroot.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::ensure;
-use anyhow::{bail, Result};
-use tend_tests::publisher::keygen;
+use anyhow::Result;
+use tend_tests::publisher::{git_with_env, keygen};
 use tend_tests::pullbed::PullBed;
 use tend_tests::skip_chroot_tests;
 
@@ -33,23 +32,10 @@ fn bed(source_extra: &str) -> Result<(PullBed, std::path::PathBuf)> {
 /// Runs git in the publisher's work tree with the committer (and tagger) date `date`, signing
 /// with `key`.
 fn git_at(dir: &Path, date: &str, key: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "gpg.format=ssh", "-c"])
-        .arg(format!("user.signingkey={}", key.display()))
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "ops")
-        .env("GIT_AUTHOR_EMAIL", "ops@example.org")
-        .env("GIT_COMMITTER_NAME", "ops")
-        .env("GIT_COMMITTER_EMAIL", "ops@example.org")
-        .env("GIT_COMMITTER_DATE", date)
-        .output()?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let signing_key = format!("user.signingkey={}", key.display());
+    let mut all = vec!["-c", "gpg.format=ssh", "-c", &signing_key];
+    all.extend_from_slice(args);
+    git_with_env(dir, &all, &[("GIT_COMMITTER_DATE", date)])
 }
 
 /// Commits the work tree on main dated `date`, signed by `key`, pushes it; returns its id.
