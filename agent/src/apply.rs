@@ -19,7 +19,7 @@ use crate::exit;
 use crate::facts;
 use crate::identity::{self, IdSource, IdentityError};
 use crate::report::{DeviceInfo, Report, RunFacts, SourceInfo};
-use crate::revert::backup::Backup;
+use crate::backup::Backup;
 use crate::runstate::{RunState, STATE_FILE};
 use crate::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
 use crate::tree::{DirTree, Tree};
@@ -369,7 +369,7 @@ pub fn converge_tree(
             RunError::State {
                 path: s
                     .state
-                    .file(crate::revert::backup::DIR)
+                    .file(crate::backup::DIR)
                     .display()
                     .to_string(),
                 source: e,

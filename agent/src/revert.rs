@@ -10,8 +10,6 @@
 //! bad, so a server outage that the guard happened to see does not condemn a good commit: it
 //! is tried again on the next run.
 
-pub mod backup;
-
 use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,7 +22,7 @@ use crate::guard::{self, GuardReport};
 use crate::report::{unix_seconds, GitInfo, Reverted, RunResult, SourceInfo};
 use crate::runstate::{GoodCommit, RunState};
 use crate::state::PENDING_HANDLERS_FILE;
-use backup::Backup;
+use crate::backup::Backup;
 use tend_roles::engine::PendingHandlers;
 use tend_roles::Host;
 
