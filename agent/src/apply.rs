@@ -13,13 +13,13 @@ use std::time::{Instant, SystemTime};
 
 use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
 
+use crate::backup::Backup;
 use crate::config::{expand_globs, Config};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exit;
 use crate::facts;
 use crate::identity::{self, IdSource, IdentityError};
-use crate::report::{DeviceInfo, Report, RunFacts, SourceInfo};
-use crate::backup::Backup;
+use crate::report::{unix_seconds, DeviceInfo, Happened, Report, RunFacts, RunResult, SourceInfo};
 use crate::runstate::{RunState, STATE_FILE};
 use crate::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
 use crate::tree::{DirTree, Tree};
@@ -365,15 +365,9 @@ pub fn converge_tree(
     let mut backup = if s.check {
         None
     } else {
-        Some(Backup::open(&s.state.path).map_err(|e| {
-            RunError::State {
-                path: s
-                    .state
-                    .file(crate::backup::DIR)
-                    .display()
-                    .to_string(),
-                source: e,
-            }
+        Some(Backup::open(&s.state.path).map_err(|e| RunError::State {
+            path: s.state.file(crate::backup::DIR).display().to_string(),
+            source: e,
         })?)
     };
     // Before a change replaces anything, keep what is there, so a revert can put it back.
@@ -441,7 +435,7 @@ pub fn converge_tree(
     }
     report.checks = checks;
     if !summary.reboot.is_empty() {
-        report.reboot = Some(crate::reboot::RebootReport {
+        report.reboot = Some(crate::report::RebootReport {
             required: summary.reboot.clone(),
             ..Default::default()
         });
@@ -515,9 +509,9 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
             handlers_run: Vec::new(),
         });
     }
-    let happened = crate::reboot::after_boot(&mut session);
+    let happened = after_boot(&mut session);
     let mut converged = converge_tree(&session, tree, source, out)?;
-    crate::reboot::finish(&mut session, &mut converged.report, None, happened, out)?;
+    finish(&mut session, &mut converged.report, None, happened, out)?;
     Ok(converged)
 }
 
@@ -549,4 +543,83 @@ fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
             summary.pending_handlers.join(", ")
         );
     }
+}
+
+/// Whether a report counts as clean for a reboot.
+pub fn clean(report: &Report) -> bool {
+    matches!(report.result, RunResult::Ok | RunResult::Changed)
+}
+
+/// At the start of a run: the reboot this device asked for, if it happened since.
+pub fn after_boot(s: &mut Session) -> Option<Happened> {
+    if s.check {
+        return None;
+    }
+    let id = crate::reboot::boot_id(&s.root);
+    let happened = s.run_state.reboot.after_boot(id.as_deref());
+    if let Some(h) = &happened {
+        tracing::info!(commit = %h.commit, "the device rebooted as requested");
+    }
+    happened
+}
+
+/// Decides about a reboot, writes the report and the state, then reboots when it is time.
+/// `commit` is None for `apply --path`, which never reboots.
+pub fn finish(
+    s: &mut Session,
+    report: &mut Report,
+    commit: Option<&str>,
+    happened: Option<Happened>,
+    out: &mut dyn Write,
+) -> Result<(), RunError> {
+    let required = report.reboot.take().map(|r| r.required).unwrap_or_default();
+    let now = SystemTime::now();
+    let id = crate::reboot::boot_id(&s.root);
+    let (summary, reboot_now) = crate::reboot::decide(
+        &mut s.run_state.reboot,
+        crate::reboot::Decision {
+            commit,
+            required: &required,
+            clean: clean(report),
+            check: s.check,
+            window: s.config.reboot.window,
+            minute: crate::reboot::local_minute(now),
+            now: unix_seconds(now),
+            boot_id: id.as_deref(),
+            happened,
+        },
+    );
+    if let Some(r) = &summary {
+        if let Some(h) = &r.happened {
+            let _ = writeln!(out, "tend: rebooted for commit {} as requested", h.commit);
+        }
+        if let Some(a) = &r.action {
+            let _ = writeln!(out, "reboot   {a}");
+        }
+    }
+    report.reboot = summary;
+    s.write_report(report)?;
+    s.save_state()?;
+    if !reboot_now {
+        return Ok(());
+    }
+    let argv: Vec<&str> = s.config.reboot.command.iter().map(String::as_str).collect();
+    tracing::warn!(command = %argv.join(" "), "rebooting: a change needs it");
+    if let Err(e) = Host::new(&s.root).run(&argv) {
+        // Not requested after all: the next run inside the window tries again.
+        let msg = format!("the reboot command failed: {e}");
+        tracing::error!("{msg}");
+        let _ = writeln!(out, "reboot   {msg}");
+        if let Some(p) = &mut s.run_state.reboot.pending {
+            p.requested = None;
+        }
+        if let Some(r) = &mut report.reboot {
+            r.action = Some(msg.clone());
+        }
+        report.errors.push(msg);
+        report.result = RunResult::Failed;
+        s.write_report(report)?;
+        s.save_state()?;
+    }
+    Ok(())
 }

@@ -278,7 +278,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
                 writeln!(
                     out,
                     "{}  {:<9} {:>3} changed {:>3} failed  {}",
-                    crate::inventory::rfc3339(r.finished),
+                    crate::report::rfc3339(r.finished),
                     crate::inventory::status_word(r),
                     r.counts.changed,
                     r.counts.failed,

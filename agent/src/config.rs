@@ -39,14 +39,14 @@ struct RebootFragment {
 /// When and how a change that needs a reboot gets one (docs/safety.md).
 #[derive(Clone, Debug)]
 pub struct Reboot {
-    pub window: crate::reboot::Window,
+    pub window: crate::window::Window,
     pub command: Vec<String>,
 }
 
 impl Default for Reboot {
     fn default() -> Self {
         Self {
-            window: crate::reboot::Window::Never,
+            window: crate::window::Window::Never,
             command: vec!["systemctl".into(), "reboot".into()],
         }
     }
@@ -69,7 +69,7 @@ struct GuardFragment {
 /// The connectivity guard (docs/safety.md).
 #[derive(Clone, Debug)]
 pub struct Guard {
-    pub endpoints: Vec<crate::guard::Endpoint>,
+    pub endpoints: Vec<crate::endpoint::Endpoint>,
     pub timeout: Duration,
     pub retries: u32,
     pub interval: Duration,
@@ -400,7 +400,7 @@ impl Config {
             if let Some(list) = g.endpoints {
                 self.guard.endpoints = list
                     .iter()
-                    .map(|e| crate::guard::Endpoint::parse(e))
+                    .map(|e| crate::endpoint::Endpoint::parse(e))
                     .collect::<Result<_, _>>()
                     .map_err(|e| {
                         Diagnostic::new(path.display().to_string(), 0, format!("guard.endpoints: {e}"))
@@ -420,7 +420,7 @@ impl Config {
         if let Some(r) = f.reboot {
             let at = |m: String| Diagnostic::new(path.display().to_string(), 0, m);
             if let Some(w) = r.window {
-                self.reboot.window = crate::reboot::Window::parse(&w).map_err(|e| {
+                self.reboot.window = crate::window::Window::parse(&w).map_err(|e| {
                     at(e).fix("write `window: \"02:00-04:00\"` (local time) or `window: never`")
                 })?;
             }
@@ -531,7 +531,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
         let c = Config::load(d.path()).unwrap();
-        assert_eq!(c.reboot.window, crate::reboot::Window::Never);
+        assert_eq!(c.reboot.window, crate::window::Window::Never);
         assert_eq!(c.reboot.command, ["systemctl", "reboot"]);
         std::fs::write(
             d.path().join(ADMIN_CONFIG),

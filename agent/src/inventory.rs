@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::report::{Report, RunResult};
+use crate::report::{rfc3339, Report, RunResult};
 use crate::runstate::RunState;
 use crate::status::Suspension;
 
@@ -37,14 +37,6 @@ pub fn encode_value(value: &str) -> String {
         }
     }
     out
-}
-
-pub fn rfc3339(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// One word for fleet views and the promotion gate: ok (converged, with or without changes),
@@ -284,7 +276,7 @@ mod tests {
             role: "web".into(),
             reason: "prune is off".into(),
         }];
-        r.reboot = Some(crate::reboot::RebootReport {
+        r.reboot = Some(crate::report::RebootReport {
             pending: true,
             ..Default::default()
         });

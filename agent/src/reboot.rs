@@ -8,75 +8,16 @@
 //! in that run). A commit the device already rebooted for never reboots it again, and a reboot
 //! that was asked for but did not happen is not asked again: a device must not reboot in a loop.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use tend_roles::Host;
 
-use crate::apply::{RunError, Session};
-use crate::report::{unix_seconds, Report, RunResult};
+use crate::report::{unix_seconds, Happened, RebootReport};
+use crate::window::Window;
 
 /// Where the kernel publishes this boot's random id (under the managed root).
 pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
-
-/// When the device may reboot: `never`, or a daily local-time range `HH:MM-HH:MM` that may wrap
-/// midnight (`22:00-04:00`); `00:00-24:00` is any time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Window {
-    #[default]
-    Never,
-    /// Minutes since local midnight: start inclusive, end exclusive.
-    Daily { start: u16, end: u16 },
-}
-
-impl Window {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if text == "never" {
-            return Ok(Window::Never);
-        }
-        let bad = || {
-            format!("reboot.window '{text}' is not `never` or a local time range `HH:MM-HH:MM`, e.g. `02:00-04:00`")
-        };
-        let (a, b) = text.split_once('-').ok_or_else(bad)?;
-        let minute = |t: &str| -> Option<u16> {
-            let (h, m) = t.trim().split_once(':')?;
-            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
-        };
-        let (start, end) = (minute(a).ok_or_else(bad)?, minute(b).ok_or_else(bad)?);
-        if start == end || start == 24 * 60 {
-            return Err(format!(
-                "reboot.window '{text}' is empty; write `00:00-24:00` for any time or `never`"
-            ));
-        }
-        Ok(Window::Daily { start, end })
-    }
-
-    /// Whether `minute` (since local midnight) is inside the window.
-    pub fn contains(&self, minute: u16) -> bool {
-        match *self {
-            Window::Never => false,
-            Window::Daily { start, end } if start < end => (start..end).contains(&minute),
-            Window::Daily { start, end } => minute >= start || minute < end,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match *self {
-            Window::Never => "never".into(),
-            Window::Daily { start, end } => format!(
-                "{:02}:{:02}-{:02}:{:02}",
-                start / 60,
-                start % 60,
-                end / 60,
-                end % 60
-            ),
-        }
-    }
-}
 
 /// Minutes since midnight, in the device's local time (its /etc/localtime or TZ).
 // libc marks musl's time_t deprecated because it will become 64-bit; that is the type
@@ -117,35 +58,6 @@ pub struct Pending {
 pub struct Requested {
     pub at: u64,
     pub boot_id: String,
-}
-
-/// A reboot that happened, for the report of the first run after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Happened {
-    pub commit: String,
-    pub reasons: Vec<String>,
-    /// Unix seconds when tend asked for it.
-    pub requested_at: u64,
-}
-
-/// What the report says about reboots.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootReport {
-    /// What changed in this run and needs a reboot (check mode: what would).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required: Vec<String>,
-    /// A reboot is owed and has not happened yet.
-    pub pending: bool,
-    /// The commit it is owed to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    pub window: String,
-    /// What tend did about it: "rebooting", or why not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-    /// The reboot that happened before this run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub happened: Option<Happened>,
 }
 
 /// The reboot memory of the run state.
@@ -225,7 +137,7 @@ pub fn decide(state: &mut State, d: Decision) -> (Option<RebootReport>, bool) {
         report.action = Some(match &p.requested {
             Some(r) => format!(
                 "a reboot was requested at {} and has not happened; tend does not ask again for commit {}",
-                crate::inventory::rfc3339(r.at),
+                crate::report::rfc3339(r.at),
                 p.commit
             ),
             None if d.check => "check mode: not rebooting".into(),
@@ -248,85 +160,6 @@ pub fn decide(state: &mut State, d: Decision) -> (Option<RebootReport>, bool) {
     }
     let empty = report.required.is_empty() && !report.pending && report.happened.is_none();
     ((!empty || report.action.is_some()).then_some(report), now)
-}
-
-/// Whether a report counts as clean for a reboot.
-pub fn clean(report: &Report) -> bool {
-    matches!(report.result, RunResult::Ok | RunResult::Changed)
-}
-
-/// At the start of a run: the reboot this device asked for, if it happened since.
-pub fn after_boot(s: &mut Session) -> Option<Happened> {
-    if s.check {
-        return None;
-    }
-    let id = boot_id(&s.root);
-    let happened = s.run_state.reboot.after_boot(id.as_deref());
-    if let Some(h) = &happened {
-        tracing::info!(commit = %h.commit, "the device rebooted as requested");
-    }
-    happened
-}
-
-/// Decides about a reboot, writes the report and the state, then reboots when it is time.
-/// `commit` is None for `apply --path`, which never reboots.
-pub fn finish(
-    s: &mut Session,
-    report: &mut Report,
-    commit: Option<&str>,
-    happened: Option<Happened>,
-    out: &mut dyn Write,
-) -> Result<(), RunError> {
-    let required = report.reboot.take().map(|r| r.required).unwrap_or_default();
-    let now = SystemTime::now();
-    let id = boot_id(&s.root);
-    let (summary, reboot_now) = decide(
-        &mut s.run_state.reboot,
-        Decision {
-            commit,
-            required: &required,
-            clean: clean(report),
-            check: s.check,
-            window: s.config.reboot.window,
-            minute: local_minute(now),
-            now: unix_seconds(now),
-            boot_id: id.as_deref(),
-            happened,
-        },
-    );
-    if let Some(r) = &summary {
-        if let Some(h) = &r.happened {
-            let _ = writeln!(out, "tend: rebooted for commit {} as requested", h.commit);
-        }
-        if let Some(a) = &r.action {
-            let _ = writeln!(out, "reboot   {a}");
-        }
-    }
-    report.reboot = summary;
-    s.write_report(report)?;
-    s.save_state()?;
-    if !reboot_now {
-        return Ok(());
-    }
-    let argv: Vec<&str> = s.config.reboot.command.iter().map(String::as_str).collect();
-    tracing::warn!(command = %argv.join(" "), "rebooting: a change needs it");
-    if let Err(e) = Host::new(&s.root).run(&argv) {
-        // Not requested after all: the next run inside the window tries again.
-        let msg = format!("the reboot command failed: {e}");
-        tracing::error!("{msg}");
-        let _ = writeln!(out, "reboot   {msg}");
-        if let Some(p) = &mut s.run_state.reboot.pending {
-            p.requested = None;
-        }
-        if let Some(r) = &mut report.reboot {
-            r.action = Some(msg.clone());
-        }
-        report.errors.push(msg);
-        report.result = RunResult::Failed;
-        s.write_report(report)?;
-        s.save_state()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -226,7 +226,7 @@ pub struct Report {
     pub orphans: Vec<crate::prune::Orphan>,
     /// Reboots: required by this run, pending, done (docs/safety.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reboot: Option<crate::reboot::RebootReport>,
+    pub reboot: Option<RebootReport>,
 }
 
 pub fn unix_seconds(t: SystemTime) -> u64 {
@@ -352,4 +352,42 @@ mod tests {
         assert_eq!(back.diagnostics[0].line, 3);
         assert_eq!(back.errors[0], "fleet.yaml:3: bad (fix: good)");
     }
+}
+
+/// A reboot that happened, for the report of the first run after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Happened {
+    pub commit: String,
+    pub reasons: Vec<String>,
+    /// Unix seconds when tend asked for it.
+    pub requested_at: u64,
+}
+
+/// What the report says about reboots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootReport {
+    /// What changed in this run and needs a reboot (check mode: what would).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    /// A reboot is owed and has not happened yet.
+    pub pending: bool,
+    /// The commit it is owed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub window: String,
+    /// What tend did about it: "rebooting", or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The reboot that happened before this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub happened: Option<Happened>,
+}
+
+/// Unix seconds as RFC 3339 UTC, for the Mender attributes and `tend status --history`.
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }

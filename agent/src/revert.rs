@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::apply::{converge_tree, Converged, RunError, Session};
+use crate::backup::Backup;
 use crate::config::Follow;
 use crate::exit;
 use crate::fetch::{FetchError, LocalRepo, SourceConfig};
@@ -22,7 +23,6 @@ use crate::guard::{self, GuardReport};
 use crate::report::{unix_seconds, GitInfo, Reverted, RunResult, SourceInfo};
 use crate::runstate::{GoodCommit, RunState};
 use crate::state::PENDING_HANDLERS_FILE;
-use crate::backup::Backup;
 use tend_roles::engine::PendingHandlers;
 use tend_roles::Host;
 

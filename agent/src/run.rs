@@ -127,7 +127,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     if let Some(sec) = o.splay {
         splay(sec);
     }
-    let happened = crate::reboot::after_boot(&mut s);
+    let happened = crate::apply::after_boot(&mut s);
     let src = source_config(&s, &s.config.source)?;
     let mut trust = TrustRoots::load(
         &s.root,
@@ -302,7 +302,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     converged.report.warnings.extend(warnings);
     let commit = git.commit.clone();
     converged.report.git = Some(git);
-    crate::reboot::finish(
+    crate::apply::finish(
         &mut s,
         &mut converged.report,
         (!commit.is_empty()).then_some(commit.as_str()),

@@ -137,7 +137,7 @@ impl Host {
                 .ok()?
                 .read()
                 .ok()?;
-            crate::platform::accounts::parse_passwd(&String::from_utf8_lossy(&passwd))
+            crate::passwd::parse_passwd(&String::from_utf8_lossy(&passwd))
                 .into_iter()
                 .find(|u| u.uid == uid)
                 .map(|u| u.name)

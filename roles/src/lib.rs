@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod host;
+pub mod passwd;
 pub mod platform;
 pub mod redact;
 pub mod registry;
