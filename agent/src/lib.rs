@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod diag;
 pub mod exit;
 pub mod facts;

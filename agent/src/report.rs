@@ -311,8 +311,12 @@ impl Report {
         }
     }
 
+    /// Written with every credential scrubbed (report.json is world-readable, and so is the
+    /// history made of these).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        statefile::write_json(path, self, 0o644).map(drop)
+        let mut json = serde_json::to_value(self).map_err(std::io::Error::other)?;
+        tend_roles::redact::scrub_json(&mut json);
+        statefile::write_json(path, &json, 0o644).map(drop)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {
