@@ -60,25 +60,21 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     out
 }
 
-/// [`scrub`] applied to every string in a JSON document (keys too), for the files tend writes.
-pub fn scrub_json(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::String(s) => {
-            if let Cow::Owned(clean) = scrub(s) {
-                *s = clean;
+/// [`scrub`] for serialized JSON, where a secret may stand escaped (`"` as `\"`); the replacement
+/// stays inside the string it was found in, so the document remains valid.
+pub fn scrub_json(json: &str) -> Cow<'_, str> {
+    let mut out = url_userinfo(json);
+    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    for s in secrets.iter() {
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
+        for form in [s.as_str(), escaped] {
+            if !form.is_empty() && out.contains(form) {
+                out = Cow::Owned(out.replace(form, HIDDEN));
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(scrub_json),
-        Value::Object(o) => {
-            let entries = std::mem::take(o);
-            for (k, mut x) in entries {
-                scrub_json(&mut x);
-                o.insert(scrub(&k).into_owned(), x);
-            }
-        }
-        _ => {}
     }
+    out
 }
 
 /// Hides the credential of every `scheme://userinfo@` in `text`: `user:pass` becomes
@@ -231,6 +227,10 @@ mod tests {
             "the server says: bad token ***"
         );
         assert_eq!(s.expose(), "s3cr3t-value-xyz");
+        Secret::new("quo\"te-secret");
+        let json = serde_json::to_string(&["quo\"te-secret", "https://u:p@h/x"]).unwrap();
+        let clean = scrub_json(&json);
+        assert_eq!(clean, r#"["***","https://u:***@h/x"]"#);
     }
 
     #[test]
