@@ -150,7 +150,7 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> u8 {
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = crate::logging::Scrubbed::new(stdout.lock());
     match cli.command {
         Command::Run {
             device,
@@ -227,7 +227,7 @@ pub fn run(cli: Cli) -> u8 {
                 match crate::inventory::print(&mut out, &state.path, &run_state) {
                     Ok(()) => exit::OK,
                     Err(e) => {
-                        eprintln!("tend: {e}");
+                        errln(format_args!("tend: {e}"));
                         exit::COULD_NOT_RUN
                     }
                 }
@@ -238,7 +238,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Render { device, dir } => match inspect::render(&dir, &device, &mut out) {
             Ok(()) => exit::OK,
             Err(diags) => {
-                eprintln!("{diags}");
+                errln(format_args!("{diags}"));
                 exit::INVALID_REPO
             }
         },
@@ -250,7 +250,7 @@ fn device_state(
     root: &std::path::Path,
 ) -> Result<(crate::state::StateDir, crate::runstate::RunState), u8> {
     let config = crate::config::Config::load(root).map_err(|d| {
-        eprintln!("tend: device config: {d}");
+        errln(format_args!("tend: device config: {d}"));
         exit::COULD_NOT_RUN
     })?;
     let state = crate::state::StateDir::new(root, &config.state_dir);
@@ -301,7 +301,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
     match result {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("tend: {e}");
+            errln(format_args!("tend: {e}"));
             exit::COULD_NOT_RUN
         }
     }
@@ -327,7 +327,7 @@ fn run_suspend(root: &std::path::Path, reason: Option<&str>, out: &mut dyn Write
             exit::OK
         }
         Err(e) => {
-            eprintln!("tend: {}: {e}", state.path.display());
+            errln(format_args!("tend: {}: {e}", state.path.display()));
             exit::COULD_NOT_RUN
         }
     }
@@ -348,7 +348,7 @@ fn exit_code(result: Result<crate::apply::Converged, crate::apply::RunError>) ->
         Err(e) => {
             let code = e.exit_code();
             let err = anyhow::Error::new(e).context("tend could not run; nothing was applied");
-            eprintln!("tend: {err:#}");
+            errln(format_args!("tend: {err:#}"));
             code
         }
     }
@@ -395,7 +395,7 @@ fn run_validate(
     let (count, diags) = match inspect::validate_repo(dir, devices) {
         Ok(r) => r,
         Err(d) => {
-            eprintln!("tend: {d}");
+            errln(format_args!("tend: {d}"));
             return exit::COULD_NOT_RUN;
         }
     };
@@ -439,4 +439,10 @@ fn run_validate(
     } else {
         exit::INVALID_REPO
     }
+}
+
+/// One line on stderr, scrubbed of credentials like everything else tend prints.
+fn errln(line: std::fmt::Arguments) {
+    let mut err = crate::logging::Scrubbed::new(std::io::stderr().lock());
+    let _ = writeln!(err, "{line}");
 }

@@ -101,6 +101,10 @@ struct ReportFragment {
 #[serde(deny_unknown_fields)]
 struct SourceFragment {
     url: Option<String>,
+    /// The user for HTTP Basic authentication, with `password_file`.
+    username: Option<String>,
+    /// A root-only file holding the token (the recommended form: no secret in tend.yaml).
+    password_file: Option<String>,
     branch: Option<String>,
     ca_file: Option<String>,
     proxy: Option<String>,
@@ -164,7 +168,13 @@ struct AptFragment {
 /// Where the fleet repo comes from (`tend run`).
 #[derive(Clone, Debug)]
 pub struct Source {
+    /// Without userinfo: a credential written into the URL is in `url_credentials`.
     pub url: Option<String>,
+    /// What the URL carried as `user:token@`, split off at load.
+    pub url_credentials: Option<crate::credentials::Credentials>,
+    pub username: Option<String>,
+    /// Device path of the token file; read when a run needs it.
+    pub password_file: Option<String>,
     pub branch: String,
     pub ca_file: Option<String>,
     pub proxy: Option<String>,
@@ -186,6 +196,9 @@ impl Default for Source {
     fn default() -> Self {
         Self {
             url: None,
+            url_credentials: None,
+            username: None,
+            password_file: None,
             branch: "production".into(),
             ca_file: None,
             proxy: None,
@@ -318,7 +331,13 @@ impl Config {
                     }
                 };
             }
-            set!(url);
+            if let Some(url) = src.url {
+                let (url, creds) = crate::credentials::split_url(&url);
+                s.url = Some(url);
+                s.url_credentials = creds;
+            }
+            set!(username);
+            set!(password_file);
             set!(ca_file);
             set!(proxy);
             set!(no_proxy);
@@ -520,6 +539,7 @@ mod tests {
             Some("https://git.example.com/fleet.git")
         );
         assert_eq!(c.source.follow, Follow::Tags);
+        assert!(c.source.url_credentials.is_none());
         assert_eq!(
             c.verify.allowed_signers.as_deref(),
             Some("/etc/tend/allowed_signers")
@@ -574,6 +594,22 @@ mod tests {
             e.message.contains("guard.endpoints") && e.message.contains("ftp://x"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_token_in_source_url_is_kept_apart_from_the_url() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+        std::fs::write(
+            d.path().join(ADMIN_CONFIG),
+            "source: {url: 'https://deploy:tok-in-url@git.lan/fleet.git'}\n",
+        )
+        .unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.source.url.as_deref(), Some("https://git.lan/fleet.git"));
+        let creds = c.source.url_credentials.as_ref().unwrap();
+        assert_eq!(creds.password.expose(), "tok-in-url");
+        assert!(!format!("{c:?}").contains("tok-in-url"));
     }
 
     #[test]

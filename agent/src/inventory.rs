@@ -18,7 +18,9 @@ use crate::status::Suspension;
 pub const MAX_VALUE_CHARS: usize = 1024;
 
 /// Percent-encodes what a `name=value` line cannot carry, and truncates (on a char boundary).
+/// Credentials are scrubbed first: the inventory is shown to everyone with Mender access.
 pub fn encode_value(value: &str) -> String {
+    let value = tend_roles::redact::scrub(value);
     let mut out = String::with_capacity(value.len().min(MAX_VALUE_CHARS));
     for (chars, c) in value.chars().enumerate() {
         if chars >= MAX_VALUE_CHARS {
@@ -107,7 +109,7 @@ pub fn attributes(
 
 /// The run's first error: a run-level one, else the first failed resource's, named.
 pub fn first_error(r: &Report) -> Option<String> {
-    r.errors.first().cloned().or_else(|| {
+    let first = r.errors.first().cloned().or_else(|| {
         r.resources
             .iter()
             .find(|x| x["outcome"] == "failed")
@@ -119,7 +121,8 @@ pub fn first_error(r: &Report) -> Option<String> {
                     x["error"].as_str().unwrap_or("failed")
                 )
             })
-    })
+    });
+    first.map(|e| tend_roles::redact::scrub(&e).into_owned())
 }
 
 pub fn print(out: &mut dyn Write, state_dir: &Path, run_state: &RunState) -> std::io::Result<()> {

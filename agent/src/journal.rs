@@ -53,7 +53,12 @@ impl Visit for Fields {
 }
 
 impl Fields {
+    /// Every value is scrubbed of credentials: the journal is readable by the adm group.
     fn push(&mut self, field: &Field, value: String) {
+        let value = match tend_roles::redact::scrub(&value) {
+            std::borrow::Cow::Owned(clean) => clean,
+            std::borrow::Cow::Borrowed(_) => value,
+        };
         if field.name() == "message" {
             self.message = value;
         } else {

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod diag;
 pub mod endpoint;
 pub mod exit;

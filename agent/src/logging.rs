@@ -3,6 +3,9 @@
 //!
 //! The filter is tracing-subscriber's `Targets`, not `EnvFilter`: EnvFilter's span and field
 //! matching needs a regex engine that would add a few hundred kilobytes to a device binary.
+//!
+//! Whatever tend prints, on stderr or stdout, goes through [`Scrubbed`], so no credential reaches
+//! a terminal, a log collector or a CI log (the journal layer scrubs its own fields).
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,10 +37,76 @@ pub fn init(verbose: u8) {
     }
     use std::io::IsTerminal;
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Scrubbed::new(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter(default)))
         .try_init();
+}
+
+/// A writer that passes each line through [`tend_roles::redact::scrub`] before `inner` sees it.
+/// A partial line waits for its end (or for `flush` or drop), so a URL is never cut in two.
+pub struct Scrubbed<W: std::io::Write> {
+    inner: W,
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> Scrubbed<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, upto: usize) -> std::io::Result<()> {
+        let line: Vec<u8> = self.pending.drain(..upto).collect();
+        let text = String::from_utf8_lossy(&line);
+        self.inner
+            .write_all(tend_roles::redact::scrub(&text).as_bytes())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Scrubbed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(nl) = self.pending.iter().rposition(|b| *b == b'\n') {
+            self.emit(nl + 1)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let all = self.pending.len();
+        self.emit(all)?;
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for Scrubbed<W> {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn printed_lines_lose_url_credentials_even_when_written_in_pieces() {
+        let mut got = Vec::new();
+        {
+            let mut w = Scrubbed::new(&mut got);
+            write!(w, "fetching from https://deploy:tok").unwrap();
+            writeln!(w, "en-1@git.lan/fleet.git").unwrap();
+            write!(w, "tail http://u:p@h").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "fetching from https://deploy:***@git.lan/fleet.git\ntail http://u:***@h"
+        );
+    }
 }

@@ -9,7 +9,8 @@ use tend_roles::statefile;
 use crate::report::Report;
 
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
+    tend_roles::redact::scrub(v)
+        .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }

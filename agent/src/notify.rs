@@ -49,7 +49,9 @@ impl Notifier {
     }
 
     /// One line of status text; newlines would end the field, so they become spaces.
+    /// `systemctl status` shows it to every local user, so credentials are scrubbed.
     pub fn status(&self, text: &str) {
+        let text = tend_roles::redact::scrub(text);
         self.send(&format!("STATUS={}", text.replace('\n', " ")));
     }
 }

@@ -311,8 +311,12 @@ impl Report {
         }
     }
 
+    /// Written with every credential scrubbed (report.json is world-readable, and so is the
+    /// history made of these).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        statefile::write_json(path, self, 0o644).map(drop)
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let json = tend_roles::redact::scrub_json(&json) + "\n";
+        statefile::write_bytes(path, json.as_bytes(), 0o644).map(drop)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {

@@ -85,8 +85,22 @@ fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
     })?;
     let under_root =
         |p: &Option<String>| p.as_ref().map(|p| s.root.join(p.trim_start_matches('/')));
+    let credentials = match &src.password_file {
+        Some(file) => {
+            let password =
+                crate::credentials::read_password_file(&s.root, file).map_err(RunError::Config)?;
+            let username = src.username.clone().or_else(|| {
+                src.url_credentials
+                    .as_ref()
+                    .and_then(|c| c.username.clone())
+            });
+            Some(crate::credentials::Credentials { username, password })
+        }
+        None => src.url_credentials.clone(),
+    };
     Ok(SourceConfig {
         url,
+        credentials,
         ca_file: under_root(&src.ca_file),
         proxy: src.proxy.clone(),
         no_proxy: src.no_proxy.clone(),

@@ -77,8 +77,11 @@ impl RunState {
         }
     }
 
+    /// Scrubbed like the report: it keeps what Mender was told (`tend_error`) and revert causes.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        statefile::write_json(path, self, 0o600).map(drop)
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let json = tend_roles::redact::scrub_json(&json) + "\n";
+        statefile::write_bytes(path, json.as_bytes(), 0o600).map(drop)
     }
 
     /// The branch to follow now, given the configured one.

@@ -21,11 +21,16 @@ impl PullBed {
     /// The publisher's work tree starts as `fixture`; the device holds the CA and
     /// allowed_signers, and no tend.yaml yet (see [`PullBed::configure`]).
     pub fn new(fixture: &str) -> Result<PullBed> {
+        Self::with_auth(fixture, None)
+    }
+
+    /// As [`PullBed::new`], with a server that requires HTTP Basic `(user, password)`.
+    pub fn with_auth(fixture: &str, basic_auth: Option<(&str, &str)>) -> Result<PullBed> {
         let keys = tempfile::tempdir()?;
         let key = keygen(keys.path(), "ops")?;
         let repo = FleetRepo::new()?;
         let ca = TestCa::new("tend-pull")?;
-        let server = HttpsGitServer::start(repo.root(), &ca)?;
+        let server = HttpsGitServer::start_with(repo.root(), &ca, basic_auth)?;
         let publisher = Publisher::new(repo.path(), key, fixture)?;
         let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
         dev.install_tend(&tend_binary()?)?;

@@ -49,8 +49,12 @@ pub(crate) fn transport(
         src.timeout,
     )
     .map_err(|e| FetchError::other("source.proxy", e))?;
+    let authorization = src.credentials.as_ref().map(|c| c.basic());
     Ok(gix_http::connect_http(
-        GitHttp { client },
+        GitHttp {
+            client,
+            authorization,
+        },
         url,
         gix::protocol::transport::Protocol::V2,
         false,
@@ -60,6 +64,8 @@ pub(crate) fn transport(
 /// gix-transport's HTTP backend, on [`crate::net::Client`].
 pub(crate) struct GitHttp {
     client: crate::net::Client,
+    /// `Basic …` from `source:` credentials; the URL itself carries none.
+    authorization: Option<tend_roles::redact::Secret>,
 }
 
 impl GitHttp {
@@ -76,6 +82,11 @@ impl GitHttp {
             headers: headers
                 .into_iter()
                 .map(|h| h.as_ref().to_string())
+                .chain(
+                    self.authorization
+                        .iter()
+                        .map(|a| format!("Authorization: {}", a.expose())),
+                )
                 .collect(),
             upload: Vec::new(),
             state: State::Unsent,

@@ -32,7 +32,10 @@ pub(crate) use trust::client_config;
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
     /// `https://…`, `http://…`, `ssh://[user@]host[:port]/path`, `user@host:path`, `file:///path`.
+    /// Never with a password: that is in `credentials`.
     pub url: String,
+    /// HTTP Basic credentials; only the http transport reads them.
+    pub credentials: Option<crate::credentials::Credentials>,
     /// A PEM CA bundle trusted in addition to the system roots (https).
     pub ca_file: Option<PathBuf>,
     /// `http://[user:pass@]host:port`; None: `https_proxy`/`HTTPS_PROXY` from the environment.
@@ -56,6 +59,7 @@ impl SourceConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            credentials: None,
             ca_file: None,
             proxy: None,
             no_proxy: None,

@@ -17,7 +17,7 @@
 pub mod proxy;
 pub mod resolve;
 mod stream;
-mod url;
+pub(crate) mod url;
 /// Public for the `http_response` fuzz target; the client is the way in.
 pub mod wire;
 

@@ -51,6 +51,16 @@ impl HttpsGitServer {
     /// Serves the repos below `project_root` at `https://127.0.0.1:<port>/git/<name>`, with a
     /// certificate from `ca`.
     pub fn start(project_root: &Path, ca: &TestCa) -> Result<HttpsGitServer> {
+        Self::start_with(project_root, ca, None)
+    }
+
+    /// As [`HttpsGitServer::start`], and `/git` asks for HTTP Basic authentication as
+    /// `(user, password)`, as a forge does for a deploy token.
+    pub fn start_with(
+        project_root: &Path,
+        ca: &TestCa,
+        basic_auth: Option<(&str, &str)>,
+    ) -> Result<HttpsGitServer> {
         let lighttpd = require("lighttpd")?;
         let backend = Path::new("/usr/lib/git-core/git-http-backend");
         if !backend.is_file() {
@@ -59,6 +69,10 @@ impl HttpsGitServer {
         let dir = tempfile::tempdir()?;
         let (cert, key) = ca.issue_server(dir.path())?;
         let root = project_root.canonicalize()?;
+        let userfile = dir.path().join("users");
+        if let Some((user, password)) = basic_auth {
+            std::fs::write(&userfile, format!("{user}:{password}\n"))?;
+        }
         // The port may be taken between choosing and binding it: try a few.
         let mut last_err = None;
         for _ in 0..3 {
@@ -78,6 +92,7 @@ impl HttpsGitServer {
                     error_log: &error_log,
                     backend,
                     project_root: &root,
+                    userfile: basic_auth.map(|_| userfile.as_path()),
                 }),
             )?;
             let mut cmd = Command::new(&lighttpd);
@@ -159,14 +174,30 @@ struct Config<'a> {
     error_log: &'a Path,
     backend: &'a Path,
     project_root: &'a Path,
+    /// `user:password` lines; None: no authentication.
+    userfile: Option<&'a Path>,
 }
 
 fn config(c: &Config<'_>) -> String {
+    let (auth_modules, auth) = match c.userfile {
+        Some(users) => (
+            r#""mod_auth", "mod_authn_file", "#,
+            format!(
+                r#"auth.backend = "plain"
+auth.backend.plain.userfile = "{}"
+auth.require = ("/git" => ("method" => "basic", "realm" => "fleet", "require" => "valid-user"))
+"#,
+                users.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
         r#"server.document-root = "{docroot}"
 server.bind = "127.0.0.1"
 server.port = {port}
-server.modules = ("mod_alias", "mod_setenv", "mod_cgi", "mod_accesslog", "mod_openssl")
+server.modules = ({auth_modules}"mod_alias", "mod_setenv", "mod_cgi", "mod_accesslog", "mod_openssl")
+{auth}
 server.errorlog = "{error_log}"
 ssl.engine = "enable"
 ssl.pemfile = "{cert}"
