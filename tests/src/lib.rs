@@ -19,6 +19,7 @@ pub mod files;
 pub mod gate;
 pub mod gitserver;
 pub mod http;
+pub mod layering;
 pub mod mender;
 pub mod mounts;
 pub mod proxy;
