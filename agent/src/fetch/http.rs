@@ -4,7 +4,9 @@
 //! - the proxy: `source.proxy`, else `https_proxy`/`HTTPS_PROXY` (`http_proxy` for http URLs),
 //!   with `no_proxy`/`NO_PROXY` honoured;
 //! - `connect_timeout`, and `timeout` as the bound of each request including its body (a
-//!   stalled server cannot hold a fetch forever).
+//!   stalled server cannot hold a fetch forever);
+//! - `min_transfer_rate` over `transfer_rate_window` (a trickling server is cut), and the byte,
+//!   ref and object bounds of each answer (see `bounds`).
 //!
 //! gix hands over a POST's body after `post` returns, and reads the answer only once it has
 //! dropped the body writer; so a POST is buffered (a fetch's negotiation is a few kilobytes) and
@@ -15,8 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use gix::protocol::transport::client::blocking_io::http as gix_http;
 
+use super::bounds::{Answer, Bounded};
 use super::error::FetchError;
 use super::SourceConfig;
+use crate::net::quote::quote;
 
 /// The proxy for `url` and the hosts that bypass it, from the config or else the environment
 /// (read through `env` so tests need not touch the process environment).
@@ -48,9 +52,16 @@ pub(crate) fn transport(
         src.connect_timeout,
         src.timeout,
     )
-    .map_err(|e| FetchError::other("source.proxy", e))?;
+    .map_err(|e| FetchError::other("source.proxy", e))?
+    .with_min_rate(Some(crate::net::MinRate {
+        bytes_per_sec: src.min_transfer_rate,
+        window: src.transfer_rate_window,
+    }));
     Ok(gix_http::connect_http(
-        GitHttp { client },
+        GitHttp {
+            client,
+            max_fetch_bytes: src.max_fetch_bytes,
+        },
         url,
         gix::protocol::transport::Protocol::V2,
         false,
@@ -60,6 +71,7 @@ pub(crate) fn transport(
 /// gix-transport's HTTP backend, on [`crate::net::Client`].
 pub(crate) struct GitHttp {
     client: crate::net::Client,
+    max_fetch_bytes: u64,
 }
 
 impl GitHttp {
@@ -71,6 +83,7 @@ impl GitHttp {
     ) -> Arc<Mutex<Exchange>> {
         Arc::new(Mutex::new(Exchange {
             client: self.client.clone(),
+            max_fetch_bytes: self.max_fetch_bytes,
             method,
             url: url.to_string(),
             headers: headers
@@ -126,6 +139,7 @@ impl gix_http::Http for GitHttp {
 /// One request, sent when its answer is first read.
 pub(crate) struct Exchange {
     client: crate::net::Client,
+    max_fetch_bytes: u64,
     method: &'static str,
     url: String,
     headers: Vec<String>,
@@ -149,6 +163,7 @@ impl Exchange {
             return;
         }
         let upload = std::mem::take(&mut self.upload);
+        let answer = Answer::of(self.method, &upload);
         self.state = match self
             .client
             .send(self.method, &self.url, &self.headers, &upload)
@@ -160,7 +175,11 @@ impl Exchange {
                 }
                 State::Answered {
                     headers: Some(headers),
-                    body: Some(Box::new(response.into_body())),
+                    body: Some(Box::new(Bounded::new(
+                        response.into_body(),
+                        answer,
+                        self.max_fetch_bytes,
+                    ))),
                 }
             }
             Ok(response) => failed(status_error(&response)),
@@ -190,7 +209,7 @@ fn status_error(response: &crate::net::Response) -> io::Error {
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
-            .map(|(_, v)| v.as_str().into())
+            .map(|(_, v)| quote(v.as_bytes()).into())
             .collect();
         return io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -200,7 +219,8 @@ fn status_error(response: &crate::net::Response) -> io::Error {
     let mut text = format!("Received HTTP status {status}");
     if let (300..=399, Some(location)) = (status, response.header("location")) {
         text.push_str(&format!(
-            ": the server redirects to {location}; set source.url to where the repository is"
+            ": the server redirects to {}; set source.url to where the repository is",
+            quote(location.as_bytes())
         ));
     }
     let kind = if status >= 500 && status != 501 {

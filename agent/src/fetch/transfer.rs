@@ -120,23 +120,35 @@ impl LocalRepo {
         Ok(true)
     }
 
+    /// Runs `attempt` until it succeeds, fails for good, or the retries or the one overall
+    /// `timeout` run out: each attempt gets what is left of it, and a backoff that would end
+    /// past it is not waited for. So retries cannot hold the run lock beyond `timeout`.
     fn with_retries<T>(
         &self,
         src: &super::SourceConfig,
         mut attempt: impl FnMut(&super::SourceConfig) -> Result<T, FetchError>,
     ) -> Result<T, FetchError> {
+        let budget = (!src.timeout.is_zero()).then(|| Instant::now() + src.timeout);
+        let left = || budget.map(|b| b.saturating_duration_since(Instant::now()));
         let mut wait = BACKOFF_START;
         let mut tries = 0;
         loop {
-            match attempt(src) {
-                Err(e) if e.is_transient() && tries < src.retries => {
-                    tracing::warn!(url = %src.url, error = %e, "fetch failed; retrying in {}s", wait.as_secs());
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(BACKOFF_MAX);
-                    tries += 1;
-                }
+            let this = super::SourceConfig {
+                timeout: left().map_or(Duration::ZERO, |l| l.max(Duration::from_millis(1))),
+                ..src.clone()
+            };
+            let e = match attempt(&this) {
+                Err(e) if e.is_transient() => e,
                 other => return other,
+            };
+            let out_of_time = left().is_some_and(|l| l <= wait);
+            if tries >= src.retries || out_of_time {
+                return Err(overall(e, src.timeout));
             }
+            tracing::warn!(url = %src.url, error = %e, "fetch failed; retrying in {}s", wait.as_secs());
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(BACKOFF_MAX);
+            tries += 1;
         }
     }
 
@@ -333,6 +345,24 @@ fn up_to_date<T: Transport>(
             .and_then(|r| r.target().try_id().map(ToOwned::to_owned))
             .is_some_and(|id| id == remote)
     })
+}
+
+/// A timeout names the configured overall bound, not the part of it the last attempt had.
+fn overall(e: FetchError, timeout: Duration) -> FetchError {
+    match e {
+        FetchError::Timeout {
+            url,
+            what,
+            key: "timeout",
+            ..
+        } => FetchError::Timeout {
+            url,
+            what,
+            after: timeout,
+            key: "timeout",
+        },
+        other => other,
+    }
 }
 
 /// Errors before classification: ours are final, gix's still need to be read.
