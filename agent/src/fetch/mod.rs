@@ -18,6 +18,7 @@ mod objects;
 mod ssh;
 mod transfer;
 mod trust;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
