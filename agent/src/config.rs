@@ -116,9 +116,14 @@ struct SourceFragment {
     seed_bundle: Option<String>,
     /// Seconds to establish a connection.
     connect_timeout: Option<u64>,
-    /// Seconds a whole fetch may take.
+    /// Seconds a whole fetch may take, retries included.
     timeout: Option<u64>,
     retries: Option<u32>,
+    /// Bytes a pack may take; its declared object count is bounded in proportion.
+    max_fetch_bytes: Option<u64>,
+    /// Bytes per second a server must keep up, averaged over `transfer_rate_window` seconds.
+    min_transfer_rate: Option<u64>,
+    transfer_rate_window: Option<u64>,
     /// `branch` (default): follow the branch head. `tags`: follow signed annotated tags named
     /// `<branch>/<number>`, the number growing (binds the stage and freshness to the signature).
     follow: Option<Follow>,
@@ -186,6 +191,9 @@ pub struct Source {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub retries: u32,
+    pub max_fetch_bytes: u64,
+    pub min_transfer_rate: u64,
+    pub transfer_rate_window: Duration,
     pub follow: Follow,
 }
 
@@ -209,6 +217,9 @@ impl Default for Source {
             connect_timeout: Duration::from_secs(20),
             timeout: Duration::from_secs(300),
             retries: 3,
+            max_fetch_bytes: crate::fetch::DEFAULT_MAX_FETCH_BYTES,
+            min_transfer_rate: crate::fetch::DEFAULT_MIN_TRANSFER_RATE,
+            transfer_rate_window: crate::fetch::DEFAULT_TRANSFER_RATE_WINDOW,
             follow: Follow::Branch,
         }
     }
@@ -357,6 +368,15 @@ impl Config {
             }
             if let Some(r) = src.retries {
                 s.retries = r;
+            }
+            if let Some(b) = src.max_fetch_bytes {
+                s.max_fetch_bytes = b;
+            }
+            if let Some(r) = src.min_transfer_rate {
+                s.min_transfer_rate = r;
+            }
+            if let Some(w) = src.transfer_rate_window {
+                s.transfer_rate_window = Duration::from_secs(w.max(1));
             }
             if let Some(f) = src.follow {
                 s.follow = f;

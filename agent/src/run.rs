@@ -109,6 +109,9 @@ fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
         connect_timeout: src.connect_timeout,
         timeout: src.timeout,
         retries: src.retries,
+        max_fetch_bytes: src.max_fetch_bytes,
+        min_transfer_rate: src.min_transfer_rate,
+        transfer_rate_window: src.transfer_rate_window,
     })
 }
 

@@ -20,6 +20,8 @@ pub struct Outcome {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    /// The command's peak resident memory (`ru_maxrss` from wait4), in KiB.
+    pub peak_rss_kib: u64,
 }
 
 impl Outcome {
@@ -71,9 +73,22 @@ pub fn run(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Outcome> 
     let stdout = Drain::start(child.stdout.take());
     let stderr = Drain::start(child.stderr.take());
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    let pid = child.id() as libc::pid_t;
+    let (status, peak_rss_kib) = loop {
+        // wait4 rather than try_wait: it also says how much memory the command took.
+        let mut raw = 0;
+        // SAFETY: plain out-parameters; the pid is our own child, reaped only here.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            use std::os::unix::process::ExitStatusExt;
+            break (
+                ExitStatus::from_raw(raw),
+                u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            );
+        }
+        if reaped < 0 {
+            bail!("waiting for `{shown}`: {}", std::io::Error::last_os_error());
         }
         if started.elapsed() > timeout {
             // SAFETY: signalling the process group the child leads.
@@ -89,6 +104,7 @@ pub fn run(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Outcome> 
         status,
         stdout: stdout.finish(),
         stderr: stderr.finish(),
+        peak_rss_kib,
     })
 }
 

@@ -120,3 +120,194 @@ fn lying_peel_is_refused_by_apply_ref_too() -> Result<()> {
     ensure!(why.contains("lying") && why.contains(&evil), "{why}");
     Ok(())
 }
+
+// Finding 4 (endless data, slow retrieval) and 8 (server bytes in errors): the server attacks
+// the client. Each refused fetch keeps the last good commit and stays under PEAK_RSS_KIB.
+
+/// What a refused fetch may take at its peak; before the bounds an endless ref listing grew
+/// tend to 4.5 GB.
+const PEAK_RSS_KIB: u64 = 64 * 1024;
+
+/// A device over plain http through the lying server, with `source_extra` in its `source:`,
+/// that has applied a signed commit (site one) which stays its last good.
+fn bounded_bed(source_extra: &str) -> Result<(PullBed, LyingGitServer)> {
+    let bed = PullBed::new("run-fleet")?;
+    let server = LyingGitServer::start(bed.repo.root())?;
+    bed.configure(&server.url("fleet.git"), source_extra, "")?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.publisher.signed("main", "one")?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "one\n", "{}", bed.report()?);
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: two}\n")?;
+    bed.publisher.signed("main", "two")?;
+    Ok((bed, server))
+}
+
+/// The run after the lie: refused, the last good commit kept, memory bounded, and the reason
+/// (returned) from the report.
+fn refused_fetch(bed: &PullBed, name: &str) -> Result<String> {
+    let started = std::time::Instant::now();
+    let out = bed.run()?;
+    eprintln!(
+        "{name}: tend took {:.1}s and {} KiB at its peak",
+        started.elapsed().as_secs_f64(),
+        out.peak_rss_kib
+    );
+    ensure!(
+        bed.site() == "one\n",
+        "the last good commit was not kept\n{out}"
+    );
+    ensure!(out.code() != Some(2) && out.code() != Some(0), "{out}");
+    ensure!(
+        out.peak_rss_kib < PEAK_RSS_KIB,
+        "tend took {} KiB at its peak (bound {PEAK_RSS_KIB})\n{out}",
+        out.peak_rss_kib
+    );
+    let why = refused(bed)?;
+    ensure!(!why.is_empty(), "{}", bed.report()?);
+    Ok(why)
+}
+
+#[test]
+fn endless_ref_listing_is_cut_at_the_bound() -> Result<()> {
+    if skip_chroot_tests("endless_ref_listing_is_cut_at_the_bound") {
+        return Ok(());
+    }
+    let (bed, server) = bounded_bed("  timeout: 60\n")?;
+    server.lie(Lie::EndlessRefs);
+    let why = refused_fetch(&bed, "endless ref listing")?;
+    ensure!(
+        why.contains("the ref listing went past tend's bound") && why.contains("10000 refs"),
+        "{why}"
+    );
+    server.lie(Lie::None);
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "two\n");
+    Ok(())
+}
+
+#[test]
+fn pack_declaring_millions_of_objects_is_refused() -> Result<()> {
+    if skip_chroot_tests("pack_declaring_millions_of_objects_is_refused") {
+        return Ok(());
+    }
+    let (bed, server) = bounded_bed("  timeout: 60\n")?;
+    server.lie(Lie::Objects(30_000_000));
+    let why = refused_fetch(&bed, "pack of 30 M objects")?;
+    ensure!(
+        why.contains("the pack's object count went past tend's bound")
+            && why.contains("30000000 objects")
+            && why.contains("source.max_fetch_bytes"),
+        "{why}"
+    );
+    Ok(())
+}
+
+#[test]
+fn oversized_pack_is_refused_at_max_fetch_bytes() -> Result<()> {
+    if skip_chroot_tests("oversized_pack_is_refused_at_max_fetch_bytes") {
+        return Ok(());
+    }
+    let (bed, _server) = bounded_bed("  max_fetch_bytes: 1048576\n")?;
+    // 3 MiB that do not compress: the honest pack of the next commit is past the bound.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(bed.publisher.work().join("noise.bin"), noise)?;
+    bed.publisher.signed("main", "big")?;
+    let why = refused_fetch(&bed, "3 MiB pack, bound 1 MiB")?;
+    ensure!(
+        why.contains("the pack went past tend's bound")
+            && why.contains("more than 1048576 bytes")
+            && why.contains("raise source.max_fetch_bytes"),
+        "{why}"
+    );
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        cfg.replace("max_fetch_bytes: 1048576", "max_fetch_bytes: 8388608"),
+    )?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "two\n");
+    Ok(())
+}
+
+#[test]
+fn slow_retrieval_is_cut_by_the_minimum_rate() -> Result<()> {
+    if skip_chroot_tests("slow_retrieval_is_cut_by_the_minimum_rate") {
+        return Ok(());
+    }
+    // Retries share the one 12 s budget: without it, 3 retries of a trickling server hold the
+    // run (and its lock) for several timeouts.
+    let (bed, server) =
+        bounded_bed("  timeout: 12\n  min_transfer_rate: 1024\n  transfer_rate_window: 2\n")?;
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        cfg.replace("retries: 0", "retries: 3"),
+    )?;
+    server.lie(Lie::Trickle { delay_ms: 100 });
+    let started = std::time::Instant::now();
+    let why = refused_fetch(&bed, "10 bytes/s")?;
+    let took = started.elapsed();
+    ensure!(
+        why.contains("the transfer rate went past tend's bound")
+            && why.contains("below the minimum of 1024 bytes/s")
+            && why.contains("source.min_transfer_rate"),
+        "{why}"
+    );
+    ensure!(took.as_secs() < 20, "the run took {took:?}: {why}");
+    Ok(())
+}
+
+#[test]
+fn server_bytes_in_a_bad_header_are_truncated_and_escaped() -> Result<()> {
+    if skip_chroot_tests("server_bytes_in_a_bad_header_are_truncated_and_escaped") {
+        return Ok(());
+    }
+    let (bed, server) = bounded_bed("")?;
+    // No colon, so no header: one 60 KB line with a terminal escape and a carriage return.
+    let mut line = b"X-Forged \x1b[2J\rchanged file /etc/shadow - created ".to_vec();
+    line.extend(std::iter::repeat_n(b'A', 60_000));
+    server.lie(Lie::BadHeader(line));
+    let out = bed.run()?;
+    let why = refused_fetch(&bed, "bad header")?;
+    ensure!(
+        why.contains("bad header line") && why.contains("\\x1b[2J"),
+        "{why}"
+    );
+    let report = bed.report()?;
+    let mut shown = vec![why];
+    shown.extend(
+        report["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string()),
+    );
+    shown.extend(
+        out.stdout
+            .lines()
+            .chain(out.stderr.lines())
+            .map(String::from),
+    );
+    for s in &shown {
+        ensure!(
+            s.len() < 2048
+                && !s.contains('\u{1b}')
+                && !s.contains("AAAAAAAAAA".repeat(30).as_str()),
+            "server bytes reached a message whole ({} bytes): {}",
+            s.len(),
+            &s[..s.len().min(400)]
+        );
+    }
+    Ok(())
+}

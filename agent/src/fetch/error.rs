@@ -8,6 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::bounds::{BoundHit, Limit};
+use crate::net::quote;
+
+/// The most of a composed cause a message shows; its server-supplied parts are quoted (200
+/// bytes each) where they are read.
+const CAUSE_SHOWN: usize = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error(
@@ -64,6 +71,18 @@ pub enum FetchError {
     )]
     Corrupt { path: PathBuf, cause: String },
 
+    #[error(
+        "{url}: {} went past tend's bound ({detail}); the fetch was cut and nothing it brought \
+         is used. Fix: {}",
+        limit.what(),
+        limit.fix()
+    )]
+    Bound {
+        url: String,
+        limit: Limit,
+        detail: String,
+    },
+
     #[error("{context}: {cause}")]
     Other { context: String, cause: String },
 }
@@ -79,7 +98,15 @@ fn timeout_hint(key: &str) -> &'static str {
 impl FetchError {
     /// Failures that may pass by themselves: worth a bounded retry.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Timeout { .. }
+                | Self::Bound {
+                    limit: Limit::Rate,
+                    ..
+                }
+        )
     }
 
     pub(crate) fn other(context: impl Into<String>, cause: impl std::fmt::Display) -> Self {
@@ -161,7 +188,26 @@ fn cause_text(errors: &[&(dyn std::error::Error + 'static)]) -> String {
 
 pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
     let errors = chain(err);
-    let cause = cause_text(&errors);
+    // gix relays what the server said (an `ERR` line, a bad pkt-line): escaped and bounded.
+    let cause = quote::bounded(cause_text(&errors).as_bytes(), CAUSE_SHOWN);
+    for e in &errors {
+        if let Some(hit) = e.downcast_ref::<BoundHit>() {
+            return FetchError::Bound {
+                url: a.url.to_string(),
+                limit: hit.limit,
+                detail: hit.detail.clone(),
+            };
+        }
+        if let Some(crate::net::HttpError::TooSlow { .. }) =
+            e.downcast_ref::<crate::net::HttpError>()
+        {
+            return FetchError::Bound {
+                url: a.url.to_string(),
+                limit: Limit::Rate,
+                detail: e.to_string(),
+            };
+        }
+    }
     if a.scheme == Scheme::Ssh {
         if let Some(e) = classify_ssh(a, &cause) {
             return e;
@@ -310,7 +356,7 @@ fn classify_ssh(a: &Attempt<'_>, cause: &str) -> Option<FetchError> {
     let line = |needle: &str| {
         log.lines()
             .find(|l| l.contains(needle))
-            .map(|l| l.trim().trim_end_matches('.').to_string())
+            .map(|l| quote::quote(l.trim().trim_end_matches('.').as_bytes()))
     };
     let (host, port) = ssh_host_port(a.url);
     if let Some(l) = line("Host key verification failed")

@@ -4,7 +4,9 @@
 //! - the proxy: `source.proxy`, else `https_proxy`/`HTTPS_PROXY` (`http_proxy` for http URLs),
 //!   with `no_proxy`/`NO_PROXY` honoured;
 //! - `connect_timeout`, and `timeout` as the bound of each request including its body (a
-//!   stalled server cannot hold a fetch forever).
+//!   stalled server cannot hold a fetch forever);
+//! - `min_transfer_rate` over `transfer_rate_window` (a trickling server is cut), and the byte,
+//!   ref and object bounds of each answer (see `bounds`).
 //!
 //! gix hands over a POST's body after `post` returns, and reads the answer only once it has
 //! dropped the body writer; so a POST is buffered (a fetch's negotiation is a few kilobytes) and
@@ -15,8 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use gix::protocol::transport::client::blocking_io::http as gix_http;
 
+use super::bounds::{Answer, Bounded};
 use super::error::FetchError;
 use super::SourceConfig;
+use crate::net::quote::quote;
 
 /// The proxy for `url` and the hosts that bypass it, from the config or else the environment
 /// (read through `env` so tests need not touch the process environment).
@@ -48,12 +52,17 @@ pub(crate) fn transport(
         src.connect_timeout,
         src.timeout,
     )
-    .map_err(|e| FetchError::other("source.proxy", e))?;
+    .map_err(|e| FetchError::other("source.proxy", e))?
+    .with_min_rate(Some(crate::net::MinRate {
+        bytes_per_sec: src.min_transfer_rate,
+        window: src.transfer_rate_window,
+    }));
     let authorization = src.credentials.as_ref().map(|c| c.basic());
     Ok(gix_http::connect_http(
         GitHttp {
             client,
             authorization,
+            max_fetch_bytes: src.max_fetch_bytes,
         },
         url,
         gix::protocol::transport::Protocol::V2,
@@ -66,6 +75,7 @@ pub(crate) struct GitHttp {
     client: crate::net::Client,
     /// `Basic …` from `source:` credentials; the URL itself carries none.
     authorization: Option<tend_roles::redact::Secret>,
+    max_fetch_bytes: u64,
 }
 
 impl GitHttp {
@@ -77,6 +87,7 @@ impl GitHttp {
     ) -> Arc<Mutex<Exchange>> {
         Arc::new(Mutex::new(Exchange {
             client: self.client.clone(),
+            max_fetch_bytes: self.max_fetch_bytes,
             method,
             url: url.to_string(),
             headers: headers
@@ -137,6 +148,7 @@ impl gix_http::Http for GitHttp {
 /// One request, sent when its answer is first read.
 pub(crate) struct Exchange {
     client: crate::net::Client,
+    max_fetch_bytes: u64,
     method: &'static str,
     url: String,
     headers: Vec<String>,
@@ -160,6 +172,7 @@ impl Exchange {
             return;
         }
         let upload = std::mem::take(&mut self.upload);
+        let answer = Answer::of(self.method, &upload);
         self.state = match self
             .client
             .send(self.method, &self.url, &self.headers, &upload)
@@ -171,7 +184,11 @@ impl Exchange {
                 }
                 State::Answered {
                     headers: Some(headers),
-                    body: Some(Box::new(response.into_body())),
+                    body: Some(Box::new(Bounded::new(
+                        response.into_body(),
+                        answer,
+                        self.max_fetch_bytes,
+                    ))),
                 }
             }
             Ok(response) => failed(status_error(&response)),
@@ -201,7 +218,7 @@ fn status_error(response: &crate::net::Response) -> io::Error {
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate"))
-            .map(|(_, v)| v.as_str().into())
+            .map(|(_, v)| quote(v.as_bytes()).into())
             .collect();
         return io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -211,7 +228,8 @@ fn status_error(response: &crate::net::Response) -> io::Error {
     let mut text = format!("Received HTTP status {status}");
     if let (300..=399, Some(location)) = (status, response.header("location")) {
         text.push_str(&format!(
-            ": the server redirects to {location}; set source.url to where the repository is"
+            ": the server redirects to {}; set source.url to where the repository is",
+            quote(location.as_bytes())
         ));
     }
     let kind = if status >= 500 && status != 501 {

@@ -9,6 +9,7 @@
 //! A device's behaviour must follow from tend's config alone, not from whatever a developer left
 //! in /root/.gitconfig. Transports are configured explicitly (see `http` and `ssh`).
 
+mod bounds;
 mod bundle;
 mod error;
 mod http;
@@ -17,10 +18,12 @@ mod objects;
 mod ssh;
 mod transfer;
 mod trust;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use bounds::Limit;
 pub use error::FetchError;
 pub use gix::ObjectId;
 /// The https client setup (system roots plus a CA file, rustls on ring), shared with `tend gate`.
@@ -48,14 +51,27 @@ pub struct SourceConfig {
     pub known_hosts: Option<PathBuf>,
     /// Bound on establishing a connection (TCP, TLS, ssh handshake). Zero: no bound.
     pub connect_timeout: Duration,
-    /// Bound on one fetch attempt as a whole. Zero: no bound.
+    /// Bound on a fetch as a whole, its retries included. Zero: no bound.
     pub timeout: Duration,
-    /// Further attempts after a transient failure (unreachable, timeout), with backoff.
+    /// Further attempts after a transient failure (unreachable, timeout, too slow), with
+    /// backoff, within `timeout`.
     pub retries: u32,
+    /// The most bytes a pack may take (http(s); see `bounds`).
+    pub max_fetch_bytes: u64,
+    /// The least a server must send, in bytes per second averaged over `transfer_rate_window`
+    /// (http(s)). Zero: no bound but `timeout`.
+    pub min_transfer_rate: u64,
+    pub transfer_rate_window: Duration,
 }
 
+/// `source.max_fetch_bytes` unless configured: a device's fleet repo is a few MiB.
+pub const DEFAULT_MAX_FETCH_BYTES: u64 = 256 << 20;
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1024;
+pub const DEFAULT_TRANSFER_RATE_WINDOW: Duration = Duration::from_secs(60);
+
 impl SourceConfig {
-    /// `url` with tend's defaults: 20 s to connect, 300 s per attempt, 3 retries.
+    /// `url` with tend's defaults: 20 s to connect, 300 s in all, 3 retries, 256 MiB, 1 KiB/s
+    /// over 60 s.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -68,6 +84,9 @@ impl SourceConfig {
             connect_timeout: Duration::from_secs(20),
             timeout: Duration::from_secs(300),
             retries: 3,
+            max_fetch_bytes: DEFAULT_MAX_FETCH_BYTES,
+            min_transfer_rate: DEFAULT_MIN_TRANSFER_RATE,
+            transfer_rate_window: DEFAULT_TRANSFER_RATE_WINDOW,
         }
     }
 }

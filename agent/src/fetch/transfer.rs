@@ -10,7 +10,7 @@
 //! `timeout`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use gix::protocol::transport::client::blocking_io::{ssh as gix_ssh, Transport};
@@ -18,7 +18,7 @@ use gix::remote::fetch::Shallow;
 use gix::remote::Direction;
 
 use super::error::{classify, Attempt, Scheme};
-use super::{http, ssh, FetchError, Fetched, LocalRepo, ObjectId, TagRef};
+use super::{http, ssh, watch, FetchError, Fetched, LocalRepo, ObjectId, TagRef};
 
 /// The local namespace of fetched branches (what `git clone` would call origin's).
 const TRACKING: &str = "refs/remotes/origin/";
@@ -120,23 +120,35 @@ impl LocalRepo {
         Ok(true)
     }
 
+    /// Runs `attempt` until it succeeds, fails for good, or the retries or the one overall
+    /// `timeout` run out: each attempt gets what is left of it, and a backoff that would end
+    /// past it is not waited for. So retries cannot hold the run lock beyond `timeout`.
     fn with_retries<T>(
         &self,
         src: &super::SourceConfig,
         mut attempt: impl FnMut(&super::SourceConfig) -> Result<T, FetchError>,
     ) -> Result<T, FetchError> {
+        let budget = (!src.timeout.is_zero()).then(|| Instant::now() + src.timeout);
+        let left = || budget.map(|b| b.saturating_duration_since(Instant::now()));
         let mut wait = BACKOFF_START;
         let mut tries = 0;
         loop {
-            match attempt(src) {
-                Err(e) if e.is_transient() && tries < src.retries => {
-                    tracing::warn!(url = %src.url, error = %e, "fetch failed; retrying in {}s", wait.as_secs());
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(BACKOFF_MAX);
-                    tries += 1;
-                }
+            let this = super::SourceConfig {
+                timeout: left().map_or(Duration::ZERO, |l| l.max(Duration::from_millis(1))),
+                ..src.clone()
+            };
+            let e = match attempt(&this) {
+                Err(e) if e.is_transient() => e,
                 other => return other,
+            };
+            let out_of_time = left().is_some_and(|l| l <= wait);
+            if tries >= src.retries || out_of_time {
+                return Err(overall(e, src.timeout));
             }
+            tracing::warn!(url = %src.url, error = %e, "fetch failed; retrying in {}s", wait.as_secs());
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(BACKOFF_MAX);
+            tries += 1;
         }
     }
 
@@ -154,22 +166,23 @@ impl LocalRepo {
             let _ = std::fs::write(&ssh_log, b"");
         }
         let started = Instant::now();
-        let interrupt = AtomicBool::new(false);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let watch = watch::Shared::new(src.max_fetch_bytes, interrupt.clone());
         let result = std::thread::scope(|scope| {
             let (done, finished) = mpsc::channel::<()>();
-            if !src.timeout.is_zero() {
-                let flag = &interrupt;
-                scope.spawn(move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(src.timeout)
-                    {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                });
-            }
-            let r = self.transfer(src, scheme, spec, shallow, &ssh_log, &interrupt);
+            let shared = &watch;
+            scope.spawn(move || watchdog(src, started, shared, &finished));
+            let r = self.transfer(src, scheme, spec, shallow, &ssh_log, &watch);
             drop(done);
             r
         });
+        if let Some(hit) = watch.take_hit() {
+            return Err(FetchError::Bound {
+                url: src.url.clone(),
+                limit: hit.limit,
+                detail: hit.detail,
+            });
+        }
         result.map_err(|e| match e {
             Failure::Fetch(e) => e,
             Failure::Gix(err) => classify(
@@ -203,7 +216,7 @@ impl LocalRepo {
         spec: &str,
         shallow: Option<Shallow>,
         ssh_log: &std::path::Path,
-        interrupt: &AtomicBool,
+        watch: &Arc<watch::Shared>,
     ) -> Result<Received, Failure> {
         let repo = self.local();
         let remote = repo
@@ -272,7 +285,7 @@ impl LocalRepo {
         let shallow = shallow.unwrap_or_else(|| first_fetch_depth(&repo, &prepare));
         let outcome = prepare
             .with_shallow(shallow)
-            .receive(gix::progress::Discard, interrupt)
+            .receive(watch::Watch::root(watch.clone()), watch.interrupt())
             .map_err(Failure::Gix)?;
         let pack_bytes = match &outcome.status {
             gix::remote::fetch::Status::Change {
@@ -288,6 +301,69 @@ impl LocalRepo {
             gix::remote::fetch::Status::NoPackReceived { .. } => None,
         };
         Ok(Received { refs, pack_bytes })
+    }
+}
+
+/// Stops the attempt (through its interrupt flag) when `timeout` has passed, and when the pack
+/// arrives slower than `min_transfer_rate` over a `transfer_rate_window` (ssh and file:// have
+/// no socket of tend's to bound; over http the client bounds every answer itself as well).
+fn watchdog(
+    src: &super::SourceConfig,
+    started: Instant,
+    watch: &watch::Shared,
+    finished: &mpsc::Receiver<()>,
+) {
+    let deadline = (!src.timeout.is_zero()).then(|| started + src.timeout);
+    let window = src.transfer_rate_window;
+    let rate = (src.min_transfer_rate > 0 && !window.is_zero()).then_some(src.min_transfer_rate);
+    let need = rate.map(|r| (u128::from(r) * window.as_millis() / 1000) as u64);
+    // The current window: when it began and how many pack bytes had come by then.
+    let mut window_start: Option<(Instant, u64)> = None;
+    loop {
+        let now = Instant::now();
+        let to_deadline = deadline.map(|d| d.saturating_duration_since(now));
+        let tick = match (to_deadline, rate) {
+            (Some(d), Some(_)) => d.min(window),
+            (Some(d), None) => d,
+            (None, Some(_)) => window,
+            (None, None) => {
+                let _ = finished.recv();
+                return;
+            }
+        };
+        match finished.recv_timeout(tick.min(Duration::from_secs(1))) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            watch.interrupt().store(true, Ordering::SeqCst);
+            return;
+        }
+        let (Some(need), Some(bytes)) = (need, watch.pack_bytes()) else {
+            continue;
+        };
+        match window_start {
+            None => window_start = Some((now, bytes)),
+            Some((since, at)) if now.duration_since(since) >= window => {
+                let got = bytes - at;
+                if got < need {
+                    let detail = crate::net::HttpError::TooSlow {
+                        got,
+                        window,
+                        rate: src.min_transfer_rate,
+                    }
+                    .to_string();
+                    watch.trip(super::bounds::BoundHit {
+                        limit: super::bounds::Limit::Rate,
+                        detail,
+                    });
+                    return;
+                }
+                window_start = Some((now, bytes));
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -333,6 +409,24 @@ fn up_to_date<T: Transport>(
             .and_then(|r| r.target().try_id().map(ToOwned::to_owned))
             .is_some_and(|id| id == remote)
     })
+}
+
+/// A timeout names the configured overall bound, not the part of it the last attempt had.
+fn overall(e: FetchError, timeout: Duration) -> FetchError {
+    match e {
+        FetchError::Timeout {
+            url,
+            what,
+            key: "timeout",
+            ..
+        } => FetchError::Timeout {
+            url,
+            what,
+            after: timeout,
+            key: "timeout",
+        },
+        other => other,
+    }
 }
 
 /// Errors before classification: ours are final, gix's still need to be read.
@@ -387,6 +481,93 @@ mod tests {
         assert_eq!(
             (url.port, url.path.to_string()),
             (Some(2222), "/srv/fleet.git".to_string())
+        );
+    }
+
+    /// A repo at `dir` on branch main whose one commit holds `files`.
+    fn server_repo(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(args)
+                .current_dir(dir)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        git(&["init", "-q", "-b", "main"]);
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        git(&["add", "."]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "c",
+        ]);
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pack_bounds_hold_over_file_urls_too() {
+        let d = tempfile::tempdir().unwrap();
+        let big = d.path().join("big");
+        server_repo(&big, &[("noise.bin".into(), noise(2 << 20))]);
+        let repo = LocalRepo::open(&d.path().join("local.git")).unwrap();
+        let mut src = crate::fetch::SourceConfig::new(format!("file://{}", big.display()));
+        src.max_fetch_bytes = 1 << 20;
+        let e = repo.fetch_branch(&src, "main").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Bound {
+                    limit: super::super::Limit::Pack,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("raise source.max_fetch_bytes"),
+            "{e}"
+        );
+        src.max_fetch_bytes = 8 << 20;
+        assert!(repo.fetch_branch(&src, "main").unwrap().received_pack);
+
+        let many = d.path().join("many");
+        let files: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| (format!("f{i}"), format!("{i}").into_bytes()))
+            .collect();
+        server_repo(&many, &files);
+        let repo = LocalRepo::open(&d.path().join("local2.git")).unwrap();
+        let mut src = crate::fetch::SourceConfig::new(format!("file://{}", many.display()));
+        src.max_fetch_bytes = 100 * 256;
+        let e = repo.fetch_branch(&src, "main").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                FetchError::Bound {
+                    limit: super::super::Limit::PackObjects,
+                    ..
+                }
+            ),
+            "{e}"
         );
     }
 

@@ -15,6 +15,7 @@
 //! where it points, so the configuration can be fixed.
 
 pub mod proxy;
+pub mod quote;
 pub mod resolve;
 mod stream;
 pub(crate) mod url;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use proxy::NoProxy;
-pub use stream::{connect_any, tcp_connect};
+pub use stream::{connect_any, tcp_connect, MinRate};
 pub use url::Url;
 pub use wire::Head;
 
@@ -49,6 +50,15 @@ pub enum HttpError {
     ConnectTimeout { host: String, after: Duration },
     #[error("the request's deadline passed")]
     Deadline,
+    #[error(
+        "the server sent {got} bytes in {}s, below the minimum of {rate} bytes/s",
+        window.as_secs_f64()
+    )]
+    TooSlow {
+        got: u64,
+        window: Duration,
+        rate: u64,
+    },
     #[error("TLS: {0}")]
     Tls(#[source] rustls::Error),
     #[error("the proxy {proxy} refused the tunnel: {answer}")]
@@ -95,6 +105,7 @@ pub struct Client {
     no_proxy: NoProxy,
     connect_timeout: Duration,
     timeout: Duration,
+    min_rate: Option<MinRate>,
 }
 
 impl Client {
@@ -121,7 +132,14 @@ impl Client {
             no_proxy: no_proxy.map(NoProxy::parse).unwrap_or_default(),
             connect_timeout,
             timeout,
+            min_rate: None,
         })
+    }
+
+    /// Answers must keep up with `rate` (see `stream`), on top of the deadline.
+    pub fn with_min_rate(mut self, rate: Option<MinRate>) -> Client {
+        self.min_rate = rate;
+        self
     }
 
     /// Sends one request and reads the response head. `headers` are `Name: value` lines; Host,
@@ -141,6 +159,7 @@ impl Client {
             .filter(|_| !self.no_proxy.bypasses(&target.host, target.port));
         let mut stream =
             Stream::connect(&target, proxy, &self.tls, self.connect_timeout, deadline)?;
+        stream.set_min_rate(self.min_rate);
         // Plain http through a proxy asks it for the absolute URL; https is tunnelled.
         let request_target = match proxy {
             Some(_) if !target.https => format!("http://{}{}", target.authority(), target.target),

@@ -4,6 +4,11 @@
 //! The deadline is enforced with the socket's own read and write timeouts, re-armed before each
 //! call with the time that is left, so a server that stalls mid-body fails the request when
 //! `timeout` has passed instead of holding the run.
+//!
+//! A minimum transfer rate (`MinRate`) cuts a server that trickles: the bytes read are counted
+//! over consecutive windows, and a window that ends with fewer than `rate × window` bytes ends
+//! the request. The socket's read timeout is armed to the window's end, so a server that sends
+//! nothing at all is cut at the same moment.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +21,23 @@ use super::{resolve, HttpError};
 pub struct Stream {
     inner: Inner,
     deadline: Option<Instant>,
+    rate: Option<MinRate>,
+    window_start: Instant,
+    window_bytes: u64,
+}
+
+/// The least a server must send, in bytes per second averaged over `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
+}
+
+impl MinRate {
+    /// What a window of this length must bring.
+    fn needed(&self) -> u64 {
+        (u128::from(self.bytes_per_sec) * self.window.as_millis() / 1000) as u64
+    }
 }
 
 enum Inner {
@@ -45,6 +67,9 @@ impl Stream {
         let mut stream = Stream {
             inner: Inner::Plain(tcp),
             deadline: connect_deadline,
+            rate: None,
+            window_start: Instant::now(),
+            window_bytes: 0,
         };
         if let (Some(proxy), true) = (proxy, target.https) {
             stream.tunnel(proxy, target)?;
@@ -98,8 +123,8 @@ impl Stream {
             }
             head.push(byte[0]);
         }
-        let status_line = String::from_utf8_lossy(&head);
-        let status_line = status_line.lines().next().unwrap_or_default().to_string();
+        let end = head.iter().position(|&b| b == b'\r').unwrap_or(head.len());
+        let status_line = super::quote::quote(&head[..end]);
         let ok = status_line
             .split_whitespace()
             .nth(1)
@@ -111,6 +136,46 @@ impl Stream {
             });
         }
         Ok(())
+    }
+
+    /// From now on, reads must keep up with `rate` (None: no bound but the deadline).
+    pub fn set_min_rate(&mut self, rate: Option<MinRate>) {
+        self.rate = rate.filter(|r| r.bytes_per_sec > 0 && !r.window.is_zero());
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+    }
+
+    /// Ends a window that is over: an error if it brought too little, else a new window.
+    fn check_window(&mut self) -> io::Result<()> {
+        let Some(rate) = self.rate else {
+            return Ok(());
+        };
+        if self.window_start.elapsed() < rate.window {
+            return Ok(());
+        }
+        if self.window_bytes < rate.needed() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                HttpError::TooSlow {
+                    got: self.window_bytes,
+                    window: rate.window,
+                    rate: rate.bytes_per_sec,
+                },
+            ));
+        }
+        self.window_start = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    /// The socket's read timeout: the deadline, or the current window's end if sooner.
+    fn arm_read(&self) -> io::Result<()> {
+        let window_end = self.rate.map(|r| self.window_start + r.window);
+        match (self.deadline, window_end) {
+            (Some(d), Some(w)) if w < d => arm_window(self.socket(), w),
+            (None, Some(w)) => arm_window(self.socket(), w),
+            (deadline, _) => arm(self.socket(), deadline),
+        }
     }
 
     fn socket(&self) -> &TcpStream {
@@ -203,6 +268,13 @@ fn arm(socket: &TcpStream, deadline: Option<Instant>) -> io::Result<()> {
     socket.set_write_timeout(Some(left))
 }
 
+/// Sets the read timeout to the end of a rate window (at least a millisecond: a zero timeout
+/// would mean none).
+fn arm_window(socket: &TcpStream, end: Instant) -> io::Result<()> {
+    let left = end.saturating_duration_since(Instant::now());
+    socket.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+}
+
 /// A socket timeout is the deadline passing: say so, so callers classify it as a timeout.
 fn timed(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
@@ -214,17 +286,34 @@ fn timed(e: io::Error) -> io::Error {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        arm(self.socket(), self.deadline)?;
-        match &mut self.inner {
-            Inner::Plain(s) => s.read(buf),
-            Inner::Tls(s) => match s.read(buf) {
-                // A server that closes without close_notify: the body's framing decides
-                // whether anything is missing.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
+        loop {
+            self.check_window()?;
+            self.arm_read()?;
+            let got = match &mut self.inner {
+                Inner::Plain(s) => s.read(buf),
+                Inner::Tls(s) => match s.read(buf) {
+                    // A server that closes without close_notify: the body's framing decides
+                    // whether anything is missing.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                    other => other,
+                },
+            };
+            match got {
+                Ok(n) => {
+                    self.window_bytes += n as u64;
+                    return Ok(n);
+                }
+                // The window ended before the deadline: judge it on the next turn.
+                Err(e)
+                    if self.rate.is_some()
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        )
+                        && self.deadline.is_none_or(|d| Instant::now() < d) => {}
+                Err(e) => return Err(timed(e)),
+            }
         }
-        .map_err(timed)
     }
 }
 

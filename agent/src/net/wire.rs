@@ -6,7 +6,12 @@
 
 use std::io::{self, BufRead, Read};
 
+use super::quote::quote;
 use super::HttpError;
+
+/// The whole response head (status line and headers) may not exceed this: a server must not
+/// fill memory before the body's own bounds apply.
+const MAX_HEAD: u64 = 64 * 1024;
 
 /// The head of a response: status, reason and headers (names as sent).
 #[derive(Debug, PartialEq, Eq)]
@@ -47,17 +52,40 @@ pub fn basic_auth(userinfo: Option<&str>) -> Option<String> {
 /// Reads the status line and headers, up to the blank line.
 pub fn read_head(reader: &mut impl BufRead) -> Result<Head, HttpError> {
     let mut line = String::new();
+    let mut left = MAX_HEAD;
     let mut read_line = |line: &mut String| -> Result<(), HttpError> {
         line.clear();
+        let mut raw = Vec::new();
         let n = reader
             .by_ref()
-            .take(64 * 1024)
-            .read_line(line)
+            .take(left)
+            .read_until(b'\n', &mut raw)
             .map_err(HttpError::from_io)?;
+        if n == 0 && left == 0 {
+            return Err(HttpError::Protocol(format!(
+                "the response head is longer than {MAX_HEAD} bytes"
+            )));
+        }
         if n == 0 {
             return Err(HttpError::Protocol(
                 "the server closed the connection before answering".into(),
             ));
+        }
+        left -= n as u64;
+        if !raw.ends_with(b"\n") {
+            return Err(HttpError::Protocol(format!(
+                "the response head is longer than {MAX_HEAD} bytes or cut short: `{}`",
+                quote(&raw)
+            )));
+        }
+        match String::from_utf8(raw) {
+            Ok(text) => *line = text,
+            Err(e) => {
+                return Err(HttpError::Protocol(format!(
+                    "a response header is not text: `{}`",
+                    quote(e.as_bytes())
+                )))
+            }
         }
         while line.ends_with(['\r', '\n']) {
             line.pop();
@@ -70,12 +98,12 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Head, HttpError> {
     if !version.starts_with("HTTP/1.") {
         return Err(HttpError::Protocol(format!(
             "the answer `{}` is not HTTP/1.x",
-            line.chars().take(80).collect::<String>()
+            quote(line.as_bytes())
         )));
     }
-    let status: u16 = status
-        .parse()
-        .map_err(|_| HttpError::Protocol(format!("bad status line `{line}`")))?;
+    let status: u16 = status.parse().map_err(|_| {
+        HttpError::Protocol(format!("bad status line `{}`", quote(line.as_bytes())))
+    })?;
     let reason = parts.next().unwrap_or("").to_string();
     let mut headers = Vec::new();
     loop {
@@ -86,9 +114,9 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Head, HttpError> {
         if headers.len() > 200 {
             return Err(HttpError::Protocol("more than 200 response headers".into()));
         }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| HttpError::Protocol(format!("bad header line `{line}`")))?;
+        let (name, value) = line.split_once(':').ok_or_else(|| {
+            HttpError::Protocol(format!("bad header line `{}`", quote(line.as_bytes())))
+        })?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
     Ok(Head {
@@ -130,14 +158,15 @@ impl Framing {
                 [one] if one.trim().eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
                 _ => Err(HttpError::Protocol(format!(
                     "unsupported Transfer-Encoding `{}` (only `chunked` is read)",
-                    shown(&te.join(", "))
+                    quote(te.join(", ").as_bytes())
                 ))),
             };
         }
         let Some(first) = lengths.first() else {
             return Ok(Framing::UntilClose);
         };
-        let bad = || HttpError::Protocol(format!("bad Content-Length `{}`", shown(first)));
+        let bad =
+            || HttpError::Protocol(format!("bad Content-Length `{}`", quote(first.as_bytes())));
         if lengths.iter().any(|l| l.trim() != first.trim()) {
             return Err(HttpError::Protocol(
                 "the response has differing Content-Length headers".into(),
@@ -150,15 +179,6 @@ impl Framing {
         }
         digits.parse().map(Framing::Length).map_err(|_| bad())
     }
-}
-
-/// A header value as an error shows it: at most 80 characters, control characters escaped.
-fn shown(value: &str) -> String {
-    value
-        .chars()
-        .take(80)
-        .flat_map(char::escape_debug)
-        .collect()
 }
 
 /// A response body: exactly what its framing says, and an error if the connection ends early.
@@ -205,7 +225,10 @@ impl<R: BufRead> Body<R> {
         self.left = u64::from_str_radix(size, 16).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                HttpError::Protocol(format!("bad chunk size line `{}`", line.trim_end())),
+                HttpError::Protocol(format!(
+                    "bad chunk size line `{}`",
+                    quote(line.trim_end().as_bytes())
+                )),
             )
         })?;
         if self.left == 0 {
@@ -236,13 +259,19 @@ impl<R: BufRead> Body<R> {
     }
 }
 
+/// `Read::read` for a reader whose `BufRead` side does the work (the body, and the bounded
+/// readers around it).
+pub fn read_buffered(reader: &mut impl BufRead, buf: &mut [u8]) -> io::Result<usize> {
+    let available = reader.fill_buf()?;
+    let n = available.len().min(buf.len());
+    buf[..n].copy_from_slice(&available[..n]);
+    reader.consume(n);
+    Ok(n)
+}
+
 impl<R: BufRead> Read for Body<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
+        read_buffered(self, buf)
     }
 }
 
@@ -378,7 +407,24 @@ mod tests {
         let e = framing("Transfer-Encoding: \u{1b}[2Jx\r\n")
             .unwrap_err()
             .to_string();
-        assert!(!e.contains('\u{1b}') && e.contains("\\u{1b}"), "{e}");
+        assert!(!e.contains('\u{1b}') && e.contains("\\x1b"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_header_is_shown_truncated_and_escaped() {
+        let evil = format!("\u{1b}[2J{}", "A".repeat(60_000));
+        let raw = format!("HTTP/1.1 200 OK\r\n{evil}\r\n\r\n");
+        let e = read_head(&mut Cursor::new(raw)).unwrap_err().to_string();
+        assert!(
+            e.len() < 300 && !e.contains('\u{1b}') && e.contains("\\x1b"),
+            "{e}"
+        );
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            format!("X: {}\r\n", "y".repeat(500)).repeat(190)
+        );
+        let e = read_head(&mut Cursor::new(many)).unwrap_err().to_string();
+        assert!(e.contains("longer than 65536 bytes"), "{e}");
     }
 
     #[test]

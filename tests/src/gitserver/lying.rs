@@ -5,7 +5,8 @@
 //! servers in this module agree with every client; this one serves the genuine objects and
 //! packs of a real repo, so signatures verify, but rewrites what the server alone vouches for:
 //! the `peeled:` ids of the protocol-v2 ref advertisement. Tests then show that tend believes
-//! only what it can check locally.
+//! only what it can check locally. It also attacks the client itself: an endless ref listing,
+//! a pack declaring millions of objects, a trickle of bytes, a bad response header.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -23,6 +24,14 @@ pub enum Lie {
     None,
     /// In `ls-refs` answers, `refs/tags/<tag>` is advertised as peeling to `to`.
     Peel { tag: String, to: String },
+    /// `ls-refs` is answered with refs that never end.
+    EndlessRefs,
+    /// The pack of a `fetch` answer declares `objects` objects and streams empty blobs.
+    Objects(u32),
+    /// Every answer is sent one byte every `delay_ms` milliseconds.
+    Trickle { delay_ms: u64 },
+    /// Every answer's head carries this raw line.
+    BadHeader(Vec<u8>),
 }
 
 pub struct LyingGitServer {
@@ -96,6 +105,9 @@ fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> 
     };
     let body = read_body(&mut reader, &header)?;
     let mut out = conn;
+    if *lie == Lie::EndlessRefs && find(&body, b"command=ls-refs").is_some() {
+        return endless_refs(&mut out);
+    }
     let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
     let path_info = path.strip_prefix("/git").unwrap_or(path);
     let mut cgi = Command::new(backend)
@@ -142,17 +154,88 @@ fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> 
             None => {}
         }
     }
-    if let Lie::Peel { tag, to } = lie {
-        if path.ends_with("/git-upload-pack") {
+    match lie {
+        Lie::Peel { tag, to } if path.ends_with("/git-upload-pack") => {
             content = rewrite_peel(&content, &format!("refs/tags/{tag}"), to);
         }
+        Lie::Objects(objects) if find(&content, b"packfile\n").is_some() => {
+            return endless_pack(&mut out, &head, &content, *objects);
+        }
+        Lie::BadHeader(line) => {
+            out.write_all(format!("HTTP/1.1 {status}\r\n").as_bytes())?;
+            out.write_all(line)?;
+            out.write_all(b"\r\n\r\n")?;
+            return Ok(());
+        }
+        _ => {}
     }
-    write!(
-        out,
+    let mut answer = format!(
         "HTTP/1.1 {status}\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
         content.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&content);
+    if let Lie::Trickle { delay_ms } = lie {
+        for byte in answer {
+            if out.write_all(&[byte]).is_err() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(*delay_ms));
+        }
+        return Ok(());
+    }
+    out.write_all(&answer)?;
+    Ok(())
+}
+
+fn pkt(payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", payload.len() + 4).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A ref listing without end, framed until the connection closes; stops when tend hangs up.
+fn endless_refs(out: &mut TcpStream) -> Result<()> {
+    out.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\n\
+          Connection: close\r\n\r\n",
     )?;
-    out.write_all(&content)?;
+    let mut n = 0u64;
+    loop {
+        let mut batch = Vec::with_capacity(64 * 1024);
+        for _ in 0..1000 {
+            n += 1;
+            let line = format!("{n:040x} refs/heads/production-{n}\n");
+            batch.extend(pkt(line.as_bytes()));
+        }
+        if out.write_all(&batch).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The genuine `fetch` answer up to its pack, then a pack header declaring `objects` objects
+/// and empty blobs (9 bytes each) in sideband pkt-lines until tend hangs up.
+fn endless_pack(out: &mut TcpStream, head: &str, genuine: &[u8], objects: u32) -> Result<()> {
+    let start = find(genuine, b"packfile\n").context("no packfile section")? + 9;
+    out.write_all(format!("HTTP/1.1 200 OK\r\n{head}Connection: close\r\n\r\n").as_bytes())?;
+    out.write_all(&genuine[..start])?;
+    let mut header = vec![1u8];
+    header.extend_from_slice(b"PACK\0\0\0\x02");
+    header.extend_from_slice(&objects.to_be_bytes());
+    out.write_all(&pkt(&header))?;
+    // Type blob, size 0, then an empty zlib stream.
+    let blob = [0x30u8, 0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+    let mut band = vec![1u8];
+    for _ in 0..7000 {
+        band.extend_from_slice(&blob);
+    }
+    let line = pkt(&band);
+    for _ in 0..(objects / 7000).max(1) {
+        if out.write_all(&line).is_err() {
+            return Ok(());
+        }
+    }
     Ok(())
 }
 
