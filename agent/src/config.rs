@@ -567,6 +567,27 @@ mod tests {
     }
 
     #[test]
+    fn fetch_bounds_default_for_a_device_and_can_be_set() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.source.max_fetch_bytes, 256 << 20);
+        assert_eq!(c.source.min_transfer_rate, 1024);
+        assert_eq!(c.source.transfer_rate_window, Duration::from_secs(60));
+        let p = d.path().join(ADMIN_CONFIG);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            p,
+            "source: {max_fetch_bytes: 1048576, min_transfer_rate: 0, transfer_rate_window: 0}
+",
+        )
+        .unwrap();
+        let c = Config::load(d.path()).unwrap();
+        assert_eq!(c.source.max_fetch_bytes, 1 << 20);
+        assert_eq!(c.source.min_transfer_rate, 0);
+        assert_eq!(c.source.transfer_rate_window, Duration::from_secs(1));
+    }
+
+    #[test]
     fn reboot_window_and_command_are_parsed_and_never_is_the_default() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();

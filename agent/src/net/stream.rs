@@ -336,3 +336,71 @@ impl Write for Stream {
         .map_err(timed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::MinRate;
+    use crate::net::{Client, HttpError};
+
+    /// A server on 127.0.0.1 that answers one request with a 2000-byte body, `gap` between bytes.
+    fn trickling(gap: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let mut out = conn;
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n");
+            for _ in 0..2000 {
+                if out.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(gap);
+            }
+        });
+        url
+    }
+
+    fn body(url: &str) -> (Result<Vec<u8>, HttpError>, Duration) {
+        let tls = crate::fetch::client_config(None, "ca_file").unwrap();
+        let client = Client::new(
+            tls,
+            None,
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+        .with_min_rate(Some(MinRate {
+            bytes_per_sec: 1024,
+            window: Duration::from_secs(1),
+        }));
+        let started = Instant::now();
+        let got = client.send("GET", url, &[], &[]).and_then(|r| {
+            let mut out = Vec::new();
+            r.into_body()
+                .read_to_end(&mut out)
+                .map_err(HttpError::from_io)
+                .map(|_| out)
+        });
+        (got, started.elapsed())
+    }
+
+    #[test]
+    fn a_trickling_server_is_cut_at_the_end_of_a_rate_window() {
+        let (got, took) = body(&trickling(Duration::from_millis(20)));
+        let e = got.unwrap_err();
+        assert!(matches!(e, HttpError::TooSlow { rate: 1024, .. }), "{e}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let (got, _) = body(&trickling(Duration::ZERO));
+        assert_eq!(got.unwrap().len(), 2000);
+    }
+}

@@ -81,7 +81,10 @@ impl LyingGitServer {
 fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
-    reader.read_line(&mut line)?;
+    // A connection that closes without a request (a reachability probe) gets no answer.
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(());
+    }
     let mut parts = line.split_whitespace();
     let (method, target) = (
         parts.next().unwrap_or("").to_string(),
