@@ -20,7 +20,7 @@ pub struct Outcome {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
-    /// The command's peak resident memory (`ru_maxrss` from wait4), in KiB.
+    /// The command's peak resident memory (its `VmHWM`, polled while it runs), in KiB.
     pub peak_rss_kib: u64,
 }
 
@@ -74,18 +74,19 @@ pub fn run(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Outcome> 
     let stderr = Drain::start(child.stderr.take());
     let started = Instant::now();
     let pid = child.id() as libc::pid_t;
-    let (status, peak_rss_kib) = loop {
-        // wait4 rather than try_wait: it also says how much memory the command took.
+    // The command's peak memory is its own high-water mark (VmHWM), read while it runs: it only
+    // grows, and a new program image starts its own. wait4's ru_maxrss cannot serve: at exec the
+    // kernel carries the spawning process's high-water RSS into the child's (a vfork child runs
+    // on the test binary's memory), so once the test binary held 100 MB every child looked 100 MB.
+    let mut peak_rss_kib = 0;
+    let status = loop {
+        peak_rss_kib = peak_rss_kib.max(vm_hwm_kib(pid).unwrap_or(0));
         let mut raw = 0;
-        // SAFETY: plain out-parameters; the pid is our own child, reaped only here.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let reaped = unsafe { libc::wait4(pid, &mut raw, libc::WNOHANG, &mut usage) };
+        // SAFETY: a plain out-parameter; the pid is our own child, reaped only here.
+        let reaped = unsafe { libc::waitpid(pid, &mut raw, libc::WNOHANG) };
         if reaped == pid {
             use std::os::unix::process::ExitStatusExt;
-            break (
-                ExitStatus::from_raw(raw),
-                u64::try_from(usage.ru_maxrss).unwrap_or(0),
-            );
+            break ExitStatus::from_raw(raw);
         }
         if reaped < 0 {
             bail!("waiting for `{shown}`: {}", std::io::Error::last_os_error());
@@ -97,7 +98,8 @@ pub fn run(mut cmd: Command, shown: &str, timeout: Duration) -> Result<Outcome> 
             let (out, err) = (stdout.finish(), stderr.finish());
             bail!("`{shown}` timed out after {timeout:?}\n--- stdout\n{out}\n--- stderr\n{err}");
         }
-        thread::sleep(Duration::from_millis(10));
+        // Often enough that a peak is seen even when the command exits soon after it.
+        thread::sleep(Duration::from_millis(2));
     };
     Ok(Outcome {
         shown: shown.to_string(),
@@ -145,6 +147,13 @@ impl Drain {
         let bytes = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// `VmHWM` of a running process, in KiB; None once it has exited (a zombie has no memory).
+fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
