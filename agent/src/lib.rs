@@ -5,6 +5,7 @@
 //! driven from tests against a tempdir or chroot root.
 
 pub mod apply;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod diag;
