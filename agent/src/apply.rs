@@ -317,6 +317,7 @@ pub fn converge_tree(
         vars_files: expand_globs(&s.root, &s.config.vars_files),
         mode: Mode::Device,
         parsed: None,
+        max_desired_bytes: s.config.max_desired_bytes,
     });
     let v = match validated {
         Ok(v) => v,

@@ -25,6 +25,14 @@ struct Fragment {
     report: Option<ReportFragment>,
     guard: Option<GuardFragment>,
     reboot: Option<RebootFragment>,
+    apply: Option<ApplyFragment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyFragment {
+    /// Bytes of content (each distinct content once) and rendered specs a desired state may hold.
+    max_desired_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +277,8 @@ pub struct Config {
     pub history: usize,
     pub guard: Guard,
     pub reboot: Reboot,
+    /// A commit whose desired state needs more memory than this is invalid (docs/device.md).
+    pub max_desired_bytes: u64,
     /// The fragments that were read, in order.
     pub fragments: Vec<PathBuf>,
 }
@@ -289,6 +299,7 @@ impl Default for Config {
             history: 20,
             guard: Guard::default(),
             reboot: Reboot::default(),
+            max_desired_bytes: crate::budget::DEFAULT_MAX_DESIRED_BYTES,
             fragments: Vec::new(),
         }
     }
@@ -470,6 +481,9 @@ impl Config {
                 }
                 self.reboot.command = c;
             }
+        }
+        if let Some(m) = f.apply.and_then(|a| a.max_desired_bytes) {
+            self.max_desired_bytes = m;
         }
         if let Some(a) = f.apt {
             if let Some(t) = a.lock_timeout {

@@ -105,6 +105,7 @@ fn render_device(
         vars_files: Vec::new(),
         mode: Mode::Placeholders,
         parsed,
+        max_desired_bytes: crate::budget::DEFAULT_MAX_DESIRED_BYTES,
     })
 }
 

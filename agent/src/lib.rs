@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod credentials;

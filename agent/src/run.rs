@@ -290,6 +290,8 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     short(&c.commit),
                     c.branch
                 );
+                // The report names the refused head, as for a refused signature.
+                git.head = Some(c.commit.to_string());
                 fall_back(
                     &s,
                     &repo,

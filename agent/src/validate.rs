@@ -11,9 +11,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tend_roles::{
-    find_type, resource_types, Desired, DynResource, Handler, Item, Redactor, RolePlan, Sources,
+    find_type, resource_types, spec::Content, Desired, DynResource, Handler, Item, Redactor,
+    RolePlan, Sources,
 };
 
+use crate::budget::{spec_bytes, Budget, Read, BUDGET_FIX};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::facts::Facts;
 use crate::load::Fleet;
@@ -37,6 +39,8 @@ pub struct Inputs<'a> {
     pub mode: Mode,
     /// Files already parsed for other devices of the same tree (`tend validate`).
     pub parsed: Option<&'a crate::load::Parsed>,
+    /// `apply.max_desired_bytes`: the most content and spec text the desired state may hold.
+    pub max_desired_bytes: u64,
 }
 
 /// One resource as rendered, for `tend render`.
@@ -107,6 +111,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         prune.roles.insert(role.name.clone(), flag);
     }
 
+    let budget = Budget::new(inputs.max_desired_bytes);
     let mut desired = Desired::default();
     let mut specs = Vec::new();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -127,6 +132,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     env: &env,
                     ctx: &ctx,
                     handler: None,
+                    budget: &budget,
                 },
                 entry,
                 &mut diags,
@@ -188,6 +194,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                 env: &env,
                 ctx: &ctx,
                 handler: Some(&name.value),
+                budget: &budget,
             };
             let mut built = expand(c, entry, &mut diags);
             if built.len() > 1 {
@@ -356,6 +363,8 @@ struct Ctx<'a> {
     ctx: &'a minijinja::Value,
     /// The handler's name when building a handler.
     handler: Option<&'a str>,
+    /// Holds each distinct content once and counts what the desired state needs.
+    budget: &'a Budget,
 }
 
 struct Built {
@@ -391,29 +400,38 @@ impl RoleSources<'_> {
             .map_err(|e| self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX)))?;
         Ok(format!("roles/{}/{dir}/{name}", self.c.role))
     }
+
+    fn over_budget(&self, message: String) -> String {
+        self.fail(Diagnostic::new(self.c.path, 0, message).fix(BUDGET_FIX))
+    }
 }
 
 impl Sources for RoleSources<'_> {
-    fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+    fn file(&self, name: &str) -> Result<Content, String> {
         let path = self.role_path("files", name)?;
-        match self.c.tree.read(&path) {
+        match self.c.budget.file(&path, || self.c.tree.read(&path)) {
             Ok(Some(b)) => Ok(b),
+            Err(Read::Over(m)) => Err(self.over_budget(m)),
             Ok(None) => Err(self.fail(
                 Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
                     "add the file to roles/{}/files/, or correct the name",
                     self.c.role
                 )),
             )),
-            Err(e) => {
+            Err(Read::Source(e)) => {
                 let fix = e.fix().unwrap_or(PATH_FIX);
                 Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(fix)))
             }
         }
     }
 
-    fn template(&self, name: &str) -> Result<String, String> {
+    fn content(&self, bytes: Vec<u8>) -> Result<Content, String> {
+        self.c.budget.intern(bytes).map_err(|m| self.over_budget(m))
+    }
+
+    fn template(&self, name: &str) -> Result<Content, String> {
         let path = self.role_path("templates", name)?;
-        self.c.env.template(name, self.ctx).map_err(|e| {
+        let rendered = self.c.env.template(name, self.ctx).map_err(|e| {
             let d = match e.file {
                 Some(file) => Diagnostic::new(file, e.line, e.message),
                 None if e.message.starts_with("template not found") => {
@@ -430,7 +448,8 @@ impl Sources for RoleSources<'_> {
                 None => Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)),
             };
             self.fail(d)
-        })
+        })?;
+        self.content(rendered.into_bytes())
     }
 
     fn in_handler(&self) -> bool {
@@ -458,6 +477,10 @@ fn key_line(entry: &Entry, key: &str) -> u64 {
 
 /// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
 fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
+    if c.budget.is_over() {
+        // Refused already; building more would only take more memory.
+        return Vec::new();
+    }
     let path = c.path;
     let entry_line = entry.referenced.line();
     let keys = &entry.value.0;
@@ -604,6 +627,10 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
         };
         match (rtype.build)(spec.clone(), &sources) {
             Ok(resource) => {
+                if let Err(m) = c.budget.charge(spec_bytes(&spec)) {
+                    diags.push(Diagnostic::new(path, entry_line, m).fix(BUDGET_FIX));
+                    return out;
+                }
                 let origin = match &item {
                     None => format!("{path}:{entry_line}"),
                     Some(i) => format!("{path}:{entry_line} (item {i})"),
@@ -637,6 +664,9 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     None => Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message)),
                 };
                 diags.push(d);
+                if c.budget.is_over() {
+                    return out;
+                }
             }
         }
     }

@@ -2,15 +2,27 @@
 //! function that turns a rendered spec (and the role's files) into a resource. Types depend on
 //! this, never on the registry, so the registry can list them without a cycle.
 
+use std::sync::Arc;
+
 use crate::error::SpecError;
 use crate::resource::DynResource;
 
+/// A file's content, shared: forty resources made from one source hold one copy.
+pub type Content = Arc<[u8]>;
+
 /// What a resource may read from its role while it is being built.
+///
+/// Every content a resource keeps comes through here (also inline `content:`), so that the agent
+/// can hold each distinct content once and refuse a desired state above its memory budget.
 pub trait Sources {
     /// The bytes of `roles/<role>/files/<name>`.
-    fn file(&self, name: &str) -> Result<Vec<u8>, String>;
+    fn file(&self, name: &str) -> Result<Content, String>;
     /// `roles/<role>/templates/<name>`, rendered with the device's vars.
-    fn template(&self, name: &str) -> Result<String, String>;
+    fn template(&self, name: &str) -> Result<Content, String>;
+    /// Content given inline in the spec, kept the same way as files and templates.
+    fn content(&self, bytes: Vec<u8>) -> Result<Content, String> {
+        Ok(bytes.into())
+    }
     /// True while building a handler: handlers run only when notified, which is their guard.
     fn in_handler(&self) -> bool {
         false
@@ -21,10 +33,10 @@ pub trait Sources {
 pub struct NoSources;
 
 impl Sources for NoSources {
-    fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+    fn file(&self, name: &str) -> Result<Content, String> {
         Err(format!("no role file is readable here ({name})"))
     }
-    fn template(&self, name: &str) -> Result<String, String> {
+    fn template(&self, name: &str) -> Result<Content, String> {
         Err(format!("no template is readable here ({name})"))
     }
 }

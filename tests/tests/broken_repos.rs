@@ -498,3 +498,56 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Peak resident memory (KiB) and exit code of `cmd`, from the kernel's rusage of the child.
+fn peak_rss_kib(mut cmd: Command) -> Result<(i32, u64)> {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    ensure!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    Ok((code, usage.ru_maxrss as u64))
+}
+
+/// Issue #14, finding 5: forty files from one 60 MB source held forty copies (2.4 GB peak in
+/// `--check`). The source is now read once and shared: the peak stays below three copies.
+#[test]
+fn forty_resources_from_one_source_hold_one_copy() -> Result<()> {
+    const SOURCE: usize = 60_000_000;
+    let dir = tempfile::tempdir()?;
+    let repo = dir.path().join("repo");
+    fs::create_dir_all(repo.join("roles/big/files"))?;
+    fs::write(repo.join("fleet.yaml"), "format: 1\nroles: [big]\n")?;
+    fs::write(
+        repo.join("roles/big/role.yaml"),
+        "resources:\n  - file: \"/srv/big/{{ item }}.bin\"\n    source: blob.bin\n    loop: \"{{ range(40) | list }}\"\n",
+    )?;
+    let blob: Vec<u8> = (0..SOURCE as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    fs::write(repo.join("roles/big/files/blob.bin"), &blob)?;
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root)?;
+    let mut cmd = Command::new(tend_binary()?);
+    cmd.args(["apply", "--check", "--device", "dev1", "--path"])
+        .arg(&repo)
+        .arg("--root")
+        .arg(&root);
+    let (code, peak_kib) = peak_rss_kib(cmd)?;
+    eprintln!("40 files from one {SOURCE}-byte source: exit {code}, peak RSS {peak_kib} KiB");
+    ensure!(code == 2, "expected exit 2 (would change), got {code}");
+    ensure!(
+        peak_kib * 1024 < 3 * SOURCE as u64,
+        "peak RSS {peak_kib} KiB: the source is held more than once or twice"
+    );
+    Ok(())
+}

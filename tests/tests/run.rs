@@ -6,6 +6,8 @@
 //! device to another branch, a subscription cycle keeps it where it is; a first boot with nothing
 //! verifiable applies nothing; a second run while one holds the lock exits at once.
 
+use std::os::unix::process::CommandExt;
+
 use anyhow::{ensure, Context, Result};
 use tend_tests::publisher::{git, keygen};
 use tend_tests::pullbed::PullBed;
@@ -549,5 +551,95 @@ fn seeded_image_converges_offline_then_fetches_normally() -> Result<()> {
     let out = bed.run()?;
     out.expect_code(4)?;
     ensure!(bed.site() == "fetched\n", "the seed was replayed\n{out}");
+    Ok(())
+}
+
+/// Issue #14, finding 5: one 60 MB source in a `loop:` of 40 files took 2.4 GB, so under a
+/// 1.5 GiB address-space limit `tend run` aborted (exit 134) on every run, with no refusal, no
+/// fallback and a stale report. The desired state is now counted against
+/// `apply.max_desired_bytes` (each distinct content once): above it the commit is invalid, named
+/// by file:line, and the device converges to its last good commit, all under the limit.
+#[test]
+fn desired_state_over_the_memory_budget_is_refused_and_falls_back() -> Result<()> {
+    if skip_chroot_tests("desired_state_over_the_memory_budget_is_refused_and_falls_back") {
+        return Ok(());
+    }
+    const LIMIT: u64 = 1536 << 20;
+    let bed = Bed::new()?;
+    let limited = || -> Result<tend_tests::Outcome> {
+        let mut cmd = bed
+            .dev
+            .command(&[tend_tests::device::TEND_PATH, "run", "--device", "dev1"]);
+        // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: LIMIT,
+                    rlim_max: LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        bed.dev.run_command(cmd, "tend run (1.5 GiB address space)")
+    };
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    let good = bed.signed("main", "site one")?;
+    limited()?.expect_code(2)?;
+    ensure!(bed.site() == "one\n");
+
+    // Five distinct 60 MB sources: 300 MB of content, above the 256 MiB default. The one shared
+    // by forty files counts once.
+    let mut blob = String::with_capacity(60_000_000);
+    let mut n = 0u64;
+    while blob.len() < 60_000_000 {
+        blob.push_str(&format!("line {n} of a large payload\n"));
+        n += 1;
+    }
+    for i in 1..=5 {
+        bed.publisher.write(
+            &format!("roles/big/files/blob{i}.txt"),
+            &format!("{i}\n{blob}"),
+        )?;
+    }
+    bed.publisher.write(
+        "roles/big/role.yaml",
+        "resources:\n  - file: \"/srv/big/{{ item }}.txt\"\n    source: blob1.txt\n    loop: \"{{ range(40) | list }}\"\n  - file: \"/srv/big/d{{ item }}.txt\"\n    source: \"blob{{ item }}.txt\"\n    loop: [2, 3, 4, 5]\n",
+    )?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: two}\nroles: [big]\n")?;
+    let big = bed.signed("main", "forty copies of a large source")?;
+    let out = limited()?;
+    out.expect_code(4)?;
+    ensure!(
+        out.stdout
+            .contains("roles/big/role.yaml:6: file: the desired state needs")
+            && out.stdout.contains("apply.max_desired_bytes"),
+        "the refusal names the resource and the key\n{out}"
+    );
+    ensure!(
+        bed.site() == "one\n",
+        "the last good commit stays applied\n{out}"
+    );
+    ensure!(
+        !bed.dev.exists("/srv/big"),
+        "nothing of the refused commit is applied"
+    );
+    let r = bed.report()?;
+    ensure!(
+        r["git"]["fell_back"] == true
+            && r["git"]["commit"] == good.as_str()
+            && r["git"]["head"] == big.as_str(),
+        "{r:#}"
+    );
+    let errors = r["errors"].to_string();
+    ensure!(
+        errors.contains("roles/big/role.yaml:6") && errors.contains("apply.max_desired_bytes"),
+        "{r:#}"
+    );
     Ok(())
 }

@@ -534,13 +534,13 @@ mod tests {
 
     struct Files(HashMap<&'static str, Vec<u8>>);
     impl Sources for Files {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+        fn file(&self, name: &str) -> Result<crate::spec::Content, String> {
             self.0
                 .get(name)
-                .cloned()
+                .map(|b| b.as_slice().into())
                 .ok_or_else(|| format!("roles/test/files/{name} does not exist"))
         }
-        fn template(&self, name: &str) -> Result<String, String> {
+        fn template(&self, name: &str) -> Result<crate::spec::Content, String> {
             Err(format!("no template {name}"))
         }
     }

@@ -253,10 +253,10 @@ mod tests {
         handler: bool,
     }
     impl Sources for Role {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+        fn file(&self, name: &str) -> Result<crate::spec::Content, String> {
             Err(format!("no file {name}"))
         }
-        fn template(&self, name: &str) -> Result<String, String> {
+        fn template(&self, name: &str) -> Result<crate::spec::Content, String> {
             Err(format!("no template {name}"))
         }
         fn in_handler(&self) -> bool {

@@ -20,7 +20,7 @@ use crate::host::Host;
 use crate::platform::{accounts, diff};
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 use crate::rootwalk::{Missing, ParentDir, WalkError};
-use crate::spec::{parse_spec, ResourceType, Sources};
+use crate::spec::{parse_spec, Content, ResourceType, Sources};
 
 pub const TYPE: ResourceType = ResourceType {
     name: "file",
@@ -57,7 +57,7 @@ struct Spec {
 
 #[derive(Debug)]
 enum Want {
-    File(Vec<u8>),
+    File(Content),
     Directory,
     Link(String),
     Absent,
@@ -177,7 +177,7 @@ impl FileResource {
 }
 
 /// Reads the one content key now, so a missing source fails the build before anything changes.
-fn read_content(given: Vec<(&str, Value)>, sources: &dyn Sources) -> Result<Vec<u8>, SpecError> {
+fn read_content(given: Vec<(&str, Value)>, sources: &dyn Sources) -> Result<Content, SpecError> {
     if let [(first, _), (second, _), ..] = given.as_slice() {
         return Err(SpecError::at_key(
             second,
@@ -191,7 +191,9 @@ fn read_content(given: Vec<(&str, Value)>, sources: &dyn Sources) -> Result<Vec<
         ));
     };
     match key {
-        "content" => Ok(text(key, Some(value))?.unwrap_or_default().into_bytes()),
+        "content" => sources
+            .content(text(key, Some(value))?.unwrap_or_default().into_bytes())
+            .map_err(|e| SpecError::at_key(key, e)),
         "source" => {
             let name = source_name(key, value)?;
             sources
@@ -202,7 +204,6 @@ fn read_content(given: Vec<(&str, Value)>, sources: &dyn Sources) -> Result<Vec<
             let name = source_name(key, value)?;
             sources
                 .template(&name)
-                .map(String::into_bytes)
                 .map_err(|e| SpecError::at_key(key, format!("template `{name}`: {e}")))
         }
     }
@@ -425,7 +426,7 @@ impl Resource for FileResource {
             (Want::Absent, found) => parts.push(format!("removed {}", describe(found))),
 
             (Want::File(new), Found::File { stat, content }) => {
-                if content != new {
+                if content[..] != new[..] {
                     parts.push("content changed".into());
                     content_diff =
                         diff::content_diff(&self.path, Some(content), new, host.redactor());
@@ -627,7 +628,7 @@ impl FileResource {
                             uid.unwrap_or(stat.uid),
                             gid.unwrap_or(stat.gid),
                         );
-                        if content == *new {
+                        if content[..] == new[..] {
                             p.set_stat(false, mode, uid, gid)
                         } else {
                             write(
@@ -696,16 +697,16 @@ mod tests {
     }
 
     impl Sources for MapSources {
-        fn file(&self, name: &str) -> Result<Vec<u8>, String> {
+        fn file(&self, name: &str) -> Result<Content, String> {
             self.files
                 .get(name)
-                .cloned()
+                .map(|b| b.as_slice().into())
                 .ok_or_else(|| "not found in the role's files/".to_string())
         }
-        fn template(&self, name: &str) -> Result<String, String> {
+        fn template(&self, name: &str) -> Result<Content, String> {
             self.templates
                 .get(name)
-                .cloned()
+                .map(|t| t.as_bytes().into())
                 .ok_or_else(|| "not found in the role's templates/".to_string())
         }
     }
