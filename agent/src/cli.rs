@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::apply::{apply, ApplyOptions};
+use crate::converge::apply::{apply, ApplyOptions};
 use crate::exit;
 use crate::inspect;
 use crate::run::RunOptions;
@@ -224,7 +224,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Resume => run_suspend(&cli.root, None, &mut out),
         Command::Inventory => match device_state(&cli.root) {
             Ok((state, run_state)) => {
-                match crate::inventory::print(&mut out, &state.path, &run_state) {
+                match crate::report::inventory::print(&mut out, &state.path, &run_state) {
                     Ok(()) => exit::OK,
                     Err(e) => {
                         errln(format_args!("tend: {e}"));
@@ -248,14 +248,21 @@ pub fn run(cli: Cli) -> u8 {
 /// The state dir and run state from the device config, for the commands that only read them.
 fn device_state(
     root: &std::path::Path,
-) -> Result<(crate::state::StateDir, crate::runstate::RunState), u8> {
-    let config = crate::config::Config::load(root).map_err(|d| {
+) -> Result<
+    (
+        crate::device::state::StateDir,
+        crate::report::runstate::RunState,
+    ),
+    u8,
+> {
+    let config = crate::device::config::Config::load(root).map_err(|d| {
         errln(format_args!("tend: device config: {d}"));
         exit::COULD_NOT_RUN
     })?;
-    let state = crate::state::StateDir::new(root, &config.state_dir);
-    let run_state = crate::runstate::RunState::load(&state.file(crate::runstate::STATE_FILE))
-        .unwrap_or_default();
+    let state = crate::device::state::StateDir::new(root, &config.state_dir);
+    let run_state =
+        crate::report::runstate::RunState::load(&state.file(crate::report::runstate::STATE_FILE))
+            .unwrap_or_default();
     Ok((state, run_state))
 }
 
@@ -266,7 +273,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
     };
     let now = std::time::SystemTime::now();
     let result = if history {
-        let reports = crate::status::history(&state.path);
+        let reports = crate::report::status::history(&state.path);
         if json {
             writeln!(
                 out,
@@ -279,7 +286,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
                     out,
                     "{}  {:<9} {:>3} changed {:>3} failed  {}",
                     crate::report::rfc3339(r.finished),
-                    crate::inventory::status_word(r),
+                    crate::report::inventory::status_word(r),
                     r.counts.changed,
                     r.counts.failed,
                     r.source.location
@@ -287,7 +294,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
             })
         }
     } else {
-        let s = crate::status::status(&state.path, &run_state, now);
+        let s = crate::report::status::status(&state.path, &run_state, now);
         if json {
             writeln!(
                 out,
@@ -295,7 +302,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
                 serde_json::to_string_pretty(&s).unwrap_or_default()
             )
         } else {
-            crate::status::print(out, &s, now)
+            crate::report::status::print(out, &s, now)
         }
     };
     match result {
@@ -313,8 +320,8 @@ fn run_suspend(root: &std::path::Path, reason: Option<&str>, out: &mut dyn Write
         Err(code) => return code,
     };
     let result = match reason {
-        Some(r) => crate::status::suspend(&state.path, r).map(|_| format!("tend: suspended ({r}); runs fetch and report but apply nothing until `tend resume`")),
-        None => crate::status::resume(&state.path).map(|was| if was { "tend: resumed".to_string() } else { "tend: was not suspended".to_string() }),
+        Some(r) => crate::report::status::suspend(&state.path, r).map(|_| format!("tend: suspended ({r}); runs fetch and report but apply nothing until `tend resume`")),
+        None => crate::report::status::resume(&state.path).map(|was| if was { "tend: resumed".to_string() } else { "tend: was not suspended".to_string() }),
     };
     match result {
         Ok(msg) => {
@@ -342,7 +349,9 @@ fn run_apply(opts: ApplyOptions, out: &mut dyn Write) -> u8 {
 }
 
 /// The exit code of a converging command; an error that stopped it is printed with its causes.
-fn exit_code(result: Result<crate::apply::Converged, crate::apply::RunError>) -> u8 {
+fn exit_code(
+    result: Result<crate::converge::apply::Converged, crate::converge::apply::RunError>,
+) -> u8 {
     match result {
         Ok(converged) => converged.exit,
         Err(e) => {

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::facts::Facts;
-use crate::load::{Fleet, Parsed};
-use crate::model::FactsFixture;
-use crate::tree::{DirTree, Tree};
-use crate::validate::{validate, Inputs, Validated};
-use crate::vars::Mode;
+use crate::fleet::facts::Facts;
+use crate::fleet::load::{Fleet, Parsed};
+use crate::fleet::model::FactsFixture;
+use crate::fleet::validate::{validate, Inputs, Validated};
+use crate::fleet::vars::Mode;
+use crate::source::tree::{DirTree, Tree};
 
 /// Facts used when a repo is checked away from any device.
 pub fn offline_facts(device_id: &str) -> Facts {
@@ -58,11 +58,11 @@ fn fixture_facts(
     let Some(t) = device.device_type else {
         return Ok(facts);
     };
-    crate::load::check_name("device type", &t.value)
+    crate::fleet::load::check_name("device type", &t.value)
         .map_err(|m| Diagnostic::new(Fleet::device_path(id), t.referenced.line(), m))?;
     facts.device_type = Some(t.value.clone());
     let path = format!("facts/{}.yaml", t.value);
-    let Some(bytes) = tree.read(&path).map_err(crate::load::tree_error)? else {
+    let Some(bytes) = tree.read(&path).map_err(crate::fleet::load::tree_error)? else {
         return Ok(facts);
     };
     let f: FactsFixture = crate::yaml::parse(&path, &bytes)?;
@@ -80,7 +80,7 @@ fn fixture_facts(
         facts.interfaces = f
             .interfaces
             .into_iter()
-            .map(|i| crate::facts::Interface {
+            .map(|i| crate::fleet::facts::Interface {
                 name: i.name,
                 mac: i.mac,
                 ipv4: i.ipv4,
@@ -105,7 +105,7 @@ fn render_device(
         vars_files: Vec::new(),
         mode: Mode::Placeholders,
         parsed,
-        max_desired_bytes: crate::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: crate::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
     })
 }
 
@@ -125,7 +125,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
         }
         for bad in ids
             .iter()
-            .filter(|id| crate::load::check_device_id(id).is_err())
+            .filter(|id| crate::fleet::load::check_device_id(id).is_err())
         {
             all.push(
                 Diagnostic::new(
@@ -136,7 +136,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
                 .fix("name device files <device-id>.yaml, with letters, digits and '-_.:@'"),
             );
         }
-        ids.retain(|id| crate::load::check_device_id(id).is_ok());
+        ids.retain(|id| crate::fleet::load::check_device_id(id).is_ok());
         // A device without a file of its own gets the fleet-wide roles: check that too.
         ids.push("tend-validate-default-device".into());
         ids

@@ -12,16 +12,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apply::{converge_tree, Converged, RunError, Session, SessionOptions};
-use crate::config::{Follow, Source};
+use crate::converge::apply::{converge_tree, Converged, RunError, Session, SessionOptions};
+use crate::device::config::{Follow, Source};
 use crate::diag::Diagnostic;
 use crate::exit;
-use crate::fetch::{Ancestry, LocalRepo, SourceConfig};
-use crate::load::Fleet;
-use crate::monotonic;
+use crate::fleet::load::Fleet;
 use crate::report::{GitInfo, Report, Signer, SourceInfo};
-use crate::tree::Tree;
-use crate::verify::{verify_commit, verify_tag, TrustRoots};
+use crate::source::fetch::{Ancestry, LocalRepo, SourceConfig};
+use crate::source::monotonic;
+use crate::source::tree::Tree;
+use crate::source::verify::{verify_commit, verify_tag, TrustRoots};
 
 pub const REPO_DIR: &str = "repo.git";
 
@@ -87,14 +87,14 @@ fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
         |p: &Option<String>| p.as_ref().map(|p| s.root.join(p.trim_start_matches('/')));
     let credentials = match &src.password_file {
         Some(file) => {
-            let password =
-                crate::credentials::read_password_file(&s.root, file).map_err(RunError::Config)?;
+            let password = crate::device::credentials::read_password_file(&s.root, file)
+                .map_err(RunError::Config)?;
             let username = src.username.clone().or_else(|| {
                 src.url_credentials
                     .as_ref()
                     .and_then(|c| c.username.clone())
             });
-            Some(crate::credentials::Credentials { username, password })
+            Some(crate::device::credentials::Credentials { username, password })
         }
         None => src.url_credentials.clone(),
     };
@@ -144,7 +144,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     if let Some(sec) = o.splay {
         splay(sec);
     }
-    let happened = crate::apply::after_boot(&mut s);
+    let happened = crate::converge::apply::after_boot(&mut s);
     let src = source_config(&s, &s.config.source)?;
     let mut trust = TrustRoots::load(
         &s.root,
@@ -232,7 +232,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 kind: "git".into(),
                 location: format!("{} {} {}", src.url, c.branch, short(&c.commit)),
             };
-            if let Some(susp) = crate::apply::suspended(&s) {
+            if let Some(susp) = crate::converge::apply::suspended(&s) {
                 // Suspended: the head was fetched and verified (so status shows the lag), and
                 // nothing is applied.
                 let _ = writeln!(
@@ -258,7 +258,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
             let bad = o
                 .reference
                 .is_none()
-                .then(|| crate::revert::known_bad(&s.run_state, &c.branch, &c.commit))
+                .then(|| crate::safety::revert::known_bad(&s.run_state, &c.branch, &c.commit))
                 .flatten();
             if let Some(bad) = bad {
                 // Reverted before: stay on the last good commit until the branch moves on.
@@ -301,14 +301,16 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     out,
                 )?
             } else {
-                let applied = crate::revert::Applied {
+                let applied = crate::safety::revert::Applied {
                     commit: c.commit,
                     branch: &c.branch,
                     one_shot: o.reference.is_some(),
                     from_seed: c.from_seed,
                     signer: c.signer.as_ref(),
                 };
-                crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
+                crate::safety::revert::settle(
+                    &mut s, &repo, &src, applied, converged, &mut git, out,
+                )?
             }
         }
         Err(Refused { cause, head }) => {
@@ -321,7 +323,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     converged.report.warnings.extend(warnings);
     let commit = git.commit.clone();
     converged.report.git = Some(git);
-    crate::apply::finish(
+    crate::converge::apply::finish(
         &mut s,
         &mut converged.report,
         (!commit.is_empty()).then_some(commit.as_str()),
@@ -509,7 +511,7 @@ fn verified_branch_head(
         s.notifier
             .status(&format!("checking approvals of {}", short(&head)));
         let last = s.run_state.policy_version;
-        let ok = crate::policy::check_head(repo, src, roots, last, branch, &head)
+        let ok = crate::source::policy::check_head(repo, src, roots, last, branch, &head)
             .map_err(|e| format!("commit {} of {branch} refused: {e}", short(&head)))
             .map_err(Refused::at(head))?;
         tracing::info!(
@@ -545,7 +547,7 @@ fn verified_branch_head(
     let dated = match &signer {
         Some(_) => {
             let raw = repo.raw_commit(&head).map_err(|e| e.to_string())?;
-            let time = crate::verify::commit_time(&raw).map_err(|e| e.to_string())?;
+            let time = crate::source::verify::commit_time(&raw).map_err(|e| e.to_string())?;
             let key = monotonic::branch_key(branch);
             let what = format!("commit {} of {branch}", short(&head));
             monotonic::check(&s.run_state.signed_time, &key, &what, time)
@@ -645,12 +647,11 @@ fn verified_stage_tag(
         .fetch_tags(src, &prefix)
         .map_err(|e| format!("fetching tags {prefix}* failed: {e}"))?;
     let last = s.run_state.last_tag.get(stage).copied().unwrap_or(0);
-    let pick = crate::stagetag::pick(&tags, stage, last, s.config.verify.max_tag_step).map_err(
-        |e| match e.newest {
+    let pick = crate::source::stagetag::pick(&tags, stage, last, s.config.verify.max_tag_step)
+        .map_err(|e| match e.newest {
             Some(at) => Refused::at(at)(e.reason),
             None => e.reason.into(),
-        },
-    )?;
+        })?;
     if let Some(w) = pick.skipped {
         tracing::warn!("{w}");
         warnings.push(w);
@@ -670,7 +671,7 @@ fn verified_stage_tag(
         .map_err(Refused::at(tag.target))?;
     let commit = tag_commit(repo, tag)?;
     let key = monotonic::stage_key(stage);
-    let time = crate::verify::tag_time(&raw).map_err(|e| e.to_string())?;
+    let time = crate::source::verify::tag_time(&raw).map_err(|e| e.to_string())?;
     if let Some(t) = time {
         monotonic::check(
             &s.run_state.signed_time,
@@ -702,7 +703,10 @@ fn verified_stage_tag(
 /// tag object was looked up by the id the server advertised, so its signed payload is what binds
 /// the commit. The server's own `peeled:` claim must agree; when it does not, the server is lying
 /// about what the tag means, and the run is refused rather than trusting either story.
-fn tag_commit(repo: &LocalRepo, tag: &crate::fetch::TagRef) -> Result<gix::ObjectId, Refused> {
+fn tag_commit(
+    repo: &LocalRepo,
+    tag: &crate::source::fetch::TagRef,
+) -> Result<gix::ObjectId, Refused> {
     // A lightweight tag (only `apply --ref` without verification takes one) is the commit.
     let local = if repo.raw_tag(&tag.tag).is_ok() {
         repo.peel_tag(&tag.tag)

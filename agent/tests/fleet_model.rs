@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tend_agent::facts::Facts;
+use tend_agent::fleet::facts::Facts;
+use tend_agent::fleet::validate::{validate, Inputs, Validated};
+use tend_agent::fleet::vars::Mode;
 use tend_agent::inspect::{offline_facts, validate_repo};
-use tend_agent::tree::{DirTree, Tree};
-use tend_agent::validate::{validate, Inputs, Validated};
-use tend_agent::vars::Mode;
+use tend_agent::source::tree::{DirTree, Tree};
 
 fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -38,7 +38,7 @@ fn run(dir: &Path, facts: Facts, root: &Path, vars_files: &[&str]) -> Result<Val
         vars_files: vars_files.iter().map(|s| s.to_string()).collect(),
         mode: Mode::Device,
         parsed: None,
-        max_desired_bytes: tend_agent::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
     })
     .map_err(|d| d.to_string())
 }

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tend_agent::health::Probe;
+use tend_agent::fleet::validate::{validate, Inputs, Validated};
+use tend_agent::fleet::vars::Mode;
 use tend_agent::inspect::offline_facts;
-use tend_agent::tree::{DirTree, Tree};
-use tend_agent::validate::{validate, Inputs, Validated};
-use tend_agent::vars::Mode;
+use tend_agent::safety::health::Probe;
+use tend_agent::source::tree::{DirTree, Tree};
 
 /// The loader's error text; panics if the repo validated.
 fn error_of(role_yaml: &str) -> String {
@@ -40,7 +40,7 @@ fn validate_repo(role_yaml: &str) -> Result<Validated, String> {
         vars_files: Vec::new(),
         mode: Mode::Device,
         parsed: None,
-        max_desired_bytes: tend_agent::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
     })
     .map_err(|d| d.to_string())
 }

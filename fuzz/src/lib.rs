@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use tend_agent::facts::Facts;
-use tend_agent::render::RoleEnv;
-use tend_agent::tree::{check_relative, EntryKind, Tree, TreeError};
-use tend_agent::validate::{validate, Inputs};
-use tend_agent::vars::Mode;
+use tend_agent::fleet::facts::Facts;
+use tend_agent::fleet::render::RoleEnv;
+use tend_agent::source::tree::{check_relative, EntryKind, Tree, TreeError};
+use tend_agent::fleet::validate::{validate, Inputs};
+use tend_agent::fleet::vars::Mode;
 use tend_roles::platform::{deb822 as deb822_format, dpkg, version};
 
 /// Separates the files of one fleet input: 0xFF never occurs in UTF-8, so YAML and templates
@@ -127,7 +127,7 @@ pub fn fleet_loader(data: &[u8]) {
             vars_files: Vec::new(),
             mode,
             parsed: None,
-            max_desired_bytes: tend_agent::budget::DEFAULT_MAX_DESIRED_BYTES,
+            max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
         });
     }
 }
@@ -215,7 +215,7 @@ pub fn allowed_signers(data: &[u8]) {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    let _ = tend_agent::verify::TrustRoots::load(scratch(), Some("/allowed_signers"), None);
+    let _ = tend_agent::source::verify::TrustRoots::load(scratch(), Some("/allowed_signers"), None);
 }
 
 /// An HTTP response as a server sends it: head, framing and body, as the client reads them. A

@@ -61,7 +61,7 @@ fn allowed_signers_corpus() {
 /// The separator format reads back what it wrote, so seeds built from real fleets are faithful.
 #[test]
 fn mem_tree_round_trips_its_input_format() {
-    use tend_agent::tree::Tree;
+    use tend_agent::source::tree::Tree;
     let files = vec![
         ("fleet.yaml".to_string(), b"format: 1\n".to_vec()),
         ("roles/r/role.yaml".to_string(), b"resources: []\n".to_vec()),
@@ -70,7 +70,7 @@ fn mem_tree_round_trips_its_input_format() {
     assert_eq!(tree.read("fleet.yaml").unwrap().unwrap(), b"format: 1\n");
     assert_eq!(
         tree.list("roles").unwrap(),
-        [("r".to_string(), tend_agent::tree::EntryKind::Dir)]
+        [("r".to_string(), tend_agent::source::tree::EntryKind::Dir)]
     );
     assert!(tree.read("../x").is_err());
 }

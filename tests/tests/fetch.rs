@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tend_agent::fetch::{Ancestry, FetchError, LocalRepo, ObjectId, SourceConfig};
-use tend_agent::tree::{DirTree, EntryKind, Tree};
+use tend_agent::source::fetch::{Ancestry, FetchError, LocalRepo, ObjectId, SourceConfig};
+use tend_agent::source::tree::{DirTree, EntryKind, Tree};
 use tend_tests::gitserver::{AccessEntry, Change, FleetRepo, HttpsGitServer, SshGitServer, TestCa};
 use tend_tests::proxy::{ConnectProxy, StallServer, SynDropServer};
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tend_agent::fetch::{FetchError, LocalRepo, SourceConfig};
+use tend_agent::source::fetch::{FetchError, LocalRepo, SourceConfig};
 use tend_tests::gitserver::{Change, FleetRepo, HttpsGitServer, TestCa};
 
 #[test]

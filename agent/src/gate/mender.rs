@@ -105,7 +105,8 @@ impl Client {
                  URL, e.g. https://hosted.mender.io"
             )));
         }
-        let tls = crate::fetch::client_config(ca_file, "--ca-file").map_err(|e| tls_setup(&e))?;
+        let tls =
+            crate::source::fetch::client_config(ca_file, "--ca-file").map_err(|e| tls_setup(&e))?;
         // The gate runs in CI, where the proxy comes from the environment as for any tool.
         let (proxy, no_proxy) =
             crate::net::proxy::from_env(base.starts_with("https://"), |k| std::env::var(k).ok());
@@ -242,9 +243,9 @@ fn error_detail(bytes: &[u8]) -> String {
     }
 }
 
-fn tls_setup(e: &crate::fetch::FetchError) -> MenderError {
+fn tls_setup(e: &crate::source::fetch::FetchError) -> MenderError {
     match e {
-        crate::fetch::FetchError::Tls { cause, fix, .. } => {
+        crate::source::fetch::FetchError::Tls { cause, fix, .. } => {
             MenderError::Setup(format!("{cause}. Fix: {fix}"))
         }
         other => MenderError::Setup(other.to_string()),

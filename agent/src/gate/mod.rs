@@ -30,7 +30,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// re-sends its inventory at least once per heartbeat, checked at each run), so an older one
 /// means the device stopped running or reporting.
 pub fn default_max_age() -> Duration {
-    crate::config::Config::default().heartbeat + TIMER_INTERVAL
+    crate::device::config::Config::default().heartbeat + TIMER_INTERVAL
 }
 
 pub struct GateOptions {
@@ -200,7 +200,10 @@ impl GateResult<'_> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                let last = r.age.map(crate::status::age).unwrap_or_else(|| "-".into());
+                let last = r
+                    .age
+                    .map(crate::report::status::age)
+                    .unwrap_or_else(|| "-".into());
                 let commit = if r.commit.is_empty() { "-" } else { &r.commit };
                 writeln!(
                     out,
@@ -210,7 +213,7 @@ impl GateResult<'_> {
                     commit,
                     r.status,
                     last,
-                    crate::inventory::encode_value(&r.reason)
+                    crate::report::inventory::encode_value(&r.reason)
                 )?;
             }
         }

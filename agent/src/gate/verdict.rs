@@ -83,7 +83,7 @@ pub fn classify(d: &Device, head: &dyn Fn(&str) -> Match, now: i64, max_age: Dur
                 State::Stale,
                 format!(
                     "last run {} (max age {})",
-                    crate::status::age(a),
+                    crate::report::status::age(a),
                     span(max_age)
                 ),
             ),

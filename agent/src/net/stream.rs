@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn body(url: &str) -> (Result<Vec<u8>, HttpError>, Duration) {
-        let tls = crate::fetch::client_config(None, "ca_file").unwrap();
+        let tls = crate::source::fetch::client_config(None, "ca_file").unwrap();
         let client = Client::new(
             tls,
             None,

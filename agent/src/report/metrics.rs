@@ -1,0 +1,132 @@
+//! Prometheus textfile metrics for node_exporter's textfile collector (or Telegraf), written
+//! atomically so a scrape never reads half a file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tend_roles::statefile;
+
+use crate::report::Report;
+
+fn label(v: &str) -> String {
+    tend_roles::redact::scrub(v)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(report: &Report, suspended: bool) -> String {
+    let mut m = String::new();
+    let commit = report.git.as_ref().map(|g| g.commit.as_str()).unwrap_or("");
+    let branch = report.git.as_ref().map(|g| g.branch.as_str()).unwrap_or("");
+    let result = crate::report::inventory::status_word(report);
+    let mut gauge = |name: &str, help: &str, value: String| {
+        let _ = writeln!(
+            m,
+            "# HELP tend_{name} {help}\n# TYPE tend_{name} gauge\ntend_{name} {value}"
+        );
+    };
+    gauge(
+        "last_run_timestamp_seconds",
+        "When the last tend run finished.",
+        report.finished.to_string(),
+    );
+    gauge(
+        "last_run_duration_seconds",
+        "How long the last tend run took.",
+        format!("{:.3}", report.duration_ms as f64 / 1000.0),
+    );
+    gauge(
+        "resources_changed",
+        "Resources changed by the last run.",
+        report.counts.changed.to_string(),
+    );
+    gauge(
+        "resources_failed",
+        "Resources failed in the last run.",
+        report.counts.failed.to_string(),
+    );
+    gauge(
+        "suspended",
+        "1 when tend is suspended.",
+        u8::from(suspended).to_string(),
+    );
+    let _ = writeln!(
+        m,
+        "# HELP tend_last_run_info The last run's result, commit and branch.\n# TYPE tend_last_run_info gauge\ntend_last_run_info{{result=\"{}\",commit=\"{}\",branch=\"{}\"}} 1",
+        label(result),
+        label(commit),
+        label(branch)
+    );
+    if let Some(s) = report.git.as_ref().and_then(|g| g.signer.as_ref()) {
+        let _ = writeln!(
+            m,
+            "# HELP tend_signer_info The key the applied commit was trusted under.\n# TYPE tend_signer_info gauge\ntend_signer_info{{method=\"{}\",principal=\"{}\",fingerprint=\"{}\",tag=\"{}\"}} 1",
+            label(&s.method),
+            label(&s.principal),
+            label(&s.fingerprint),
+            label(s.tag.as_deref().unwrap_or(""))
+        );
+    }
+    m
+}
+
+/// Writes the textfile when its directory exists (node_exporter is installed); otherwise skips.
+pub fn write(path: &Path, report: &Report, suspended: bool) -> std::io::Result<bool> {
+    match path.parent() {
+        Some(dir) if dir.is_dir() => {
+            statefile::write_bytes(path, render(report, suspended).as_bytes(), 0o644)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{DeviceInfo, GitInfo, RunFacts, SourceInfo};
+
+    #[test]
+    fn metrics_carry_result_and_commit_label() {
+        let mut r = Report::invalid(
+            RunFacts {
+                command: "run".into(),
+                source: SourceInfo {
+                    kind: "git".into(),
+                    location: "x".into(),
+                },
+                device: DeviceInfo::default(),
+                started: std::time::SystemTime::UNIX_EPOCH,
+                elapsed: std::time::Duration::from_millis(1500),
+            },
+            vec![],
+        );
+        r.git = Some(GitInfo {
+            commit: "abc\"def".into(),
+            branch: "canary".into(),
+            ..Default::default()
+        });
+        let text = render(&r, true);
+        assert!(
+            text.contains(
+                "tend_last_run_info{result=\"invalid\",commit=\"abc\\\"def\",branch=\"canary\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tend_suspended 1"));
+        assert!(!text.contains("tend_signer_info"), "unsigned: {text}");
+        r.git.as_mut().unwrap().signer = Some(crate::report::Signer {
+            method: "openpgp".into(),
+            principal: "Release <r@fleet>".into(),
+            fingerprint: "AB12".into(),
+            tag: Some("production/3".into()),
+        });
+        assert!(
+            render(&r, true).contains(
+                "tend_signer_info{method=\"openpgp\",principal=\"Release <r@fleet>\",fingerprint=\"AB12\",tag=\"production/3\"} 1"
+            )
+        );
+        assert!(text.contains("tend_last_run_duration_seconds 1.500"));
+    }
+}

@@ -1,0 +1,406 @@
+//! What a run tells the world: the run report (this file), the history and `tend status`, the
+//! metrics file, the Mender inventory, sd-notify, and the run state kept between runs. The steps
+//! fill in a [`Report`]; these modules only write or read it.
+//!
+//! The report is the device's answer to "what did you apply, from what, and how did it go",
+//! written atomically to the state dir. It is versioned (`schema`) so that readers (status, the
+//! Mender inventory script, fleet tooling) can evolve with it; fields are only ever added.
+
+pub mod inventory;
+pub mod mender;
+pub mod metrics;
+pub mod notify;
+pub mod runstate;
+pub mod status;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tend_roles::{statefile, Outcome, ResourceReport, RunSummary};
+
+use crate::diag::Diagnostic;
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    /// Converged, nothing changed.
+    Ok,
+    Changed,
+    Failed,
+    /// The fleet repo was invalid for this device; nothing was applied.
+    Invalid,
+    /// The run could not start (bad config, unreadable state).
+    Error,
+    /// The device is suspended: it fetched and reported, and applied nothing.
+    Suspended,
+    /// A new commit failed the connectivity guard or a `revert: true` health check and the
+    /// device went back to the last good commit (also while that commit is still the head).
+    Reverted,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Changed => "changed",
+            RunResult::Failed => "failed",
+            RunResult::Invalid => "invalid",
+            RunResult::Error => "error",
+            RunResult::Suspended => "suspended",
+            RunResult::Reverted => "reverted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub unchanged: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// "path" for `apply --path`.
+    pub kind: String,
+    pub location: String,
+}
+
+/// Where the applied tree came from, for runs that pull (`tend run`, `apply --ref`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GitInfo {
+    pub url: String,
+    /// The branch (or ref) followed in this run.
+    pub branch: String,
+    /// The commit applied (the branch head, or the last good commit after a fallback).
+    pub commit: String,
+    /// Committer time of that commit, Unix seconds.
+    pub commit_time: i64,
+    /// The branch head seen on the server, when it differs from what was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// Who signed the applied commit (or its tag), when keys are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<Signer>,
+    /// The configured branch, and the branch a device file moved this device from, if it did.
+    pub configured_branch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_from: Option<String>,
+    /// True when the new head was refused and tend converged to the last good commit instead.
+    #[serde(default)]
+    pub fell_back: bool,
+    /// Why the new head was not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_repo: Option<String>,
+    /// The commit that was reverted (in this run, or earlier and not retried), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted: Option<Reverted>,
+}
+
+/// The key a device trusted for what it applied: shown in the report, `tend status`, metrics
+/// (`tend_signer_info`) and Mender (`tend_signer`), so a fleet view tells which key a device
+/// trusted, and a compromised key's reach can be listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "SignerRecord")]
+pub struct Signer {
+    /// "ssh" or "openpgp".
+    pub method: String,
+    /// The allowed_signers principal, or the OpenPGP user id.
+    pub principal: String,
+    /// `SHA256:…` for SSH keys, the signing key's hex fingerprint for OpenPGP.
+    pub fingerprint: String,
+    /// The signed tag the commit came through, in strict tag mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+impl Signer {
+    pub fn of(verified: &crate::source::verify::Signer, tag: Option<&str>) -> Signer {
+        Signer {
+            method: verified.method.to_string(),
+            principal: verified.principal.clone(),
+            fingerprint: verified.fingerprint.clone(),
+            tag: tag.map(str::to_string),
+        }
+    }
+}
+
+impl std::fmt::Display for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.method, self.principal, self.fingerprint
+        )?;
+        if let Some(t) = &self.tag {
+            write!(f, " via tag {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A signer as reports before this field was structured wrote it: one line of text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SignerRecord {
+    Fields {
+        method: String,
+        principal: String,
+        fingerprint: String,
+        #[serde(default)]
+        tag: Option<String>,
+    },
+    Line(String),
+}
+
+impl From<SignerRecord> for Signer {
+    fn from(r: SignerRecord) -> Self {
+        match r {
+            SignerRecord::Fields {
+                method,
+                principal,
+                fingerprint,
+                tag,
+            } => Signer {
+                method,
+                principal,
+                fingerprint,
+                tag,
+            },
+            SignerRecord::Line(principal) => Signer {
+                principal,
+                ..Signer::default()
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reverted {
+    pub commit: String,
+    pub cause: String,
+    /// Unix seconds of the revert.
+    pub at: u64,
+    /// Paths put back as they were before the commit (in the run that reverted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub tend_version: String,
+    pub command: String,
+    pub source: SourceInfo,
+    pub device: DeviceInfo,
+    /// Seconds since the Unix epoch, UTC.
+    pub started: u64,
+    pub finished: u64,
+    pub duration_ms: u64,
+    pub result: RunResult,
+    pub counts: Counts,
+    pub resources: Vec<serde_json::Value>,
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(default)]
+    pub pending_handlers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    /// Things that did not fail the run but must be seen (e.g. no signing keys configured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The roles' health checks, run after the apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::safety::health::CheckResult>,
+    /// The connectivity guard, run after an apply that changed something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::safety::guard::GuardReport>,
+    /// Things tend created for resources no longer declared, left in place (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphans: Vec<crate::converge::prune::Orphan>,
+    /// Reboots: required by this run, pending, done (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootReport>,
+}
+
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn counts(resources: &[ResourceReport]) -> Counts {
+    let mut c = Counts::default();
+    for r in resources {
+        match r.outcome {
+            Outcome::Unchanged => c.unchanged += 1,
+            Outcome::Changed => c.changed += 1,
+            Outcome::Failed => c.failed += 1,
+            Outcome::Skipped => c.skipped += 1,
+        }
+    }
+    c
+}
+
+pub struct RunFacts {
+    pub command: String,
+    pub source: SourceInfo,
+    pub device: DeviceInfo,
+    pub started: SystemTime,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// A report of a run that applied nothing yet: the frame every result fills in.
+    fn empty(run: RunFacts, result: RunResult) -> Self {
+        Self {
+            schema: SCHEMA,
+            tend_version: env!("CARGO_PKG_VERSION").into(),
+            command: run.command,
+            source: run.source,
+            device: run.device,
+            started: unix_seconds(run.started),
+            finished: unix_seconds(run.started + run.elapsed),
+            duration_ms: run.elapsed.as_millis() as u64,
+            result,
+            counts: Counts::default(),
+            resources: Vec::new(),
+            errors: Vec::new(),
+            diagnostics: Vec::new(),
+            pending_handlers: Vec::new(),
+            git: None,
+            warnings: Vec::new(),
+            checks: Vec::new(),
+            guard: None,
+            orphans: Vec::new(),
+            reboot: None,
+        }
+    }
+
+    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
+        let counts = counts(&summary.resources);
+        let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
+            (_, true) => RunResult::Failed,
+            (true, false) => RunResult::Changed,
+            (false, false) => RunResult::Ok,
+        };
+        Self {
+            counts,
+            resources: summary
+                .resources
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .collect(),
+            errors: summary.errors.clone(),
+            pending_handlers: summary.pending_handlers.clone(),
+            ..Self::empty(run, result)
+        }
+    }
+
+    pub fn invalid(run: RunFacts, diagnostics: Vec<Diagnostic>) -> Self {
+        Self {
+            errors: diagnostics.iter().map(|d| d.to_string()).collect(),
+            diagnostics,
+            ..Self::empty(run, RunResult::Invalid)
+        }
+    }
+
+    /// Written with every credential scrubbed (report.json is world-readable, and so is the
+    /// history made of these).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let json = tend_roles::redact::scrub_json(&json) + "\n";
+        statefile::write_bytes(path, json.as_bytes(), 0o644).map(drop)
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trips_through_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunFacts {
+            command: "apply".into(),
+            source: SourceInfo {
+                kind: "path".into(),
+                location: "/fleet".into(),
+            },
+            device: DeviceInfo {
+                id: "pi-1".into(),
+                ..Default::default()
+            },
+            started: SystemTime::now(),
+            elapsed: Duration::from_millis(12),
+        };
+        let r = Report::invalid(
+            run,
+            vec![Diagnostic::new("fleet.yaml", 3, "bad").fix("good")],
+        );
+        let p = d.path().join("report.json");
+        r.write(&p).unwrap();
+        let back = Report::read(&p).unwrap();
+        assert_eq!(back.result, RunResult::Invalid);
+        assert_eq!(back.diagnostics[0].line, 3);
+        assert_eq!(back.errors[0], "fleet.yaml:3: bad (fix: good)");
+    }
+}
+
+/// A reboot that happened, for the report of the first run after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Happened {
+    pub commit: String,
+    pub reasons: Vec<String>,
+    /// Unix seconds when tend asked for it.
+    pub requested_at: u64,
+}
+
+/// What the report says about reboots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootReport {
+    /// What changed in this run and needs a reboot (check mode: what would).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    /// A reboot is owed and has not happened yet.
+    pub pending: bool,
+    /// The commit it is owed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub window: String,
+    /// What tend did about it: "rebooting", or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The reboot that happened before this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub happened: Option<Happened>,
+}
+
+/// Unix seconds as RFC 3339 UTC, for the Mender attributes and `tend status --history`.
+pub fn rfc3339(unix: u64) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,283 @@
+//! After a verified commit converged: is the device still reachable and healthy? Then the commit
+//! is good. If not, and the commit is new, go back to the last good one.
+//!
+//! The order matters. The connectivity guard runs after any apply that changed something, and
+//! health checks ran inside the apply. When the guard or a `revert: true` check fails on a commit
+//! that is not the last good one, tend puts back every path the commit (and any failed attempt
+//! since the last good commit) replaced, re-applies the last good commit (which restores its
+//! sources, services and users, and runs again the handlers the bad commit ran), and checks
+//! again. Only when the device is healthy again on the good commit is the new one remembered as
+//! bad, so a server outage that the guard happened to see does not condemn a good commit: it
+//! is tried again on the next run.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::converge::apply::{converge_tree, Converged, RunError, Session};
+use crate::converge::backup::Backup;
+use crate::device::config::Follow;
+use crate::device::state::PENDING_HANDLERS_FILE;
+use crate::exit;
+use crate::report::runstate::{GoodCommit, RunState};
+use crate::report::{unix_seconds, GitInfo, Reverted, RunResult, SourceInfo};
+use crate::safety::guard::{self, GuardReport};
+use crate::source::fetch::{FetchError, LocalRepo, SourceConfig};
+use tend_roles::engine::PendingHandlers;
+use tend_roles::Host;
+
+/// The commit that converged, and where it came from.
+pub struct Applied<'a> {
+    pub commit: gix::ObjectId,
+    pub branch: &'a str,
+    /// `apply --ref`: may be reverted, but is never recorded as good or bad.
+    pub one_shot: bool,
+    /// Read from the image's seed bundle because the server was unreachable: the guard is not
+    /// run, since it cannot blame the commit for a server that was unreachable before it.
+    pub from_seed: bool,
+    pub signer: Option<&'a crate::report::Signer>,
+}
+
+/// The reverted commit when `commit` is the one remembered as bad on `branch`.
+pub fn known_bad(state: &RunState, branch: &str, commit: &gix::ObjectId) -> Option<Reverted> {
+    state
+        .reverted
+        .get(branch)
+        .filter(|r| gix::ObjectId::from_hex(r.commit.as_bytes()).is_ok_and(|id| id == *commit))
+        .cloned()
+}
+
+/// Guards, then records the commit as good, reverts it, or fails the run.
+pub fn settle(
+    s: &mut Session,
+    repo: &LocalRepo,
+    src: &SourceConfig,
+    applied: Applied,
+    mut converged: Converged,
+    git: &mut GitInfo,
+    out: &mut dyn Write,
+) -> Result<Converged, RunError> {
+    if s.check {
+        return Ok(converged);
+    }
+    if converged.report.counts.changed > 0 && !applied.from_seed {
+        converged.report.guard = Some(run_guard(s, repo, src, out));
+    }
+    let guard_failure = converged
+        .report
+        .guard
+        .as_ref()
+        .and_then(GuardReport::failure);
+    let cause = guard_failure.clone().or_else(|| {
+        converged
+            .report
+            .checks
+            .iter()
+            .find(|c| c.failed() && c.revert)
+            .map(|c| c.describe())
+    });
+    let good = s.run_state.last_good.clone();
+    let commit = applied.commit.to_string();
+    match (cause, good) {
+        (Some(cause), Some(good)) if good.commit != commit => {
+            revert(s, repo, src, &applied, &good, cause, converged, git, out)
+        }
+        (cause, _) => {
+            if let Some(g) = guard_failure {
+                converged.report.errors.push(g);
+                converged.report.result = RunResult::Failed;
+                converged.exit |= exit::FAILED;
+            }
+            let clean = converged.report.counts.failed == 0 && converged.report.errors.is_empty();
+            if clean && cause.is_none() && !applied.one_shot {
+                mark_good(s, &applied);
+            }
+            Ok(converged)
+        }
+    }
+}
+
+fn mark_good(s: &mut Session, applied: &Applied) {
+    s.run_state.last_good = Some(GoodCommit {
+        commit: applied.commit.to_string(),
+        branch: applied.branch.to_string(),
+        applied_at: unix_seconds(SystemTime::now()),
+        signer: applied.signer.cloned(),
+    });
+    s.run_state.reverted.remove(applied.branch);
+    discard_backup(s);
+}
+
+fn discard_backup(s: &Session) {
+    if let Err(e) = Backup::open(&s.state.path).and_then(Backup::discard) {
+        tracing::warn!("cannot discard what was kept for a revert: {e}");
+    }
+}
+
+fn run_guard(
+    s: &Session,
+    repo: &LocalRepo,
+    src: &SourceConfig,
+    out: &mut dyn Write,
+) -> GuardReport {
+    s.notifier.status("connectivity guard");
+    let followed = s
+        .run_state
+        .current_branch
+        .clone()
+        .unwrap_or_else(|| s.config.source.branch.clone());
+    let quick = SourceConfig {
+        retries: 0,
+        ..src.clone()
+    };
+    let list_refs = || -> Result<(), String> {
+        let listed = match s.config.source.follow {
+            Follow::Branch => repo.fetch_branch(&quick, &followed).map(|_| ()),
+            Follow::Tags => repo.fetch_tags(&quick, &format!("{followed}/")).map(|_| ()),
+        };
+        match listed {
+            // The server answered: reachable, even if the branch went away meanwhile.
+            Ok(()) | Err(FetchError::BranchMissing { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let report = guard::check(&guard::Inputs {
+        root: &s.root,
+        src,
+        config: &s.config.guard,
+        list_refs: &list_refs,
+    });
+    match report.failure() {
+        None => {
+            let _ = writeln!(out, "reachable {} (connectivity guard)", src.url);
+        }
+        Some(f) => {
+            tracing::error!("{f}");
+            let _ = writeln!(out, "UNREACHABLE {f}");
+        }
+    }
+    report
+}
+
+#[allow(clippy::too_many_arguments)]
+fn revert(
+    s: &mut Session,
+    repo: &LocalRepo,
+    src: &SourceConfig,
+    applied: &Applied,
+    good: &GoodCommit,
+    cause: String,
+    failed: Converged,
+    git: &mut GitInfo,
+    out: &mut dyn Write,
+) -> Result<Converged, RunError> {
+    let bad = applied.commit.to_string();
+    let _ = writeln!(
+        out,
+        "tend: reverting commit {} of {}: {cause}",
+        short(&bad),
+        applied.branch
+    );
+    tracing::error!(commit = %bad, branch = applied.branch, "reverting: {cause}");
+    s.notifier.status("reverting");
+    let state_err = |e: std::io::Error| RunError::State {
+        path: s.state.path.display().to_string(),
+        source: e,
+    };
+    let kept = Backup::open(&s.state.path).map_err(state_err)?;
+    let (restored, errors) = kept.restore(&Host::new(&s.root));
+    for p in &restored {
+        let _ = writeln!(out, "restored {p}");
+    }
+    if errors.is_empty() {
+        kept.discard().map_err(state_err)?;
+    }
+    // Services restarted for the bad commit's files must restart again for the restored ones.
+    let mut pending = PendingHandlers::load(Some(&s.state.file(PENDING_HANDLERS_FILE)));
+    pending.add(&failed.handlers_run).map_err(state_err)?;
+
+    let good_id = gix::ObjectId::from_hex(good.commit.as_bytes()).map_err(|e| RunError::State {
+        path: "state.json".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let tree = repo.tree(&good_id).map_err(|e| RunError::State {
+        path: "repo.git".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let source = SourceInfo {
+        kind: "git".into(),
+        location: format!(
+            "{} {} {} (last good, after reverting {})",
+            src.url,
+            good.branch,
+            short(&good.commit),
+            short(&bad)
+        ),
+    };
+    let mut back = converge_tree(s, Arc::new(tree), source, out)?;
+    let guard_again = run_guard(s, repo, src, out);
+    let still = guard_again.failure().or_else(|| {
+        back.report
+            .checks
+            .iter()
+            .find(|c| c.failed() && c.revert)
+            .map(|c| c.describe())
+    });
+    back.report.guard = Some(guard_again);
+
+    let reverted = Reverted {
+        commit: bad.clone(),
+        cause: cause.clone(),
+        at: unix_seconds(SystemTime::now()),
+        restored,
+    };
+    let mut errs = vec![format!(
+        "commit {} of {} was reverted to the last good commit {}: {cause}",
+        short(&bad),
+        applied.branch,
+        short(&good.commit)
+    )];
+    errs.extend(errors);
+    match &still {
+        None if !applied.one_shot => {
+            let _ = writeln!(
+                out,
+                "tend: back on {}; {} will not be applied again until {} moves on",
+                short(&good.commit),
+                short(&bad),
+                applied.branch
+            );
+            s.run_state.reverted.insert(
+                applied.branch.to_string(),
+                Reverted {
+                    restored: Vec::new(),
+                    ..reverted.clone()
+                },
+            );
+            discard_backup(s);
+        }
+        None => {}
+        Some(f) => {
+            let msg = format!(
+                "still failing on the last good commit ({f}): the failure may not be the commit's, so it will be tried again"
+            );
+            let _ = writeln!(out, "tend: {msg}");
+            errs.push(msg);
+        }
+    }
+    back.report.errors.splice(0..0, errs);
+    back.report.result = RunResult::Reverted;
+    back.exit |= exit::CHANGED_AND_FAILED;
+    git.branch = good.branch.clone();
+    git.commit = good.commit.clone();
+    git.commit_time = repo.commit_time(&good_id).unwrap_or(0);
+    git.head = Some(bad);
+    git.signer = None;
+    git.fell_back = true;
+    git.reverted = Some(reverted);
+    Ok(back)
+}
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
