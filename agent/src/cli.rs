@@ -285,7 +285,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
                 writeln!(
                     out,
                     "{}  {:<9} {:>3} changed {:>3} failed  {}",
-                    crate::report::rfc3339(r.finished),
+                    crate::clock::rfc3339(r.finished),
                     crate::report::inventory::status_word(r),
                     r.counts.changed,
                     r.counts.failed,

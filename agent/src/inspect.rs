@@ -105,7 +105,7 @@ fn render_device(
         vars_files: Vec::new(),
         mode: Mode::Placeholders,
         parsed,
-        max_desired_bytes: crate::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: crate::device::config::DEFAULT_MAX_DESIRED_BYTES,
     })
 }
 
@@ -125,7 +125,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
         }
         for bad in ids
             .iter()
-            .filter(|id| crate::fleet::load::check_device_id(id).is_err())
+            .filter(|id| crate::device::identity::check_device_id(id).is_err())
         {
             all.push(
                 Diagnostic::new(
@@ -136,7 +136,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
                 .fix("name device files <device-id>.yaml, with letters, digits and '-_.:@'"),
             );
         }
-        ids.retain(|id| crate::fleet::load::check_device_id(id).is_ok());
+        ids.retain(|id| crate::device::identity::check_device_id(id).is_ok());
         // A device without a file of its own gets the fleet-wide roles: check that too.
         ids.push("tend-validate-default-device".into());
         ids

@@ -5,6 +5,7 @@
 //! driven from tests against a tempdir or chroot root.
 
 pub mod cli;
+pub mod clock;
 pub mod converge;
 pub mod device;
 pub mod diag;
@@ -16,6 +17,7 @@ pub mod journal;
 pub mod logging;
 pub mod net;
 pub mod report;
+pub mod revert;
 pub mod run;
 pub mod safety;
 pub mod source;

@@ -258,7 +258,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
             let bad = o
                 .reference
                 .is_none()
-                .then(|| crate::safety::revert::known_bad(&s.run_state, &c.branch, &c.commit))
+                .then(|| crate::revert::known_bad(&s.run_state, &c.branch, &c.commit))
                 .flatten();
             if let Some(bad) = bad {
                 // Reverted before: stay on the last good commit until the branch moves on.
@@ -301,16 +301,14 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     out,
                 )?
             } else {
-                let applied = crate::safety::revert::Applied {
+                let applied = crate::revert::Applied {
                     commit: c.commit,
                     branch: &c.branch,
                     one_shot: o.reference.is_some(),
                     from_seed: c.from_seed,
                     signer: c.signer.as_ref(),
                 };
-                crate::safety::revert::settle(
-                    &mut s, &repo, &src, applied, converged, &mut git, out,
-                )?
+                crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
             }
         }
         Err(Refused { cause, head }) => {

@@ -38,7 +38,7 @@ fn run(dir: &Path, facts: Facts, root: &Path, vars_files: &[&str]) -> Result<Val
         vars_files: vars_files.iter().map(|s| s.to_string()).collect(),
         mode: Mode::Device,
         parsed: None,
-        max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
     })
     .map_err(|d| d.to_string())
 }

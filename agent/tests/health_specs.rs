@@ -40,7 +40,7 @@ fn validate_repo(role_yaml: &str) -> Result<Validated, String> {
         vars_files: Vec::new(),
         mode: Mode::Device,
         parsed: None,
-        max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
+        max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
     })
     .map_err(|d| d.to_string())
 }

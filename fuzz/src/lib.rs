@@ -127,7 +127,7 @@ pub fn fleet_loader(data: &[u8]) {
             vars_files: Vec::new(),
             mode,
             parsed: None,
-            max_desired_bytes: tend_agent::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
+            max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
         });
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
 
+use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
@@ -23,7 +24,8 @@ use crate::fleet::facts;
 use crate::fleet::validate::{validate, Inputs};
 use crate::fleet::vars::Mode;
 use crate::report::runstate::{RunState, STATE_FILE};
-use crate::report::{unix_seconds, DeviceInfo, Happened, Report, RunFacts, RunResult, SourceInfo};
+use crate::report::{DeviceInfo, Report, RunFacts, RunResult, SourceInfo};
+use crate::safety::reboot::Happened;
 use crate::source::tree::{DirTree, Tree};
 use crate::{report::inventory, report::mender, report::metrics, report::status, safety::health};
 
@@ -232,7 +234,7 @@ impl Session {
             error: inventory::first_error(report).unwrap_or_default(),
             suspended,
         };
-        let now = crate::report::unix_seconds(SystemTime::now());
+        let now = crate::clock::unix_seconds(SystemTime::now());
         if !mender::due(
             self.run_state.inventory.as_ref(),
             &shown,
@@ -443,7 +445,7 @@ pub fn converge_tree(
     }
     report.checks = checks;
     if !summary.reboot.is_empty() {
-        report.reboot = Some(crate::report::RebootReport {
+        report.reboot = Some(crate::safety::reboot::RebootReport {
             required: summary.reboot.clone(),
             ..Default::default()
         });

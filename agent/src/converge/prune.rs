@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::fleet::validate::Settings;
+use crate::report::Orphan;
 use serde::{Deserialize, Serialize};
 use tend_roles::{
     converge_with, find_type, statefile, Desired, DynResource, Host, Item, Managed, NoSources,
@@ -19,25 +21,14 @@ use tend_roles::{
 
 pub const FILE: &str = "managed.json";
 
-/// `prune:` as the fleet repo sets it for this device.
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    /// fleet.yaml's `prune`.
-    pub fleet: Option<bool>,
-    /// Each role of this device → its own `prune`, if it sets one.
-    pub roles: BTreeMap<String, Option<bool>>,
-}
-
-impl Settings {
-    /// Whether an orphan is removed: its role's own setting while the device still has the role,
-    /// else the setting the role had when it last declared it; then fleet.yaml's; default no.
-    pub fn prunes(&self, entry: &Entry) -> bool {
-        let own = match self.roles.get(&entry.role) {
-            Some(flag) => *flag,
-            None => entry.role_prune,
-        };
-        own.or(self.fleet).unwrap_or(false)
-    }
+/// Whether an orphan is removed: its role's own setting while the device still has the role,
+/// else the setting the role had when it last declared it; then fleet.yaml's; default no.
+fn prunes(settings: &Settings, entry: &Entry) -> bool {
+    let own = match settings.roles.get(&entry.role) {
+        Some(flag) => *flag,
+        None => entry.role_prune,
+    };
+    own.or(settings.fleet).unwrap_or(false)
 }
 
 /// One managed thing, as recorded.
@@ -64,16 +55,6 @@ impl Entry {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
     entries: Vec<Entry>,
-}
-
-/// An orphan that stays on the device, for the report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Orphan {
-    pub kind: String,
-    pub id: String,
-    pub role: String,
-    /// Why it stays: "prune is off", "the run had failures", "tend did not install it".
-    pub reason: String,
 }
 
 /// What one apply manages and what it no longer does.
@@ -203,7 +184,7 @@ impl Pass {
                 record.push(orphan.clone());
                 continue;
             }
-            if !settings.prunes(orphan) {
+            if !prunes(settings, orphan) {
                 keep_orphan(orphan, "prune is off", &mut out);
                 record.push(orphan.clone());
                 continue;
@@ -405,16 +386,16 @@ mod tests {
             created: false,
         };
         assert!(
-            !s.prunes(&entry("web", Some(true))),
+            !prunes(&s, &entry("web", Some(true))),
             "a current role: its setting now"
         );
         assert!(
-            !s.prunes(&entry("gone", Some(false))),
+            !prunes(&s, &entry("gone", Some(false))),
             "a removed role: its last setting"
         );
-        assert!(s.prunes(&entry("gone", None)), "else fleet.yaml's");
+        assert!(prunes(&s, &entry("gone", None)), "else fleet.yaml's");
         assert!(
-            !settings(None, &[]).prunes(&entry("gone", None)),
+            !prunes(&settings(None, &[]), &entry("gone", None)),
             "default off"
         );
     }

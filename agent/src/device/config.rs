@@ -13,6 +13,14 @@ use serde::Deserialize;
 use crate::diag::Diagnostic;
 use crate::yaml;
 
+/// `source.max_fetch_bytes` unless configured: a device's fleet repo is a few MiB.
+pub const DEFAULT_MAX_FETCH_BYTES: u64 = 256 << 20;
+pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1024;
+pub const DEFAULT_TRANSFER_RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The default budget: far above any configuration, far below a device's memory.
+pub const DEFAULT_MAX_DESIRED_BYTES: u64 = 256 << 20;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fragment {
@@ -225,9 +233,9 @@ impl Default for Source {
             connect_timeout: Duration::from_secs(20),
             timeout: Duration::from_secs(300),
             retries: 3,
-            max_fetch_bytes: crate::source::fetch::DEFAULT_MAX_FETCH_BYTES,
-            min_transfer_rate: crate::source::fetch::DEFAULT_MIN_TRANSFER_RATE,
-            transfer_rate_window: crate::source::fetch::DEFAULT_TRANSFER_RATE_WINDOW,
+            max_fetch_bytes: crate::device::config::DEFAULT_MAX_FETCH_BYTES,
+            min_transfer_rate: crate::device::config::DEFAULT_MIN_TRANSFER_RATE,
+            transfer_rate_window: crate::device::config::DEFAULT_TRANSFER_RATE_WINDOW,
             follow: Follow::Branch,
         }
     }
@@ -299,7 +307,7 @@ impl Default for Config {
             history: 20,
             guard: Guard::default(),
             reboot: Reboot::default(),
-            max_desired_bytes: crate::fleet::budget::DEFAULT_MAX_DESIRED_BYTES,
+            max_desired_bytes: crate::device::config::DEFAULT_MAX_DESIRED_BYTES,
             fragments: Vec::new(),
         }
     }

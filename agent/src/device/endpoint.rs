@@ -1,7 +1,7 @@
 //! An endpoint the connectivity guard must still reach (`guard.endpoints`): parsed with the
 //! config, checked by the guard, so it lives below both.
 
-use crate::safety::health::spec::host_port;
+use crate::net::url::host_port;
 
 /// A place the device must still reach: resolve and connect, and a TLS handshake when `tls`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use tend_roles::child::Finished;
 
-use crate::fleet::load::check_device_id;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("no device id: /etc/machine-id is missing or empty under {root}, Mender gave none, and none is configured; set `device: {{id: …}}` in /etc/tend/tend.yaml or pass --device")]
@@ -122,6 +120,23 @@ fn base64url_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Device ids come from machine-id, Mender or config: more characters are allowed, never a path.
+pub fn check_device_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "device id '{id}' may only use letters, digits and '-_.:@', and may not start with '.'"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,6 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use tend_roles::spec::Content;
 
-/// The default budget: far above any configuration, far below a device's memory.
-pub const DEFAULT_MAX_DESIRED_BYTES: u64 = 256 << 20;
-
 /// What to do when a commit is over the budget.
 pub const BUDGET_FIX: &str = "ship large payloads in a Debian package, or raise `apply.max_desired_bytes` in the device's tend.yaml (docs/device.md)";
 

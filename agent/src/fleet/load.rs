@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::device::identity::check_device_id;
 use crate::diag::Diagnostic;
 use crate::fleet::model::{
     parse_format, DeviceFile, FleetFile, FormatOnly, GroupFile, RoleFile, FORMAT_MAJOR,
@@ -100,23 +101,6 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("'{name}' is not a valid {kind} name: use letters, digits, '-', '_' and '.', starting with a letter or digit"))
-    }
-}
-
-/// Device ids come from machine-id, Mender or config: more characters are allowed, never a path.
-pub fn check_device_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "device id '{id}' may only use letters, digits and '-_.:@', and may not start with '.'"
-        ))
     }
 }
 

@@ -69,7 +69,16 @@ pub struct Validated {
     /// The roles' health checks, in role order.
     pub checks: Vec<crate::safety::health::Check>,
     /// `prune:` of fleet.yaml and of each role of this device.
-    pub prune: crate::converge::prune::Settings,
+    pub prune: crate::fleet::validate::Settings,
+}
+
+/// `prune:` as the fleet repo sets it for this device.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// fleet.yaml's `prune`.
+    pub fleet: Option<bool>,
+    /// Each role of this device → its own `prune`, if it sets one.
+    pub roles: BTreeMap<String, Option<bool>>,
 }
 
 pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
@@ -102,7 +111,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let ctx = minijinja::Value::from(minijinja::value::Serde(&ctx_map));
 
     let handler_names = collect_handler_names(&resolved.roles, &mut diags);
-    let mut prune = crate::converge::prune::Settings {
+    let mut prune = crate::fleet::validate::Settings {
         fleet: prune_flag("fleet.yaml", fleet.file.prune.as_ref(), &mut diags),
         roles: BTreeMap::new(),
     };

@@ -18,7 +18,7 @@ pub mod proxy;
 pub mod quote;
 pub mod resolve;
 mod stream;
-pub(crate) mod url;
+pub mod url;
 /// Public for the `http_response` fuzz target; the client is the way in.
 pub mod wire;
 

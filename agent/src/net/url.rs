@@ -115,6 +115,31 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// "host", "host:port", "[v6]:port" → (host, port); `default` when no port is given.
+pub fn host_port(authority: &str, default: u16) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("'{authority}' has an unclosed '['"))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("'{authority}' names no host"));
+    }
+    let port = match port {
+        None => default,
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("'{p}' is not a port number"))?,
+    };
+    Ok((host.to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

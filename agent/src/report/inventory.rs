@@ -10,9 +10,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::clock::rfc3339;
 use crate::report::runstate::RunState;
 use crate::report::status::Suspension;
-use crate::report::{rfc3339, Report, RunResult};
+use crate::report::{Report, RunResult};
 
 /// The longest value tend puts in one attribute.
 pub const MAX_VALUE_CHARS: usize = 1024;
@@ -273,13 +274,13 @@ mod tests {
         };
         assert_eq!(get(&r, "tend_orphans").as_deref(), Some("0"));
         assert_eq!(get(&r, "tend_reboot_pending").as_deref(), Some("false"));
-        r.orphans = vec![crate::converge::prune::Orphan {
+        r.orphans = vec![crate::report::Orphan {
             kind: "file".into(),
             id: "/etc/old".into(),
             role: "web".into(),
             reason: "prune is off".into(),
         }];
-        r.reboot = Some(crate::report::RebootReport {
+        r.reboot = Some(crate::safety::reboot::RebootReport {
             pending: true,
             ..Default::default()
         });

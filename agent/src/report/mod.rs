@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tend_roles::{statefile, Outcome, ResourceReport, RunSummary};
 
+use crate::clock::unix_seconds;
 use crate::diag::Diagnostic;
+use crate::safety::reboot::RebootReport;
 
 pub const SCHEMA: u32 = 1;
 
@@ -232,16 +234,20 @@ pub struct Report {
     pub guard: Option<crate::safety::guard::GuardReport>,
     /// Things tend created for resources no longer declared, left in place (docs/safety.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub orphans: Vec<crate::converge::prune::Orphan>,
+    pub orphans: Vec<crate::report::Orphan>,
     /// Reboots: required by this run, pending, done (docs/safety.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootReport>,
 }
 
-pub fn unix_seconds(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// An orphan that stays on the device, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    pub kind: String,
+    pub id: String,
+    pub role: String,
+    /// Why it stays: "prune is off", "the run had failures", "tend did not install it".
+    pub reason: String,
 }
 
 pub fn counts(resources: &[ResourceReport]) -> Counts {
@@ -365,42 +371,4 @@ mod tests {
         assert_eq!(back.diagnostics[0].line, 3);
         assert_eq!(back.errors[0], "fleet.yaml:3: bad (fix: good)");
     }
-}
-
-/// A reboot that happened, for the report of the first run after it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Happened {
-    pub commit: String,
-    pub reasons: Vec<String>,
-    /// Unix seconds when tend asked for it.
-    pub requested_at: u64,
-}
-
-/// What the report says about reboots.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootReport {
-    /// What changed in this run and needs a reboot (check mode: what would).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required: Vec<String>,
-    /// A reboot is owed and has not happened yet.
-    pub pending: bool,
-    /// The commit it is owed to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit: Option<String>,
-    pub window: String,
-    /// What tend did about it: "rebooting", or why not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<String>,
-    /// The reboot that happened before this run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub happened: Option<Happened>,
-}
-
-/// Unix seconds as RFC 3339 UTC, for the Mender attributes and `tend status --history`.
-pub fn rfc3339(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }

@@ -8,8 +8,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tend_roles::{fsutil, statefile};
 
+use crate::clock::unix_seconds;
 use crate::report::runstate::RunState;
-use crate::report::{unix_seconds, Report, RunResult};
+use crate::report::{Report, RunResult};
 
 pub const SUSPENDED_FILE: &str = "suspended.json";
 pub const HISTORY_DIR: &str = "history";

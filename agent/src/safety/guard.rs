@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::config::Guard;
 use crate::device::endpoint::Endpoint;
+use crate::net::url::host_port;
 use crate::net::NoProxy;
-use crate::safety::health::spec::host_port;
 use crate::source::fetch::SourceConfig;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,7 +1,6 @@
 //! After a change: is the device still healthy and reachable? Health checks, the connectivity
-//! guard, the revert to the last good commit, and reboots inside the maintenance window.
+//! guard, and reboots inside the maintenance window. Deciding to revert is the run's (`revert.rs`).
 
 pub mod guard;
 pub mod health;
 pub mod reboot;
-pub mod revert;

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_seconds;
 use crate::device::window::Window;
-use crate::report::{unix_seconds, Happened, RebootReport};
 
 /// Where the kernel publishes this boot's random id (under the managed root).
 pub const BOOT_ID: &str = "proc/sys/kernel/random/boot_id";
@@ -137,7 +137,7 @@ pub fn decide(state: &mut State, d: Decision) -> (Option<RebootReport>, bool) {
         report.action = Some(match &p.requested {
             Some(r) => format!(
                 "a reboot was requested at {} and has not happened; tend does not ask again for commit {}",
-                crate::report::rfc3339(r.at),
+                crate::clock::rfc3339(r.at),
                 p.commit
             ),
             None if d.check => "check mode: not rebooting".into(),
@@ -160,6 +160,35 @@ pub fn decide(state: &mut State, d: Decision) -> (Option<RebootReport>, bool) {
     }
     let empty = report.required.is_empty() && !report.pending && report.happened.is_none();
     ((!empty || report.action.is_some()).then_some(report), now)
+}
+
+/// A reboot that happened, for the report of the first run after it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Happened {
+    pub commit: String,
+    pub reasons: Vec<String>,
+    /// Unix seconds when tend asked for it.
+    pub requested_at: u64,
+}
+
+/// What the report says about reboots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebootReport {
+    /// What changed in this run and needs a reboot (check mode: what would).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
+    /// A reboot is owed and has not happened yet.
+    pub pending: bool,
+    /// The commit it is owed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub window: String,
+    /// What tend did about it: "rebooting", or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The reboot that happened before this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub happened: Option<Happened>,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::net::url::host_port;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tend_roles::spec::parse_spec;
@@ -263,31 +264,6 @@ fn tcp(v: Value) -> Result<Probe, SpecError> {
         return Err(err("the port is missing or 0".into()));
     }
     Ok(Probe::Tcp { host, port })
-}
-
-/// "host", "host:port", "[v6]:port" → (host, port); `default` when no port is given.
-pub fn host_port(authority: &str, default: u16) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("'{authority}' has an unclosed '['"))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() || host.contains('@') {
-        return Err(format!("'{authority}' names no host"));
-    }
-    let port = match port {
-        None => default,
-        Some(p) => p
-            .parse::<u16>()
-            .map_err(|_| format!("'{p}' is not a port number"))?,
-    };
-    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]

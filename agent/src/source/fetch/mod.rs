@@ -20,6 +20,9 @@ mod transfer;
 mod trust;
 mod watch;
 
+use crate::device::config::{
+    DEFAULT_MAX_FETCH_BYTES, DEFAULT_MIN_TRANSFER_RATE, DEFAULT_TRANSFER_RATE_WINDOW,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,11 +66,6 @@ pub struct SourceConfig {
     pub min_transfer_rate: u64,
     pub transfer_rate_window: Duration,
 }
-
-/// `source.max_fetch_bytes` unless configured: a device's fleet repo is a few MiB.
-pub const DEFAULT_MAX_FETCH_BYTES: u64 = 256 << 20;
-pub const DEFAULT_MIN_TRANSFER_RATE: u64 = 1024;
-pub const DEFAULT_TRANSFER_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl SourceConfig {
     /// `url` with tend's defaults: 20 s to connect, 300 s in all, 3 retries, 256 MiB, 1 KiB/s

@@ -14,13 +14,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::clock::unix_seconds;
 use crate::converge::apply::{converge_tree, Converged, RunError, Session};
 use crate::converge::backup::Backup;
 use crate::device::config::Follow;
 use crate::device::state::PENDING_HANDLERS_FILE;
 use crate::exit;
 use crate::report::runstate::{GoodCommit, RunState};
-use crate::report::{unix_seconds, GitInfo, Reverted, RunResult, SourceInfo};
+use crate::report::{GitInfo, Reverted, RunResult, SourceInfo};
 use crate::safety::guard::{self, GuardReport};
 use crate::source::fetch::{FetchError, LocalRepo, SourceConfig};
 use tend_roles::engine::PendingHandlers;
