@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostic;
 use crate::yaml;
@@ -28,7 +29,7 @@ struct Fragment {
     verify: Option<VerifyFragment>,
     device: Option<DeviceFragment>,
     vars_files: Option<Vec<String>>,
-    state_dir: Option<String>,
+    state_dir: Option<Spanned<String>>,
     apt: Option<AptFragment>,
     report: Option<ReportFragment>,
     guard: Option<GuardFragment>,
@@ -47,9 +48,9 @@ struct ApplyFragment {
 #[serde(deny_unknown_fields)]
 struct RebootFragment {
     /// `never` (default) or a daily local-time range `HH:MM-HH:MM`.
-    window: Option<String>,
+    window: Option<Spanned<String>>,
     /// The argv that reboots the device (default `systemctl reboot`).
-    command: Option<Vec<String>>,
+    command: Option<Spanned<Vec<String>>>,
 }
 
 /// When and how a change that needs a reboot gets one (docs/safety.md).
@@ -73,7 +74,7 @@ impl Default for Reboot {
 struct GuardFragment {
     /// Further endpoints the device must still reach after a change (`https://host[:port]` or
     /// `host:port`).
-    endpoints: Option<Vec<String>>,
+    endpoints: Option<Spanned<Vec<String>>>,
     /// Seconds each step (resolve, connect, handshake, ref listing) may take.
     timeout: Option<u64>,
     /// Further attempts of the whole guard before it fails.
@@ -432,11 +433,16 @@ impl Config {
         if let Some(v) = f.vars_files {
             self.vars_files = v;
         }
-        if let Some(s) = f.state_dir {
+        if let Some(Spanned {
+            value: s,
+            referenced,
+            ..
+        }) = f.state_dir
+        {
             if !s.starts_with('/') {
                 return Err(Diagnostic::new(
                     path.display().to_string(),
-                    0,
+                    referenced.line(),
                     format!("state_dir '{s}' is not an absolute path"),
                 )
                 .fix("write an absolute path such as /var/lib/tend or /data/tend"));
@@ -456,12 +462,14 @@ impl Config {
         }
         if let Some(g) = f.guard {
             if let Some(list) = g.endpoints {
+                let line = list.referenced.line();
                 self.guard.endpoints = list
+                    .value
                     .iter()
                     .map(|e| crate::device::endpoint::Endpoint::parse(e))
                     .collect::<Result<_, _>>()
                     .map_err(|e| {
-                        Diagnostic::new(path.display().to_string(), 0, format!("guard.endpoints: {e}"))
+                        Diagnostic::new(path.display().to_string(), line, format!("guard.endpoints: {e}"))
                             .fix("write `https://host[:port]` (resolve, connect, TLS) or `host:port` (resolve, connect)")
                     })?;
             }
@@ -476,15 +484,23 @@ impl Config {
             }
         }
         if let Some(r) = f.reboot {
-            let at = |m: String| Diagnostic::new(path.display().to_string(), 0, m);
+            let at = |line: u64, m: String| Diagnostic::new(path.display().to_string(), line, m);
             if let Some(w) = r.window {
-                self.reboot.window = crate::device::window::Window::parse(&w).map_err(|e| {
-                    at(e).fix("write `window: \"02:00-04:00\"` (local time) or `window: never`")
-                })?;
+                let line = w.referenced.line();
+                self.reboot.window =
+                    crate::device::window::Window::parse(&w.value).map_err(|e| {
+                        at(line, e)
+                            .fix("write `window: \"02:00-04:00\"` (local time) or `window: never`")
+                    })?;
             }
-            if let Some(c) = r.command {
+            if let Some(Spanned {
+                value: c,
+                referenced,
+                ..
+            }) = r.command
+            {
                 if c.first().is_none_or(|p| p.trim().is_empty()) {
-                    return Err(at("reboot.command is empty".into())
+                    return Err(at(referenced.line(), "reboot.command is empty".into())
                         .fix("write the argv that reboots the device, e.g. `command: [systemctl, reboot]`"));
                 }
                 self.reboot.command = c;
@@ -683,6 +699,33 @@ mod tests {
         let e = Config::load(d.path()).unwrap_err();
         assert!(e.file.ends_with("etc/tend/tend.yaml") && e.line == 2, "{e}");
         assert!(e.message.contains("idd"), "{e}");
+    }
+
+    /// Values that parse as YAML but are wrong (a bad window, a relative state dir, an endpoint
+    /// without a host, an empty reboot command) were reported at line 0.
+    #[test]
+    fn bad_values_name_the_line_they_are_on() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+        for (text, line, word) in [
+            ("# c\nreboot:\n  window: \"25:00-26:00\"\n", 3, "window"),
+            (
+                "report: {history: 3}\nstate_dir: var/lib/tend\n",
+                2,
+                "absolute",
+            ),
+            (
+                "guard:\n  timeout: 5\n  endpoints: [\"https://\"]\n",
+                3,
+                "guard.endpoints",
+            ),
+            ("reboot:\n  command: []\n", 2, "empty"),
+        ] {
+            std::fs::write(d.path().join(ADMIN_CONFIG), text).unwrap();
+            let e = Config::load(d.path()).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(word), "{e}");
+        }
     }
 
     #[test]
