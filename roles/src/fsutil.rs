@@ -167,11 +167,6 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes a stale temp file left by a write that a power cut interrupted.
-pub fn is_tend_temp(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tend-") && name.ends_with(".tmp")
-}
-
 /// Resolves an absolute device path under `root` as [`rootwalk::open_parent`] walks it: symlinks
 /// in its *parent* components are followed only when root owns them, inside the root (an absolute
 /// target restarts at `root`, `..` never climbs above it). The last component is not followed, so
@@ -268,6 +263,11 @@ mod tests {
                     .is_fifo(),
             "the planted fifo is tend's temp name pattern and is cleared as stale"
         );
+    }
+
+    /// The shape `with_temp_name` promises and `remove_stale_temps` relies on.
+    fn is_tend_temp(name: &str) -> bool {
+        name.starts_with('.') && name.contains(".tend-") && name.ends_with(".tmp")
     }
 
     #[test]
