@@ -41,11 +41,17 @@ pub struct RunOptions {
 struct Refused {
     cause: String,
     head: Option<gix::ObjectId>,
+    /// The fetch was throttled by the server: not a fault of any commit.
+    throttled: Option<crate::report::Throttled>,
 }
 
 impl From<String> for Refused {
     fn from(cause: String) -> Self {
-        Self { cause, head: None }
+        Self {
+            cause,
+            head: None,
+            throttled: None,
+        }
     }
 }
 
@@ -54,6 +60,16 @@ impl Refused {
         move |cause| Refused {
             cause,
             head: Some(head),
+            throttled: None,
+        }
+    }
+
+    /// A failed fetch, `what` naming it ("fetching main").
+    fn fetch(what: &str, e: &crate::fetch::FetchError) -> Refused {
+        Refused {
+            cause: format!("{what} failed: {e}"),
+            head: None,
+            throttled: crate::report::Throttled::of(e),
         }
     }
 }
@@ -311,11 +327,25 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
             }
         }
-        Err(Refused { cause, head }) => {
+        Err(Refused {
+            cause,
+            head,
+            throttled,
+        }) => {
             git.head = head.map(|h| h.to_string());
-            tracing::error!("{cause}");
+            if throttled.is_some() {
+                tracing::warn!("{cause}");
+            } else {
+                tracing::error!("{cause}");
+            }
             let _ = writeln!(out, "refused  {cause}");
-            fall_back(&s, &repo, cause, None, &mut git, out)?
+            git.throttled = throttled;
+            let mut converged = fall_back(&s, &repo, cause, None, &mut git, out)?;
+            // Throttling says nothing about the commit: the run's state is its own.
+            if git.throttled.is_some() && converged.report.counts.failed == 0 {
+                converged.report.result = crate::report::RunResult::Throttled;
+            }
+            converged
         }
     };
     converged.report.warnings.extend(warnings);
@@ -489,10 +519,11 @@ fn verified_branch_head(
     let (head, from_seed) = match repo.fetch_branch(src, branch) {
         Ok(fetched) => (fetched.head, false),
         Err(e) => {
-            let failed = format!("fetching {branch} failed: {e}");
+            let refused = Refused::fetch(&format!("fetching {branch}"), &e);
+            let failed = refused.cause.clone();
             let head = seeded_head(s, repo, branch).map_err(|seed| format!("{failed}; {seed}"))?;
             let Some(head) = head else {
-                return Err(failed.into());
+                return Err(refused);
             };
             let note = format!(
                 "{failed}; applying {} of {branch} from the image's seed bundle {}",
@@ -643,7 +674,7 @@ fn verified_stage_tag(
     s.notifier.status(&format!("fetching tags {prefix}*"));
     let tags = repo
         .fetch_tags(src, &prefix)
-        .map_err(|e| format!("fetching tags {prefix}* failed: {e}"))?;
+        .map_err(|e| Refused::fetch(&format!("fetching tags {prefix}*"), &e))?;
     let last = s.run_state.last_tag.get(stage).copied().unwrap_or(0);
     let pick = crate::source::stagetag::pick(&tags, stage, last, s.config.verify.max_tag_step)
         .map_err(|e| match e.newest {

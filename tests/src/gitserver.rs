@@ -14,7 +14,7 @@ mod ssh;
 mod tls;
 
 pub use https::{AccessEntry, HttpsGitServer};
-pub use lying::{Lie, LyingGitServer};
+pub use lying::{Lie, LyingGitServer, Served};
 pub use repo::{Change, FleetRepo};
 pub use ssh::SshGitServer;
 pub use tls::TestCa;

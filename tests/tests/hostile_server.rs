@@ -248,12 +248,7 @@ fn slow_retrieval_is_cut_by_the_minimum_rate() -> Result<()> {
     // Retries share the one 12 s budget: without it, 3 retries of a trickling server hold the
     // run (and its lock) for several timeouts.
     let (bed, server) =
-        bounded_bed("  timeout: 12\n  min_transfer_rate: 1024\n  transfer_rate_window: 2\n")?;
-    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
-    bed.dev.write(
-        "/etc/tend/tend.yaml",
-        cfg.replace("retries: 0", "retries: 3"),
-    )?;
+        retrying_bed("  timeout: 12\n  min_transfer_rate: 1024\n  transfer_rate_window: 2\n")?;
     server.lie(Lie::Trickle { delay_ms: 100 });
     let started = std::time::Instant::now();
     let why = refused_fetch(&bed, "10 bytes/s")?;
@@ -309,5 +304,178 @@ fn server_bytes_in_a_bad_header_are_truncated_and_escaped() -> Result<()> {
             &s[..s.len().min(400)]
         );
     }
+    Ok(())
+}
+
+// Issue #15, item 3: a polite device. A server that says "not now" (429/503) is asked again
+// after its Retry-After, within the one source.timeout; one that keeps saying it leaves the
+// device on its last good commit in a `throttled` state, not a failed one.
+
+/// `bounded_bed` with `retries: 3` (the pull beds default to none).
+fn retrying_bed(source_extra: &str) -> Result<(PullBed, LyingGitServer)> {
+    let (bed, server) = bounded_bed(source_extra)?;
+    let cfg = bed.dev.read_string("/etc/tend/tend.yaml")?;
+    bed.dev.write(
+        "/etc/tend/tend.yaml",
+        cfg.replace("retries: 0", "retries: 3"),
+    )?;
+    Ok((bed, server))
+}
+
+#[test]
+fn server_429_with_retry_after_is_honoured_then_the_fetch_succeeds() -> Result<()> {
+    if skip_chroot_tests("server_429_with_retry_after_is_honoured_then_the_fetch_succeeds") {
+        return Ok(());
+    }
+    let (bed, server) = retrying_bed("  timeout: 60\n")?;
+    let before = server.log().len();
+    server.lie(Lie::Throttle {
+        status: 429,
+        retry_after: Some("2".into()),
+        times: 1,
+    });
+    let out = bed.run()?;
+    out.expect_code(2)?;
+    ensure!(bed.site() == "two\n", "{out}");
+    let log = server.log().split_off(before);
+    ensure!(log.len() >= 2 && log[0].status == 429, "{log:#?}");
+    let waited = log[1].at.duration_since(log[0].at);
+    eprintln!("the server's log: the request after the 429 came {waited:?} later");
+    ensure!(
+        waited >= std::time::Duration::from_secs(2),
+        "asked again {waited:?} after a 429 with Retry-After: 2\n{log:#?}"
+    );
+    ensure!(
+        out.stderr
+            .contains("throttled by 127.0.0.1 (429, Retry-After 2 s)"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn server_that_keeps_throttling_reports_throttled_and_keeps_the_last_good_commit() -> Result<()> {
+    if skip_chroot_tests(
+        "server_that_keeps_throttling_reports_throttled_and_keeps_the_last_good_commit",
+    ) {
+        return Ok(());
+    }
+    let metrics = "/var/lib/prometheus/node-exporter";
+    let (bed, server) = retrying_bed("  timeout: 60\n")?;
+    bed.dev.write(&format!("{metrics}/.keep"), "")?;
+    let before = server.log().len();
+    server.lie(Lie::Throttle {
+        status: 429,
+        retry_after: Some("86400".into()),
+        times: u32::MAX,
+    });
+    let started = std::time::Instant::now();
+    let out = bed.run()?;
+    let took = started.elapsed();
+    eprintln!("throttled for a day: the run took {took:?}");
+    ensure!(
+        bed.site() == "one\n",
+        "the last good commit was not kept\n{out}"
+    );
+    // The fetch-failed code: the converge to the last good commit decides the changed bit.
+    out.expect_code(4)?;
+    ensure!(took.as_secs() < 15, "the run took {took:?}\n{out}");
+    let asked = server.log().len() - before;
+    ensure!(asked == 1, "asked {asked} times despite Retry-After: 86400");
+    let report = bed.report()?;
+    ensure!(report["result"] == "throttled", "{report}");
+    let t = &report["git"]["throttled"];
+    ensure!(
+        t["host"] == "127.0.0.1" && t["status"] == 429 && t["retry_after_seconds"] == 86400,
+        "{report}"
+    );
+    let why = refused(&bed)?;
+    ensure!(
+        why.contains("throttled by 127.0.0.1 (429, Retry-After 86400 s)")
+            && why.contains("past what is left of source.timeout"),
+        "{why}"
+    );
+    let prom = bed.dev.read_string(&format!("{metrics}/tend.prom"))?;
+    ensure!(
+        prom.contains("tend_fetch_throttled 1")
+            && prom.contains("tend_fetch_retry_after_seconds 86400")
+            && prom.contains("result=\"throttled\""),
+        "{prom}"
+    );
+    let status = bed.dev.tend(&["status"])?;
+    ensure!(
+        status.stdout.contains("last run:   throttled")
+            && status.stdout.contains("throttled by 127.0.0.1"),
+        "{status}"
+    );
+    let inventory = bed.dev.tend(&["inventory"])?;
+    ensure!(
+        inventory.stdout.contains("tend_status=throttled"),
+        "{inventory}"
+    );
+
+    // The server lets it through again: the new head applies, and the state clears.
+    server.lie(Lie::None);
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "two\n");
+    let prom = bed.dev.read_string(&format!("{metrics}/tend.prom"))?;
+    ensure!(prom.contains("tend_fetch_throttled 0"), "{prom}");
+    Ok(())
+}
+
+/// A no-op poll of a repo with 10,000 tags and 1,000 branches costs what one ref costs: tend
+/// asks `ls-refs` for exactly the branch it follows (`ref-prefix refs/heads/main`).
+const NOOP_POLL_BYTES: u64 = 8 * 1024;
+
+#[test]
+fn a_no_op_poll_lists_only_the_subscribed_ref_of_a_repo_with_11000_refs() -> Result<()> {
+    if skip_chroot_tests("a_no_op_poll_lists_only_the_subscribed_ref_of_a_repo_with_11000_refs") {
+        return Ok(());
+    }
+    let (bed, server) = bounded_bed("")?;
+    let bare = bed.publisher.bare();
+    let head = git(bare, &["rev-parse", "refs/heads/main"])?;
+    let head = head.trim();
+    let mut refs = String::new();
+    for n in 0..10_000 {
+        refs.push_str(&format!("create refs/tags/release-{n} {head}\n"));
+    }
+    for n in 0..1_000 {
+        refs.push_str(&format!("create refs/heads/feature-{n} {head}\n"));
+    }
+    let refs_file = bed.keys.path().join("refs.txt");
+    std::fs::write(&refs_file, refs)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "git -C {} update-ref --stdin < {} && git -C {} pack-refs --all",
+            bare.display(),
+            refs_file.display(),
+            bare.display()
+        ))
+        .status()?;
+    ensure!(status.success(), "creating 11,000 refs failed");
+    let listed = git(bare, &["for-each-ref", "--format=x"])?.lines().count();
+    ensure!(listed >= 11_000, "{listed} refs");
+    // Apply the pending head, then poll with nothing new.
+    bed.run()?.expect_code(2)?;
+    let before = server.log().len();
+    bed.run()?.expect_code(0)?;
+    let poll = server.log().split_off(before);
+    let bytes: u64 = poll.iter().map(|s| s.bytes).sum();
+    eprintln!(
+        "no-op poll of a repo with {listed} refs: {} requests, {bytes} bytes from the server",
+        poll.len()
+    );
+    let ls_refs: Vec<&tend_tests::gitserver::Served> =
+        poll.iter().filter(|s| !s.ref_prefixes.is_empty()).collect();
+    ensure!(
+        ls_refs.len() == 1 && ls_refs[0].ref_prefixes == ["refs/heads/main"],
+        "{poll:#?}"
+    );
+    ensure!(
+        bytes < NOOP_POLL_BYTES,
+        "a no-op poll took {bytes} bytes (bound {NOOP_POLL_BYTES})\n{poll:#?}"
+    );
     Ok(())
 }

@@ -43,7 +43,7 @@ pub fn encode_value(value: &str) -> String {
 }
 
 /// One word for fleet views and the promotion gate: ok (converged, with or without changes),
-/// failed, invalid, error, suspended, reverted.
+/// failed, invalid, error, suspended, reverted, throttled.
 pub fn status_word(report: &Report) -> &'static str {
     match report.result {
         RunResult::Ok | RunResult::Changed => "ok",
@@ -52,6 +52,7 @@ pub fn status_word(report: &Report) -> &'static str {
         RunResult::Error => "error",
         RunResult::Suspended => "suspended",
         RunResult::Reverted => "reverted",
+        RunResult::Throttled => "throttled",
     }
 }
 

@@ -51,6 +51,19 @@ pub fn render(report: &Report, suspended: bool) -> String {
         "1 when tend is suspended.",
         u8::from(suspended).to_string(),
     );
+    let throttled = report.git.as_ref().and_then(|g| g.throttled.as_ref());
+    gauge(
+        "fetch_throttled",
+        "1 when the git server throttled the last run's fetch (HTTP 429/503) to the end.",
+        u8::from(throttled.is_some()).to_string(),
+    );
+    if let Some(secs) = throttled.and_then(|t| t.retry_after_seconds) {
+        gauge(
+            "fetch_retry_after_seconds",
+            "The wait the throttling server's last Retry-After asked for.",
+            secs.to_string(),
+        );
+    }
     let _ = writeln!(
         m,
         "# HELP tend_last_run_info The last run's result, commit and branch.\n# TYPE tend_last_run_info gauge\ntend_last_run_info{{result=\"{}\",commit=\"{}\",branch=\"{}\"}} 1",
@@ -128,5 +141,21 @@ mod tests {
             )
         );
         assert!(text.contains("tend_last_run_duration_seconds 1.500"));
+        assert!(text.contains("tend_fetch_throttled 0"), "{text}");
+        assert!(!text.contains("tend_fetch_retry_after_seconds"), "{text}");
+        let g = r.git.as_mut().unwrap();
+        g.throttled = Some(crate::report::Throttled {
+            host: "git.example.com".into(),
+            status: 429,
+            retry_after_seconds: Some(3600),
+        });
+        r.result = crate::report::RunResult::Throttled;
+        let text = render(&r, false);
+        assert!(text.contains("tend_fetch_throttled 1"), "{text}");
+        assert!(
+            text.contains("tend_fetch_retry_after_seconds 3600"),
+            "{text}"
+        );
+        assert!(text.contains("result=\"throttled\""), "{text}");
     }
 }

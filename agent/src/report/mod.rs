@@ -41,6 +41,9 @@ pub enum RunResult {
     /// A new commit failed the connectivity guard or a `revert: true` health check and the
     /// device went back to the last good commit (also while that commit is still the head).
     Reverted,
+    /// The git server throttled the fetch (HTTP 429/503) to the end; the device converged to
+    /// its last good commit.
+    Throttled,
 }
 
 impl RunResult {
@@ -53,6 +56,7 @@ impl RunResult {
             RunResult::Error => "error",
             RunResult::Suspended => "suspended",
             RunResult::Reverted => "reverted",
+            RunResult::Throttled => "throttled",
         }
     }
 }
@@ -103,6 +107,41 @@ pub struct GitInfo {
     /// The commit that was reverted (in this run, or earlier and not retried), and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reverted: Option<Reverted>,
+    /// The git server was still throttling the fetch when tend stopped asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<Throttled>,
+}
+
+/// A fetch the git server refused with "not now" (HTTP 429 or 503) to the end: the run kept the
+/// last good commit, and reports `result: throttled` rather than a failure of that commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Throttled {
+    pub host: String,
+    pub status: u16,
+    /// What the server's last `Retry-After` asked for, in seconds (absent: none, or unreadable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl Throttled {
+    pub fn of(e: &crate::fetch::FetchError) -> Option<Throttled> {
+        match e {
+            crate::fetch::FetchError::Throttled {
+                host,
+                status,
+                retry_after,
+                ..
+            } => Some(Throttled {
+                host: host.clone(),
+                status: *status,
+                retry_after_seconds: match retry_after {
+                    Some(crate::fetch::RetryAfter::Wait(d)) => Some(d.as_secs()),
+                    _ => None,
+                },
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// The key a device trusted for what it applied: shown in the report, `tend status`, metrics

@@ -6,13 +6,15 @@
 //! packs of a real repo, so signatures verify, but rewrites what the server alone vouches for:
 //! the `peeled:` ids of the protocol-v2 ref advertisement. Tests then show that tend believes
 //! only what it can check locally. It also attacks the client itself: an endless ref listing,
-//! a pack declaring millions of objects, a trickle of bytes, a bad response header.
+//! a pack declaring millions of objects, a trickle of bytes, a bad response header. And it can
+//! throttle (429/503 with a `Retry-After`), logging when each request came and what it cost.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -32,11 +34,32 @@ pub enum Lie {
     Trickle { delay_ms: u64 },
     /// Every answer's head carries this raw line.
     BadHeader(Vec<u8>),
+    /// The next `times` requests are answered `status` (429, 503) with this `Retry-After`,
+    /// and no body from git; then the server answers honestly again.
+    Throttle {
+        status: u16,
+        retry_after: Option<String>,
+        times: u32,
+    },
+}
+
+/// One request the server answered, as its log records it.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub at: Instant,
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+    /// Bytes of the answer, head included (0 for the endless and broken answers).
+    pub bytes: u64,
+    /// The `ref-prefix` arguments of an `ls-refs` request.
+    pub ref_prefixes: Vec<String>,
 }
 
 pub struct LyingGitServer {
     port: u16,
     lie: Arc<Mutex<Lie>>,
+    log: Arc<Mutex<Vec<Served>>>,
 }
 
 impl LyingGitServer {
@@ -51,19 +74,27 @@ impl LyingGitServer {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let lie = Arc::new(Mutex::new(Lie::None));
-        let shared = Arc::clone(&lie);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (shared, shared_log) = (Arc::clone(&lie), Arc::clone(&log));
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (root, backend, lie) = (root.clone(), backend.clone(), Arc::clone(&shared));
+                let (root, backend) = (root.clone(), backend.clone());
+                let (lie, log) = (Arc::clone(&shared), Arc::clone(&shared_log));
                 std::thread::spawn(move || {
-                    let lie = lie.lock().map(|l| l.clone()).unwrap_or_default();
-                    if let Err(e) = serve(conn, &root, &backend, &lie) {
+                    if let Err(e) = serve(conn, &root, &backend, &lie, &log) {
                         eprintln!("lying git server: {e:#}");
                     }
                 });
             }
         });
-        Ok(LyingGitServer { port, lie })
+        Ok(LyingGitServer { port, lie, log })
+    }
+
+    /// Every request answered so far, in the order they arrived.
+    pub fn log(&self) -> Vec<Served> {
+        let mut log = self.log.lock().unwrap().clone();
+        log.sort_by_key(|s| s.at);
+        log
     }
 
     /// The URL of repo `name` (a directory below the project root).
@@ -77,14 +108,37 @@ impl LyingGitServer {
     }
 }
 
+/// The lie for the request that just arrived; a counted throttle is used up by it.
+fn take_lie(shared: &Mutex<Lie>) -> Lie {
+    let Ok(mut lie) = shared.lock() else {
+        return Lie::None;
+    };
+    let now = lie.clone();
+    if let Lie::Throttle { times, .. } = &mut *lie {
+        *times = times.saturating_sub(1);
+        if *times == 0 {
+            *lie = Lie::None;
+        }
+    }
+    now
+}
+
 /// One request on one connection (tend sends `Connection: close`).
-fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> {
+fn serve(
+    conn: TcpStream,
+    root: &Path,
+    backend: &Path,
+    shared: &Mutex<Lie>,
+    log: &Mutex<Vec<Served>>,
+) -> Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     // A connection that closes without a request (a reachability probe) gets no answer.
     if reader.read_line(&mut line)? == 0 {
         return Ok(());
     }
+    let at = Instant::now();
+    let lie = &take_lie(shared);
     let mut parts = line.split_whitespace();
     let (method, target) = (
         parts.next().unwrap_or("").to_string(),
@@ -107,7 +161,32 @@ fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> 
             .map(|(_, v)| v.clone())
     };
     let body = read_body(&mut reader, &header)?;
+    let mut served = Served {
+        at,
+        method: method.clone(),
+        target: target.clone(),
+        status: 0,
+        bytes: 0,
+        ref_prefixes: ref_prefixes(&body),
+    };
     let mut out = conn;
+    if let Lie::Throttle {
+        status,
+        retry_after,
+        ..
+    } = lie
+    {
+        let mut answer = format!("HTTP/1.1 {status} Slow Down\r\n");
+        if let Some(r) = retry_after {
+            answer.push_str(&format!("Retry-After: {r}\r\n"));
+        }
+        answer.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
+        out.write_all(answer.as_bytes())?;
+        served.status = *status;
+        served.bytes = answer.len() as u64;
+        log.lock().unwrap().push(served);
+        return Ok(());
+    }
     if *lie == Lie::EndlessRefs && find(&body, b"command=ls-refs").is_some() {
         return endless_refs(&mut out);
     }
@@ -178,6 +257,13 @@ fn serve(conn: TcpStream, root: &Path, backend: &Path, lie: &Lie) -> Result<()> 
     )
     .into_bytes();
     answer.extend_from_slice(&content);
+    served.status = status
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    served.bytes = answer.len() as u64;
+    log.lock().unwrap().push(served);
     if let Lie::Trickle { delay_ms } = lie {
         for byte in answer {
             if out.write_all(&[byte]).is_err() {
@@ -264,6 +350,14 @@ fn read_body(
         reader.read_exact(&mut body)?;
     }
     Ok(body)
+}
+
+/// The `ref-prefix` arguments of a protocol-v2 request body (one pkt-line each).
+fn ref_prefixes(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split('\n')
+        .filter_map(|l| l.split_once("ref-prefix ").map(|(_, p)| p.to_string()))
+        .collect()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::bounds::{BoundHit, Limit};
+use super::throttle::{RetryAfter, Throttle};
 use crate::net::quote;
 
 /// The most of a composed cause a message shows; its server-supplied parts are quoted (200
@@ -83,8 +84,29 @@ pub enum FetchError {
         detail: String,
     },
 
+    #[error(
+        "{}{stopped}. Fix: nothing on the device: it keeps its last good commit and asks again \
+         on its next run; if this persists, raise the server's rate limit for devices or poll \
+         less often (OnCalendar= in tend.timer)",
+        throttled_by(host, *status, retry_after.as_ref())
+    )]
+    Throttled {
+        url: String,
+        host: String,
+        status: u16,
+        retry_after: Option<RetryAfter>,
+        /// Why tend stopped asking ("after 4 attempts", "Retry-After is past the budget").
+        stopped: String,
+    },
+
     #[error("{context}: {cause}")]
     Other { context: String, cause: String },
+}
+
+/// "throttled by <host> (429, Retry-After 30 s)": the journal's line for a throttled fetch.
+pub(crate) fn throttled_by(host: &str, status: u16, retry_after: Option<&RetryAfter>) -> String {
+    let wait = retry_after.map_or_else(|| "no Retry-After".to_string(), |r| r.to_string());
+    format!("throttled by {host} ({status}, {wait})")
 }
 
 fn timeout_hint(key: &str) -> &'static str {
@@ -107,6 +129,39 @@ impl FetchError {
                     ..
                 }
         )
+    }
+
+    /// A throttled fetch's "throttled by …" line, without the fix.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Throttled {
+                host,
+                status,
+                retry_after,
+                ..
+            } => throttled_by(host, *status, retry_after.as_ref()),
+            other => other.to_string(),
+        }
+    }
+
+    /// Records why a throttled fetch stopped asking.
+    pub(crate) fn stopped(self, why: String) -> Self {
+        match self {
+            Self::Throttled {
+                url,
+                host,
+                status,
+                retry_after,
+                ..
+            } => Self::Throttled {
+                url,
+                host,
+                status,
+                retry_after,
+                stopped: why,
+            },
+            other => other,
+        }
     }
 
     pub(crate) fn other(context: impl Into<String>, cause: impl std::fmt::Display) -> Self {
@@ -207,6 +262,17 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                 detail: e.to_string(),
             };
         }
+    }
+    if let Some(t) = errors.iter().find_map(|e| e.downcast_ref::<Throttle>()) {
+        return FetchError::Throttled {
+            url: a.url.to_string(),
+            host: crate::net::Url::parse(a.url)
+                .map(|u| u.host)
+                .unwrap_or_else(|_| a.url.to_string()),
+            status: t.status,
+            retry_after: t.retry_after.clone(),
+            stopped: String::new(),
+        };
     }
     if a.scheme == Scheme::Ssh {
         if let Some(e) = classify_ssh(a, &cause) {

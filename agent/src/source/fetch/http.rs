@@ -225,6 +225,15 @@ fn status_error(response: &crate::net::Response) -> io::Error {
             gix::protocol::transport::client::AuthenticationRequired { www_authenticate },
         );
     }
+    if super::throttle::Throttle::is_throttle(status) {
+        let retry_after = response
+            .header("retry-after")
+            .map(|v| super::throttle::parse(v, std::time::SystemTime::now()));
+        return io::Error::other(super::throttle::Throttle {
+            status,
+            retry_after,
+        });
+    }
     let mut text = format!("Received HTTP status {status}");
     if let (300..=399, Some(location)) = (status, response.header("location")) {
         text.push_str(&format!(

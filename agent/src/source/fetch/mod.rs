@@ -16,6 +16,7 @@ mod http;
 mod integrity;
 mod objects;
 mod ssh;
+mod throttle;
 mod transfer;
 mod trust;
 mod watch;
@@ -32,6 +33,7 @@ pub use gix::ObjectId;
 /// The https client setup (system roots plus a CA file, rustls on ring), shared with `tend gate`.
 pub(crate) use http::proxy_settings;
 pub use objects::Ancestry;
+pub use throttle::RetryAfter;
 pub(crate) use trust::client_config;
 
 /// Where and how to fetch from; built by the caller from `source:` in tend.yaml.

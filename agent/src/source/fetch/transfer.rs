@@ -18,6 +18,7 @@ use gix::remote::fetch::Shallow;
 use gix::remote::Direction;
 
 use super::error::{classify, Attempt, Scheme};
+use super::throttle::{full_jitter, RetryAfter, MAX_WAIT};
 use super::{http, ssh, watch, FetchError, Fetched, LocalRepo, ObjectId, TagRef};
 
 /// The local namespace of fetched branches (what `git clone` would call origin's).
@@ -139,6 +140,17 @@ impl LocalRepo {
             };
             let e = match attempt(&this) {
                 Err(e) if e.is_transient() => e,
+                Err(e @ FetchError::Throttled { .. }) => {
+                    let pause = throttle_pause(&e, wait);
+                    if let Some(stop) = stop_throttled(pause, left(), tries, src.retries) {
+                        return Err(e.stopped(stop));
+                    }
+                    tracing::warn!(url = %src.url, "{}; asking again in {:.1} s", e.summary(), pause.as_secs_f64());
+                    std::thread::sleep(pause);
+                    wait = (wait * 2).min(BACKOFF_MAX);
+                    tries += 1;
+                    continue;
+                }
                 other => return other,
             };
             let out_of_time = left().is_some_and(|l| l <= wait);
@@ -411,6 +423,42 @@ fn up_to_date<T: Transport>(
     })
 }
 
+/// How long to wait after a throttling answer: the server's `Retry-After`, else a random
+/// share of the current backoff ceiling (full jitter: throttled devices do not return together).
+fn throttle_pause(e: &FetchError, ceiling: Duration) -> Duration {
+    match e {
+        FetchError::Throttled {
+            retry_after: Some(RetryAfter::Wait(d)),
+            ..
+        } => *d,
+        _ => full_jitter(ceiling),
+    }
+}
+
+/// Why a throttled fetch is not asked again, if it is not: the attempts are used up, or the
+/// wait is absurd or would end past the one budget (then tend stops at once, not at the budget).
+fn stop_throttled(
+    pause: Duration,
+    left: Option<Duration>,
+    tries: u32,
+    retries: u32,
+) -> Option<String> {
+    if tries >= retries {
+        return Some(format!(" after {} attempts", tries + 1));
+    }
+    match left {
+        Some(l) if l <= pause => Some(format!(
+            "; that is past what is left of source.timeout ({} s), so tend stopped at once",
+            l.as_secs()
+        )),
+        _ if pause > MAX_WAIT => Some(format!(
+            "; tend does not wait longer than {} s, so it stopped at once",
+            MAX_WAIT.as_secs()
+        )),
+        _ => None,
+    }
+}
+
 /// A timeout names the configured overall bound, not the part of it the last attempt had.
 fn overall(e: FetchError, timeout: Duration) -> FetchError {
     match e {
@@ -450,6 +498,40 @@ fn valid_ref(full: &str, what: &str, name: &str) -> Result<(), FetchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_fetch_stops_at_once_when_the_wait_is_past_the_budget_or_absurd() {
+        let s = Duration::from_secs;
+        assert_eq!(stop_throttled(s(2), Some(s(60)), 0, 3), None);
+        assert_eq!(stop_throttled(s(2), None, 2, 3), None);
+        let past = stop_throttled(s(3600), Some(s(60)), 0, 3).unwrap();
+        assert!(
+            past.contains("past what is left of source.timeout (60 s)"),
+            "{past}"
+        );
+        let absurd = stop_throttled(s(86_400), None, 0, 3).unwrap();
+        assert!(absurd.contains("longer than 600 s"), "{absurd}");
+        assert_eq!(
+            stop_throttled(s(1), Some(s(60)), 3, 3).as_deref(),
+            Some(" after 4 attempts")
+        );
+        let e = FetchError::Throttled {
+            url: "https://git.example.com/fleet.git".into(),
+            host: "git.example.com".into(),
+            status: 429,
+            retry_after: Some(RetryAfter::Wait(s(30))),
+            stopped: String::new(),
+        };
+        assert_eq!(throttle_pause(&e, s(1)), s(30));
+        assert_eq!(
+            e.summary(),
+            "throttled by git.example.com (429, Retry-After 30 s)"
+        );
+        let e = e.stopped(" after 4 attempts".into());
+        assert!(e.to_string().starts_with(
+            "throttled by git.example.com (429, Retry-After 30 s) after 4 attempts. Fix:"
+        ));
+    }
 
     #[test]
     fn every_url_form_of_the_config_is_recognised() {
