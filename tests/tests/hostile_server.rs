@@ -354,6 +354,36 @@ fn server_429_with_retry_after_is_honoured_then_the_fetch_succeeds() -> Result<(
 }
 
 #[test]
+fn server_503_without_retry_after_is_asked_again_after_a_jittered_backoff() -> Result<()> {
+    if skip_chroot_tests("server_503_without_retry_after_is_asked_again_after_a_jittered_backoff") {
+        return Ok(());
+    }
+    let (bed, server) = retrying_bed("  timeout: 60\n")?;
+    let before = server.log().len();
+    server.lie(Lie::Throttle {
+        status: 503,
+        retry_after: None,
+        times: 2,
+    });
+    let out = bed.run()?;
+    out.expect_code(2)?;
+    ensure!(bed.site() == "two\n", "{out}");
+    let log = server.log().split_off(before);
+    let statuses: Vec<u16> = log.iter().map(|s| s.status).collect();
+    ensure!(statuses.starts_with(&[503, 503, 200]), "{log:#?}");
+    // Full jitter: each wait is somewhere in 0..=1 s, then 0..=2 s.
+    let waited = log[2].at.duration_since(log[0].at);
+    eprintln!("two 503s without Retry-After: asked again after {waited:?} in all");
+    ensure!(waited.as_secs() <= 4, "{log:#?}");
+    ensure!(
+        out.stderr
+            .contains("throttled by 127.0.0.1 (503, no Retry-After)"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
 fn server_that_keeps_throttling_reports_throttled_and_keeps_the_last_good_commit() -> Result<()> {
     if skip_chroot_tests(
         "server_that_keeps_throttling_reports_throttled_and_keeps_the_last_good_commit",
