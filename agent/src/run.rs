@@ -65,7 +65,7 @@ impl Refused {
     }
 
     /// A failed fetch, `what` naming it ("fetching main").
-    fn fetch(what: &str, e: &crate::fetch::FetchError) -> Refused {
+    fn fetch(what: &str, e: &crate::source::fetch::FetchError) -> Refused {
         Refused {
             cause: format!("{what} failed: {e}"),
             head: None,

@@ -124,9 +124,9 @@ pub struct Throttled {
 }
 
 impl Throttled {
-    pub fn of(e: &crate::fetch::FetchError) -> Option<Throttled> {
+    pub fn of(e: &crate::source::fetch::FetchError) -> Option<Throttled> {
         match e {
-            crate::fetch::FetchError::Throttled {
+            crate::source::fetch::FetchError::Throttled {
                 host,
                 status,
                 retry_after,
@@ -135,7 +135,7 @@ impl Throttled {
                 host: host.clone(),
                 status: *status,
                 retry_after_seconds: match retry_after {
-                    Some(crate::fetch::RetryAfter::Wait(d)) => Some(d.as_secs()),
+                    Some(crate::source::fetch::RetryAfter::Wait(d)) => Some(d.as_secs()),
                     _ => None,
                 },
             }),
