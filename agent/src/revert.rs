@@ -69,32 +69,75 @@ pub fn settle(
         .guard
         .as_ref()
         .and_then(GuardReport::failure);
-    let cause = guard_failure.clone().or_else(|| {
-        converged
-            .report
-            .checks
-            .iter()
-            .find(|c| c.failed() && c.revert)
-            .map(|c| c.describe())
-    });
-    let good = s.run_state.last_good.clone();
+    let revert_check = converged
+        .report
+        .checks
+        .iter()
+        .find(|c| c.failed() && c.revert)
+        .map(|c| c.describe());
     let commit = applied.commit.to_string();
-    match (cause, good) {
-        (Some(cause), Some(good)) if good.commit != commit => {
+    let good = s.run_state.last_good.clone();
+    let facts = Settled {
+        guard_failure: guard_failure.clone(),
+        revert_check,
+        clean: converged.report.counts.failed == 0 && converged.report.errors.is_empty(),
+        one_shot: applied.one_shot,
+        commit: &commit,
+        last_good: good.as_ref().map(|g| g.commit.as_str()),
+    };
+    match verdict(&facts) {
+        Verdict::Revert { cause } => {
+            let good = good.expect("a revert has a last good commit");
             revert(s, repo, src, &applied, &good, cause, converged, git, out)
         }
-        (cause, _) => {
+        verdict => {
             if let Some(g) = guard_failure {
                 converged.report.errors.push(g);
                 converged.report.result = RunResult::Failed;
                 converged.exit |= exit::FAILED;
             }
-            let clean = converged.report.counts.failed == 0 && converged.report.errors.is_empty();
-            if clean && cause.is_none() && !applied.one_shot {
+            if verdict == Verdict::Good {
                 mark_good(s, &applied);
             }
             Ok(converged)
         }
+    }
+}
+
+/// What `settle` knows about a commit that has just converged.
+#[derive(Debug)]
+pub struct Settled<'a> {
+    /// Why the connectivity guard failed, when it ran and failed.
+    pub guard_failure: Option<String>,
+    /// The first failed health check marked `revert: true`.
+    pub revert_check: Option<String>,
+    /// No resource failed and the report has no error.
+    pub clean: bool,
+    pub one_shot: bool,
+    pub commit: &'a str,
+    pub last_good: Option<&'a str>,
+}
+
+/// The decision about a converged commit, apart from the effects that carry it out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep it and remember it as the last good commit.
+    Good,
+    /// Keep it without remembering it: it had failures, it is a one-shot `apply --ref`, or it
+    /// failed a check with nothing (else) to go back to.
+    Keep,
+    /// Go back to the last good commit, for this cause.
+    Revert { cause: String },
+}
+
+/// A guard failure (else a failed `revert: true` check) reverts a commit other than the last
+/// good one; the last good commit itself, or a device with none, has nowhere to go back to.
+pub fn verdict(f: &Settled) -> Verdict {
+    let cause = f.guard_failure.clone().or_else(|| f.revert_check.clone());
+    match (cause, f.last_good) {
+        (Some(cause), Some(good)) if good != f.commit => Verdict::Revert { cause },
+        (None, _) if f.clean && !f.one_shot => Verdict::Good,
+        _ => Verdict::Keep,
     }
 }
 
@@ -281,4 +324,89 @@ fn revert(
 
 fn short(id: &str) -> &str {
     &id[..12.min(id.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(commit: &'a str, last_good: Option<&'a str>) -> Settled<'a> {
+        Settled {
+            guard_failure: None,
+            revert_check: None,
+            clean: true,
+            one_shot: false,
+            commit,
+            last_good,
+        }
+    }
+
+    #[test]
+    fn a_healthy_clean_commit_is_good_and_a_one_shot_is_only_kept() {
+        assert_eq!(verdict(&facts("b", Some("a"))), Verdict::Good);
+        assert_eq!(
+            verdict(&facts("a", None)),
+            Verdict::Good,
+            "the first commit"
+        );
+        let one_shot = Settled {
+            one_shot: true,
+            ..facts("b", Some("a"))
+        };
+        assert_eq!(verdict(&one_shot), Verdict::Keep);
+        let failed = Settled {
+            clean: false,
+            ..facts("b", Some("a"))
+        };
+        assert_eq!(verdict(&failed), Verdict::Keep, "failures are not good");
+    }
+
+    #[test]
+    fn a_guard_failure_reverts_a_new_commit_before_a_failed_check_does() {
+        let f = Settled {
+            guard_failure: Some("git.lan:443 unreachable".into()),
+            revert_check: Some("check web failed".into()),
+            ..facts("b", Some("a"))
+        };
+        assert_eq!(
+            verdict(&f),
+            Verdict::Revert {
+                cause: "git.lan:443 unreachable".into()
+            }
+        );
+        let check = Settled {
+            revert_check: Some("check web failed".into()),
+            ..facts("b", Some("a"))
+        };
+        assert_eq!(
+            verdict(&check),
+            Verdict::Revert {
+                cause: "check web failed".into()
+            }
+        );
+        let one_shot = Settled {
+            one_shot: true,
+            ..check
+        };
+        assert!(
+            matches!(verdict(&one_shot), Verdict::Revert { .. }),
+            "apply --ref is reverted too"
+        );
+    }
+
+    /// A failure on the last good commit itself (a server outage the guard saw after drift was
+    /// repaired) has nothing to go back to: the run fails and the commit stays good.
+    #[test]
+    fn a_failure_on_the_last_good_commit_or_with_none_is_kept_not_reverted() {
+        let on_good = Settled {
+            guard_failure: Some("down".into()),
+            ..facts("a", Some("a"))
+        };
+        assert_eq!(verdict(&on_good), Verdict::Keep);
+        let first = Settled {
+            revert_check: Some("check".into()),
+            ..facts("b", None)
+        };
+        assert_eq!(verdict(&first), Verdict::Keep);
+    }
 }
