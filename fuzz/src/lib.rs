@@ -14,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use tend_agent::fleet::facts::Facts;
 use tend_agent::fleet::render::RoleEnv;
-use tend_agent::source::tree::{check_relative, EntryKind, Tree, TreeError};
 use tend_agent::fleet::validate::{validate, Inputs};
 use tend_agent::fleet::vars::Mode;
+use tend_agent::source::tree::{check_relative, EntryKind, Tree, TreeError};
 use tend_roles::platform::{deb822 as deb822_format, dpkg, version};
 
 /// Separates the files of one fleet input: 0xFF never occurs in UTF-8, so YAML and templates
