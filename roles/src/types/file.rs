@@ -25,6 +25,7 @@ use crate::spec::{parse_spec, Content, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "file",
     primary: "path",
+    names: &["path", "target", "owner", "group", "source", "template"],
     build,
 };
 
