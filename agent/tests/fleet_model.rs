@@ -339,3 +339,24 @@ fn reboot_marks_resources_and_handlers_and_must_be_a_boolean() {
         "{e}"
     );
 }
+
+#[test]
+fn a_control_character_in_a_package_name_list_is_refused() {
+    let e = web_error(
+        WEB_FLEET,
+        "resources:\n  - package: [curl, \"evil\\x1b[2J\"]\n",
+    );
+    assert!(
+        e.contains("roles/web/role.yaml:2: package: `package`"),
+        "{e}"
+    );
+    assert!(e.contains("control character (\\x1b)"), "{e}");
+    assert!(
+        e.contains("fix: remove the control character from `package`"),
+        "{e}"
+    );
+    assert!(
+        !e.contains('\u{1b}'),
+        "the diagnostic shows the ESC escaped: {e:?}"
+    );
+}

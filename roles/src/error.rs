@@ -10,6 +10,8 @@ pub struct SpecError {
     pub message: String,
     /// The spec key the error is about, when there is one (lets the agent point at its line).
     pub key: Option<String>,
+    /// How to fix it, when the type knows better than a generic hint.
+    pub fix: Option<String>,
 }
 
 impl SpecError {
@@ -17,13 +19,19 @@ impl SpecError {
         Self {
             message: message.into(),
             key: None,
+            fix: None,
         }
     }
     pub fn at_key(key: &str, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             key: Some(key.to_string()),
+            fix: None,
         }
+    }
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
     }
 }
 

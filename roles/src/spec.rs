@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::SpecError;
+use crate::printable::{escape, is_control, printable};
 use crate::resource::DynResource;
 
 /// A file's content, shared: forty resources made from one source hold one copy.
@@ -48,7 +49,46 @@ pub struct ResourceType {
     pub name: &'static str,
     /// The spec field that the introducing key's value fills, e.g. "path" for `file: /etc/motd`.
     pub primary: &'static str,
+    /// The spec keys that name something on the device (a path, a unit, a user, a package …),
+    /// as strings or lists of strings. [`ResourceType::check_names`] refuses a control character
+    /// in any of them; content (`content`, scripts) may hold whatever it needs.
+    pub names: &'static [&'static str],
     pub build: BuildFn,
+}
+
+impl ResourceType {
+    /// Refuses a rendered spec whose device names hold a control character: a newline in a path
+    /// would forge a line of tend's output, an ESC would drive the terminal that shows it.
+    pub fn check_names(&self, spec: &serde_json::Value) -> Result<(), SpecError> {
+        for key in self.names {
+            let Some(value) = spec.get(key) else { continue };
+            if let Some((s, c)) = first_control(value) {
+                let shown = if *key == self.primary { self.name } else { key };
+                return Err(SpecError::at_key(
+                    key,
+                    format!(
+                        "`{shown}` holds a control character ({}): '{}'",
+                        escape(c),
+                        printable(s)
+                    ),
+                )
+                .fix(format!(
+                    "remove the control character from `{shown}`; a name on the device is printed and logged, where it could forge a line"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first string (inside lists and maps too) holding a control character, and the character.
+fn first_control(value: &serde_json::Value) -> Option<(&str, char)> {
+    match value {
+        serde_json::Value::String(s) => s.chars().find(|c| is_control(*c)).map(|c| (s.as_str(), c)),
+        serde_json::Value::Array(items) => items.iter().find_map(first_control),
+        serde_json::Value::Object(map) => map.values().find_map(first_control),
+        _ => None,
+    }
 }
 
 /// Deserializes a rendered spec into a type's spec struct. The error names the key it is about
@@ -68,7 +108,11 @@ pub fn parse_spec<T: serde::de::DeserializeOwned>(
                 })
                 .map(str::to_string),
         };
-        SpecError { message, key }
+        SpecError {
+            message,
+            key,
+            fix: None,
+        }
     })
 }
 
@@ -95,5 +139,30 @@ mod tests {
         assert_eq!(unknown.key.as_deref(), Some("enabld"), "{unknown}");
         let missing = parse_spec::<Spec>(serde_json::json!({})).unwrap_err();
         assert_eq!(missing.key.as_deref(), Some("name"), "{missing}");
+    }
+
+    #[test]
+    fn every_declared_name_is_a_key_of_its_type_and_refuses_control_characters() {
+        for t in crate::registry::resource_types() {
+            for key in t.names {
+                let mut spec = serde_json::json!({ t.primary: "x" });
+                spec[*key] = serde_json::json!("y");
+                if let Err(e) = (t.build)(spec.clone(), &NoSources) {
+                    assert!(
+                        !e.message.starts_with("unknown field"),
+                        "{} {key}: {e}",
+                        t.name
+                    );
+                }
+                spec[*key] = serde_json::json!(["ok", "a\u{85}b"]);
+                let e = t.check_names(&spec).unwrap_err();
+                assert_eq!(e.key.as_deref(), Some(*key), "{}", t.name);
+                assert!(e.message.contains("\\u{85}"), "{e}");
+                assert!(e.fix.unwrap().starts_with("remove the control character"));
+            }
+        }
+        let file = crate::registry::find_type("file").unwrap();
+        let content = serde_json::json!({"path": "/etc/motd", "content": "\u{1b}[1mhi\n"});
+        assert!(file.check_names(&content).is_ok(), "content is not a name");
     }
 }

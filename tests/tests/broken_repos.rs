@@ -437,6 +437,67 @@ fn a_device_id_with_path_characters_is_refused_and_changes_nothing() -> Result<(
     Ok(())
 }
 
+/// A path that renders to "/tmp/x\nchanged file /etc/shadow: created" would create that file and
+/// print a forged change line: a control character in a device name is refused at validation,
+/// with the file:line of the key, and nothing of the repo is applied.
+#[test]
+fn newline_in_a_managed_path_is_refused_at_validation() -> Result<()> {
+    if skip_chroot_tests("newline_in_a_managed_path_is_refused_at_validation") {
+        return Ok(());
+    }
+    let dev = Device::bookworm()?;
+    dev.install_tend(&tend_binary()?)?;
+    dev.write("/srv/fleet/fleet.yaml", "format: 1\nroles: [forge]\n")?;
+    dev.write(
+        "/srv/fleet/roles/forge/role.yaml",
+        "defaults:\n  forged: \"/tmp/x\\nchanged file /etc/shadow: created\"\nresources:\n\
+         \x20 - file: /etc/forge-ok\n    content: \"fine\\n\"\n\
+         \x20 - file: \"{{ forged }}\"\n    content: \"x\\n\"\n",
+    )?;
+    dev.sh(&format!("mkdir -p -m 0700 {STATE_DIR}"))?;
+    let excludes = [STATE_DIR, "/run"];
+    let before = dev.snapshot(&excludes)?;
+    let out = dev.tend(&["apply", "--path", "/srv/fleet", "--device", "dev1"])?;
+    ensure!(
+        out.code() == Some(INVALID_REPO),
+        "expected exit {INVALID_REPO}\n{out}"
+    );
+    ensure!(
+        out.stdout.contains(
+            "roles/forge/role.yaml:6: file: `file` holds a control character (\\n): \
+             '/tmp/x\\nchanged file /etc/shadow: created'"
+        ) && out
+            .stdout
+            .contains("fix: remove the control character from `file`"),
+        "the diagnostic must name the file:line, the key, the character and the fix\n{out}"
+    );
+    let forged = out
+        .stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .filter(|l| l.trim_start().starts_with("changed"))
+        .collect::<Vec<_>>();
+    ensure!(forged.is_empty(), "a forged change line: {forged:?}\n{out}");
+    let tmp: Vec<String> = fs::read_dir(dev.path("/tmp")?)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    ensure!(
+        !tmp.iter().any(|n| n.contains("changed file")),
+        "the forged path was created: {tmp:?}"
+    );
+    ensure!(
+        dev.path("/etc/forge-ok")?.symlink_metadata().is_err(),
+        "/etc/forge-ok was applied"
+    );
+    let changes = dev.snapshot(&excludes)?.changes_since(&before);
+    ensure!(
+        changes.is_empty(),
+        "changed the device:\n{}",
+        indent(&changes.join("\n"))
+    );
+    check_invalid_report(&dev)
+}
+
 /// A managed path that is a symlink on the device (planted by whoever could) is replaced, never
 /// written, chmodded or deleted through: the files the links aim at stay exactly as they were.
 #[test]

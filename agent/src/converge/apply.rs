@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use tend_roles::printable::printable;
 use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
 
 use crate::clock::unix_seconds;
@@ -357,7 +358,7 @@ pub fn converge_tree(
     s.notifier.status("applying");
     let mut progress = |done: usize, total: usize, r: &ResourceReport| {
         s.notifier.status(&format!("applying {done}/{total}"));
-        let resource = format!("{} {}", r.kind, r.id);
+        let resource = format!("{} {}", r.kind, printable(&r.id));
         match r.outcome {
             Outcome::Changed | Outcome::Failed => {
                 tracing::info!(resource = %resource, outcome = ?r.outcome, summary = r.summary.as_deref().or(r.error.as_deref()).unwrap_or(""), "{resource}")
@@ -415,7 +416,10 @@ pub fn converge_tree(
         let _ = writeln!(
             out,
             "orphan   {:<11} {}: no longer declared (role {}), kept: {}",
-            o.kind, o.id, o.role, o.reason
+            o.kind,
+            printable(&o.id),
+            o.role,
+            printable(&o.reason)
         );
     }
 
@@ -536,7 +540,9 @@ fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
         };
         let what = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("");
         let handler = if r.handler { " (handler)" } else { "" };
-        let _ = writeln!(out, "{word:<8} {:<11} {}{handler}: {what}", r.kind, r.id);
+        // Ids from elsewhere (dpkg, systemd, a server) are shown escaped: no forged lines.
+        let (id, what) = (printable(&r.id), printable(what));
+        let _ = writeln!(out, "{word:<8} {:<11} {id}{handler}: {what}", r.kind);
         if s.diff {
             if let Some(d) = &r.diff {
                 let _ = writeln!(out, "{}", d.trim_end());

@@ -634,7 +634,11 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             ctx: &ctx,
             failure: Default::default(),
         };
-        match (rtype.build)(spec.clone(), &sources) {
+        // Device names are checked first, the same way for every type, before a type sees them.
+        let built = rtype
+            .check_names(&spec)
+            .and_then(|()| (rtype.build)(spec.clone(), &sources));
+        match built {
             Ok(resource) => {
                 if let Err(m) = c.budget.charge(spec_bytes(&spec)) {
                     diags.push(Diagnostic::new(path, entry_line, m).fix(BUDGET_FIX));
@@ -670,7 +674,13 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                         Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message))
                             .fix("remove the key or correct its spelling; the keys this type takes are listed")
                     }
-                    None => Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message)),
+                    None => {
+                        let d = Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message));
+                        match e.fix {
+                            Some(fix) => d.fix(fix),
+                            None => d,
+                        }
+                    }
                 };
                 diags.push(d);
                 if c.budget.is_over() {

@@ -35,6 +35,15 @@ use crate::spec::{parse_spec, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "apt_source",
     primary: "name",
+    names: &[
+        "name",
+        "uris",
+        "suites",
+        "components",
+        "types",
+        "architectures",
+        "key",
+    ],
     build,
 };
 

@@ -31,6 +31,7 @@ use crate::spec::{parse_spec, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "command",
     primary: "cmd",
+    names: &["creates", "cwd"],
     build,
 };
 

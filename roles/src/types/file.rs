@@ -26,6 +26,7 @@ use spec::{account, check_path, parse_mode, read_content, text};
 pub const TYPE: ResourceType = ResourceType {
     name: "file",
     primary: "path",
+    names: &["path", "target", "owner", "group", "source", "template"],
     build,
 };
 

@@ -23,6 +23,7 @@ use crate::spec::{parse_spec, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "group",
     primary: "name",
+    names: &["name"],
     build,
 };
 

@@ -31,6 +31,7 @@ use crate::spec::{parse_spec, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "package",
     primary: "names",
+    names: &["names"],
     build,
 };
 

@@ -34,6 +34,7 @@ use crate::spec::{parse_spec, ResourceType, Sources};
 pub const TYPE: ResourceType = ResourceType {
     name: "service",
     primary: "name",
+    names: &["name"],
     build,
 };
 

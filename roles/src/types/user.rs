@@ -38,6 +38,7 @@ use crate::types::group::Presence;
 pub const TYPE: ResourceType = ResourceType {
     name: "user",
     primary: "name",
+    names: &["name", "group", "groups", "home", "shell", "comment"],
     build,
 };
 
