@@ -24,6 +24,7 @@ pub mod identity;
 pub mod inspect;
 pub mod inventory;
 pub mod journal;
+pub mod lastrun;
 pub mod load;
 pub mod logging;
 pub mod mender;
