@@ -224,7 +224,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Resume => run_suspend(&cli.root, None, &mut out),
         Command::Inventory => match device_state(&cli.root) {
             Ok((state, run_state)) => {
-                match crate::report::inventory::print(&mut out, &state.path, &run_state) {
+                match crate::report::inventory::print(
+                    &mut out,
+                    &state.root,
+                    &state.path,
+                    &run_state,
+                ) {
                     Ok(()) => exit::OK,
                     Err(e) => {
                         errln(format_args!("tend: {e}"));
@@ -294,7 +299,7 @@ fn run_status(root: &std::path::Path, json: bool, history: bool, out: &mut dyn W
             })
         }
     } else {
-        let s = crate::report::status::status(&state.path, &run_state, now);
+        let s = crate::report::status::status(&state.root, &state.path, &run_state, now);
         if json {
             writeln!(
                 out,

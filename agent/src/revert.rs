@@ -142,12 +142,19 @@ pub fn verdict(f: &Settled) -> Verdict {
 }
 
 fn mark_good(s: &mut Session, applied: &Applied) {
-    s.run_state.last_good = Some(GoodCommit {
+    let good = GoodCommit {
         commit: applied.commit.to_string(),
         branch: applied.branch.to_string(),
         applied_at: unix_seconds(SystemTime::now()),
         signer: applied.signer.cloned(),
-    });
+    };
+    // The same good commit again keeps its time, so a no-op run leaves state.json as it was.
+    let same = |old: &GoodCommit| {
+        (&old.commit, &old.branch, &old.signer) == (&good.commit, &good.branch, &good.signer)
+    };
+    if !s.run_state.last_good.as_ref().is_some_and(same) {
+        s.run_state.last_good = Some(good);
+    }
     s.run_state.reverted.remove(applied.branch);
     discard_backup(s);
 }

@@ -643,3 +643,96 @@ fn desired_state_over_the_memory_budget_is_refused_and_falls_back() -> Result<()
     );
     Ok(())
 }
+
+/// Issue #17: SD cards die of writes. A `tend run` that finds no new commit and nothing drifted
+/// writes nothing to the state dir (report, history, state, the git repo) or the managed files:
+/// every file and directory keeps its inode, mtime, size and content.
+#[test]
+fn no_op_run_writes_nothing_to_the_state_dir_or_managed_files() -> Result<()> {
+    if skip_chroot_tests("no_op_run_writes_nothing_to_the_state_dir_or_managed_files") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    // node_exporter's textfile directory exists, so the metrics are written too.
+    let metrics = "/var/lib/prometheus/node-exporter";
+    std::fs::create_dir_all(bed.dev.path(metrics)?)?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.signed("main", "site one")?;
+    bed.run()?.expect_code(2)?;
+    bed.run()?.expect_code(0)?;
+    let watched = ["/var/lib/tend", metrics, "/etc/site"];
+    let before = stamps(&bed, &watched)?;
+    // Past the one-second resolution of the report's times: a rewrite would show in them.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let third_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    bed.run()?.expect_code(0)?;
+    let after = stamps(&bed, &watched)?;
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|(p, s)| before.get(*p) != Some(*s))
+        .map(|(p, s)| format!("{p}: {:?} -> {s}", before.get(p)))
+        .chain(
+            before
+                .keys()
+                .filter(|p| !after.contains_key(*p))
+                .map(|p| format!("{p}: removed")),
+        )
+        .collect();
+    ensure!(
+        changed.is_empty(),
+        "a no-op run wrote to the device:\n{}",
+        changed.join("\n")
+    );
+    // When the run happened is still observable, from the volatile record on /run.
+    let status = bed.dev.tend(&["status", "--json"])?.ok()?.stdout;
+    let status: serde_json::Value = serde_json::from_str(&status)?;
+    let finished = status["last_run"]["finished"].as_u64().unwrap_or(0);
+    ensure!(
+        status["last_run"]["result"] == "ok" && finished >= third_started,
+        "{status:#}"
+    );
+    let prom = bed.dev.read_string(&format!("{metrics}/tend.prom"))?;
+    ensure!(
+        prom.contains(&format!("tend_last_run_timestamp_seconds {finished}\n")),
+        "{prom}"
+    );
+    let inventory = bed.dev.tend(&["inventory"])?.ok()?.stdout;
+    ensure!(inventory.contains("tend_status=ok"), "{inventory}");
+    Ok(())
+}
+
+/// Device path → inode, mtime (ns), size and sha256 of every file and directory under `paths`.
+fn stamps(bed: &Bed, paths: &[&str]) -> Result<std::collections::BTreeMap<String, String>> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    fn walk(
+        host: &std::path::Path,
+        shown: String,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let m = std::fs::symlink_metadata(host).with_context(|| shown.clone())?;
+        let sha = if m.is_file() {
+            format!("{:x}", Sha256::digest(std::fs::read(host)?))
+        } else {
+            String::new()
+        };
+        let mtime = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
+        let line = format!("ino {} mtime {mtime} size {} {sha}", m.ino(), m.len());
+        out.insert(shown.clone(), line);
+        if m.is_dir() {
+            for e in std::fs::read_dir(host)? {
+                let name = e?.file_name().to_string_lossy().into_owned();
+                walk(&host.join(&name), format!("{shown}/{name}"), out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for p in paths {
+        walk(&bed.dev.path(p)?, p.to_string(), &mut out)?;
+    }
+    Ok(out)
+}

@@ -205,17 +205,25 @@ impl Session {
             source: e,
         };
         self.state.ensure().map_err(err)?;
-        report.write(&self.state.file(REPORT_FILE)).map_err(err)?;
-        if let Err(e) = status::record_history(&self.state.path, report, self.config.history) {
-            tracing::warn!("cannot keep the report history: {e}");
+        // Only a report that says something new goes to flash and the history; the times of
+        // every run go to /run (docs/reporting.md).
+        let wrote = report
+            .write_if_changed(&self.state.file(REPORT_FILE))
+            .map_err(err)?;
+        if wrote {
+            if let Err(e) = status::record_history(&self.state.path, report, self.config.history) {
+                tracing::warn!("cannot keep the report history: {e}");
+            }
+        }
+        if let Err(e) = crate::report::lastrun::write(&self.root, report, clean(report)) {
+            tracing::warn!(
+                "cannot record the run's times in /{}: {e}",
+                crate::report::lastrun::FILE
+            );
         }
         let suspended = status::suspension(&self.state.path).is_some();
         if let Some(m) = &self.config.metrics_file {
-            if let Err(e) = metrics::write(
-                &self.root.join(m.trim_start_matches('/')),
-                report,
-                suspended,
-            ) {
+            if let Err(e) = metrics::write(&self.root, m, report, suspended) {
                 tracing::warn!("cannot write metrics to {m}: {e}");
             }
         }

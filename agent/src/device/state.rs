@@ -14,18 +14,25 @@ pub const LOCK_FILE: &str = "run/tend/lock";
 
 pub struct StateDir {
     pub path: PathBuf,
+    /// The device root it lies under (the run's volatile files are in its /run).
+    pub root: PathBuf,
 }
 
 impl StateDir {
     pub fn new(root: &Path, device_path: &str) -> Self {
         Self {
             path: root.join(device_path.trim_start_matches('/')),
+            root: root.to_path_buf(),
         }
     }
 
     pub fn ensure(&self) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.path)?;
         use std::os::unix::fs::PermissionsExt;
+        // A chmod to the same mode still writes the inode (its ctime): only when it differs.
+        if std::fs::metadata(&self.path)?.permissions().mode() & 0o7777 == 0o700 {
+            return Ok(());
+        }
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700))
     }
 

@@ -127,8 +127,21 @@ pub fn first_error(r: &Report) -> Option<String> {
     first.map(|e| tend_roles::redact::scrub(&e).into_owned())
 }
 
-pub fn print(out: &mut dyn Write, state_dir: &Path, run_state: &RunState) -> std::io::Result<()> {
-    let report = Report::read(&state_dir.join(crate::device::state::REPORT_FILE)).ok();
+/// `root` is the device root, whose /run holds the last run's times (see `lastrun`).
+pub fn print(
+    out: &mut dyn Write,
+    root: &Path,
+    state_dir: &Path,
+    run_state: &RunState,
+) -> std::io::Result<()> {
+    let report = crate::report::lastrun::current_report(root, state_dir);
+    // state.json keeps when the commit first converged; a later success is only on /run.
+    let mut run_state = run_state.clone();
+    let since_boot = crate::report::lastrun::read(root).and_then(|l| l.last_success);
+    if let (Some(good), Some(at)) = (run_state.last_good.as_mut(), since_boot) {
+        good.applied_at = good.applied_at.max(at);
+    }
+    let run_state = &run_state;
     let suspended = crate::report::status::suspension(state_dir);
     for (k, v) in attributes(report.as_ref(), run_state, suspended.as_ref()) {
         writeln!(out, "{k}={}", encode_value(&v))?;

@@ -1,5 +1,9 @@
 //! Prometheus textfile metrics for node_exporter's textfile collector (or Telegraf), written
 //! atomically so a scrape never reads half a file.
+//!
+//! The textfile changes every run (the last run's time and duration), so it lives on the /run
+//! tmpfs and the configured path in node_exporter's directory is a symlink to it, made once: a
+//! run that changes nothing writes nothing to flash.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -84,15 +88,41 @@ pub fn render(report: &Report, suspended: bool) -> String {
     m
 }
 
-/// Writes the textfile when its directory exists (node_exporter is installed); otherwise skips.
-pub fn write(path: &Path, report: &Report, suspended: bool) -> std::io::Result<bool> {
-    match path.parent() {
-        Some(dir) if dir.is_dir() => {
-            statefile::write_bytes(path, render(report, suspended).as_bytes(), 0o644)?;
-            Ok(true)
-        }
-        _ => Ok(false),
+/// Where the textfile itself is, under the device root.
+pub const VOLATILE: &str = "run/tend/tend.prom";
+
+/// Writes the textfile when the directory of `metrics_file` (a device path) exists
+/// (node_exporter is installed); otherwise skips. A path under /run is written in place; any
+/// other becomes a symlink to [`VOLATILE`].
+pub fn write(
+    root: &Path,
+    metrics_file: &str,
+    report: &Report,
+    suspended: bool,
+) -> std::io::Result<bool> {
+    let path = root.join(metrics_file.trim_start_matches('/'));
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(false);
+    };
+    if !dir.is_dir() {
+        return Ok(false);
     }
+    let text = render(report, suspended);
+    if Path::new(metrics_file).starts_with("/run") {
+        statefile::write_bytes(&path, text.as_bytes(), 0o644)?;
+        return Ok(true);
+    }
+    statefile::write_bytes(&root.join(VOLATILE), text.as_bytes(), 0o644)?;
+    let target = format!("/{VOLATILE}");
+    if std::fs::read_link(&path).is_ok_and(|t| t == Path::new(&target)) {
+        return Ok(true);
+    }
+    let dir = std::fs::File::open(dir)?;
+    use std::os::fd::AsFd;
+    // SAFETY: getuid and getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    tend_roles::fsutil::symlink_at(dir.as_fd(), name, &target, uid, gid)?;
+    Ok(true)
 }
 
 #[cfg(test)]

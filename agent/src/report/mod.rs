@@ -7,6 +7,7 @@
 //! Mender inventory script, fleet tooling) can evolve with it; fields are only ever added.
 
 pub mod inventory;
+pub mod lastrun;
 pub mod mender;
 pub mod metrics;
 pub mod notify;
@@ -368,9 +369,35 @@ impl Report {
     /// Written with every credential scrubbed (report.json is world-readable, and so is the
     /// history made of these).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        statefile::write_bytes(path, self.scrubbed()?.as_bytes(), 0o644).map(drop)
+    }
+
+    /// Writes the report unless `path` already says the same but for when the run happened and
+    /// how long it took (those live on /run, see `lastrun`): flash is not worn by a no-op.
+    /// Returns whether it wrote.
+    pub fn write_if_changed(&self, path: &Path) -> std::io::Result<bool> {
+        let json = self.scrubbed()?;
+        let timeless = |text: &[u8]| {
+            let mut v: serde_json::Value = serde_json::from_slice(text).ok()?;
+            let o = v.as_object_mut()?;
+            for k in ["started", "finished", "duration_ms"] {
+                o.remove(k);
+            }
+            Some(v)
+        };
+        let old = std::fs::read(path).ok();
+        if old
+            .is_some_and(|old| timeless(&old).is_some_and(|o| timeless(json.as_bytes()) == Some(o)))
+        {
+            return Ok(false);
+        }
+        statefile::write_bytes(path, json.as_bytes(), 0o644)?;
+        Ok(true)
+    }
+
+    fn scrubbed(&self) -> std::io::Result<String> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        let json = tend_roles::redact::scrub_json(&json) + "\n";
-        statefile::write_bytes(path, json.as_bytes(), 0o644).map(drop)
+        Ok((tend_roles::redact::scrub_json(&json) + "\n").into_owned())
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {

@@ -17,7 +17,8 @@ pub const STATE_FILE: &str = "state.json";
 pub struct GoodCommit {
     pub commit: String,
     pub branch: String,
-    /// Unix seconds when it converged.
+    /// Unix seconds when it first converged: a later clean run of the same commit does not
+    /// rewrite state.json for it (its time is on /run, see `lastrun`).
     pub applied_at: u64,
     /// The key it was trusted under; a fallback to it reports this signer, not the refused head's.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -123,8 +123,9 @@ pub struct Lag {
     pub reason: Option<String>,
 }
 
-pub fn status(state_dir: &Path, run_state: &RunState, now: SystemTime) -> Status {
-    let report = Report::read(&state_dir.join(crate::device::state::REPORT_FILE)).ok();
+/// `root` is the device root, whose /run holds the last run's times (see `lastrun`).
+pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTime) -> Status {
+    let report = crate::report::lastrun::current_report(root, state_dir);
     let pending: Vec<String> =
         std::fs::read(state_dir.join(crate::device::state::PENDING_HANDLERS_FILE))
             .ok()
@@ -251,7 +252,7 @@ mod tests {
     #[test]
     fn status_of_a_fresh_device_says_never() {
         let d = tempfile::tempdir().unwrap();
-        let s = status(d.path(), &RunState::default(), SystemTime::now());
+        let s = status(d.path(), d.path(), &RunState::default(), SystemTime::now());
         let mut out = Vec::new();
         print(&mut out, &s, SystemTime::now()).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -278,7 +279,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let s = status(d.path(), &run_state, SystemTime::now());
+        let s = status(d.path(), d.path(), &run_state, SystemTime::now());
         let mut out = Vec::new();
         print(&mut out, &s, SystemTime::now()).unwrap();
         let text = String::from_utf8(out).unwrap();
