@@ -53,10 +53,16 @@ impl Visit for Fields {
 }
 
 impl Fields {
-    /// Every value is scrubbed of credentials: the journal is readable by the adm group.
+    /// Every value is scrubbed of credentials (the journal is readable by the adm group), and
+    /// shows control characters other than line breaks and tabs as escapes (`journalctl` prints
+    /// messages to a terminal).
     fn push(&mut self, field: &Field, value: String) {
         let value = match tend_roles::redact::scrub(&value) {
             std::borrow::Cow::Owned(clean) => clean,
+            std::borrow::Cow::Borrowed(_) => value,
+        };
+        let value = match tend_roles::printable::printable_text(&value) {
+            std::borrow::Cow::Owned(shown) => shown,
             std::borrow::Cow::Borrowed(_) => value,
         };
         if field.name() == "message" {
@@ -193,6 +199,33 @@ mod tests {
         assert_eq!(get("TEND_RESULT"), Some("ok"));
         assert_eq!(get("TEND_RESOURCE"), Some("file /etc/motd"));
         assert!(!fields.iter().any(|(k, _)| k.starts_with("F_")));
+    }
+
+    /// A package or server name holding ESC reached `journalctl`'s terminal raw.
+    #[test]
+    fn escape_sequences_in_fields_reach_the_journal_escaped() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("journal");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let subscriber = tracing_subscriber::registry().with(JournalLayer::new(&path).unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                resource = "package x\u{1b}]0;owned\u{7}",
+                "failed: \u{1b}[2J\nline two"
+            );
+        });
+        let mut buf = vec![0u8; 65536];
+        let len = server.recv(&mut buf).unwrap();
+        let fields = parse(&buf[..len]);
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("MESSAGE").as_deref(),
+            Some("failed: \\x1b[2J\nline two")
+        );
+        assert_eq!(
+            get("TEND_RESOURCE").as_deref(),
+            Some("package x\\x1b]0;owned\\x07")
+        );
     }
 
     #[test]

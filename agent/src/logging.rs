@@ -5,7 +5,9 @@
 //! matching needs a regex engine that would add a few hundred kilobytes to a device binary.
 //!
 //! Whatever tend prints, on stderr or stdout, goes through [`Scrubbed`], so no credential reaches
-//! a terminal, a log collector or a CI log (the journal layer scrubs its own fields).
+//! a terminal, a log collector or a CI log, and no control character but a line break or a tab
+//! does (an ESC from a package's output or a server could drive the terminal). The journal layer
+//! does the same to its own fields.
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -37,7 +39,7 @@ pub fn init(verbose: u8) {
     }
     use std::io::IsTerminal;
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(|| Scrubbed::new(std::io::stderr()))
+        .with_writer(|| Scrubbed::keeping_escapes(std::io::stderr()))
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = tracing_subscriber::registry()
@@ -50,6 +52,8 @@ pub fn init(verbose: u8) {
 pub struct Scrubbed<W: std::io::Write> {
     inner: W,
     pending: Vec<u8>,
+    /// Escape control characters other than line breaks and tabs.
+    escape: bool,
 }
 
 impl<W: std::io::Write> Scrubbed<W> {
@@ -57,14 +61,30 @@ impl<W: std::io::Write> Scrubbed<W> {
         Self {
             inner,
             pending: Vec::new(),
+            escape: true,
+        }
+    }
+
+    /// For tracing's own formatter: it escapes the values it prints and colours a terminal with
+    /// escape sequences of its own, which must pass.
+    pub fn keeping_escapes(inner: W) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+            escape: false,
         }
     }
 
     fn emit(&mut self, upto: usize) -> std::io::Result<()> {
         let line: Vec<u8> = self.pending.drain(..upto).collect();
         let text = String::from_utf8_lossy(&line);
-        self.inner
-            .write_all(tend_roles::redact::scrub(&text).as_bytes())
+        let clean = tend_roles::redact::scrub(&text);
+        if self.escape {
+            let shown = tend_roles::printable::printable_text(&clean);
+            self.inner.write_all(shown.as_bytes())
+        } else {
+            self.inner.write_all(clean.as_bytes())
+        }
     }
 }
 
@@ -108,5 +128,28 @@ mod tests {
             String::from_utf8(got).unwrap(),
             "fetching from https://deploy:***@git.lan/fleet.git\ntail http://u:***@h"
         );
+    }
+
+    /// A line tend prints (a change line, an error with a package's output) carried ESC
+    /// sequences to the terminal.
+    #[test]
+    fn printed_lines_show_control_characters_as_escapes_but_keep_line_breaks() {
+        let mut got = Vec::new();
+        {
+            let mut w = Scrubbed::new(&mut got);
+            writeln!(w, "failed package x: \u{1b}[31mred\tcol").unwrap();
+            write!(w, "second \u{9b}1m").unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "failed package x: \\x1b[31mred\tcol\nsecond \\u{9b}1m"
+        );
+        let mut kept = Vec::new();
+        writeln!(
+            Scrubbed::keeping_escapes(&mut kept),
+            "\u{1b}[1mWARN\u{1b}[0m"
+        )
+        .unwrap();
+        assert_eq!(kept, b"\x1b[1mWARN\x1b[0m\n");
     }
 }
