@@ -606,9 +606,12 @@ fn forty_resources_from_one_source_hold_one_copy() -> Result<()> {
     let (code, peak_kib) = peak_rss_kib(cmd)?;
     eprintln!("40 files from one {SOURCE}-byte source: exit {code}, peak RSS {peak_kib} KiB");
     ensure!(code == 2, "expected exit 2 (would change), got {code}");
+    // Measured: 140 MB alone, up to 200 MB beside a parallel suite (the blob read from the
+    // pack and its one shared copy, plus allocator slack that varies with the machine's load);
+    // one copy per resource was 2.4 GB. Six sources' worth tells the two apart with room.
     ensure!(
-        peak_kib * 1024 < 3 * SOURCE as u64,
-        "peak RSS {peak_kib} KiB: the source is held more than once or twice"
+        peak_kib * 1024 < 6 * SOURCE as u64,
+        "peak RSS {peak_kib} KiB: the source is held once per resource, not once"
     );
     Ok(())
 }
