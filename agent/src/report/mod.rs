@@ -385,9 +385,14 @@ impl Report {
             }
             Some(v)
         };
+        // A run that changed or failed something is news even when its report reads like the
+        // last one (the same converge again on a fresh root filesystem): only a no-op is skipped.
+        let no_op = self.counts.changed == 0 && self.counts.failed == 0;
         let old = std::fs::read(path).ok();
-        if old
-            .is_some_and(|old| timeless(&old).is_some_and(|o| timeless(json.as_bytes()) == Some(o)))
+        if no_op
+            && old.is_some_and(|old| {
+                timeless(&old).is_some_and(|o| timeless(json.as_bytes()) == Some(o))
+            })
         {
             return Ok(false);
         }
@@ -436,5 +441,33 @@ mod tests {
         assert_eq!(back.result, RunResult::Invalid);
         assert_eq!(back.diagnostics[0].line, 3);
         assert_eq!(back.errors[0], "fleet.yaml:3: bad (fix: good)");
+    }
+
+    /// A second converge with the same changes (a fresh root filesystem after an OS update)
+    /// read like the first and was left out of report.json and the history.
+    #[test]
+    fn a_run_that_changed_something_is_written_even_when_it_reads_like_the_last() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("report.json");
+        let run = || RunFacts {
+            command: "apply".into(),
+            source: SourceInfo {
+                kind: "path".into(),
+                location: "/fleet".into(),
+            },
+            device: DeviceInfo::default(),
+            started: SystemTime::now(),
+            elapsed: Duration::ZERO,
+        };
+        let mut r = Report::invalid(run(), Vec::new());
+        r.result = RunResult::Ok;
+        assert!(r.write_if_changed(&p).unwrap(), "no report yet");
+        assert!(
+            !r.write_if_changed(&p).unwrap(),
+            "a no-op reads like the last"
+        );
+        r.counts.changed = 13;
+        assert!(r.write_if_changed(&p).unwrap());
+        assert!(r.write_if_changed(&p).unwrap(), "13 changes again are news");
     }
 }
