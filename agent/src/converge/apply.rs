@@ -160,14 +160,19 @@ impl Session {
         }
     }
 
+    /// An I/O failure in the state dir.
+    fn state_error(&self, source: std::io::Error) -> RunError {
+        RunError::State {
+            path: self.state.path.display().to_string(),
+            source,
+        }
+    }
+
     pub fn save_state(&self) -> Result<(), RunError> {
         if self.check {
             return Ok(());
         }
-        let err = |e| RunError::State {
-            path: self.state.path.display().to_string(),
-            source: e,
-        };
+        let err = |e| self.state_error(e);
         self.state.ensure().map_err(err)?;
         self.run_state
             .save(&self.state.file(STATE_FILE))
@@ -200,10 +205,7 @@ impl Session {
         if self.check {
             return Ok(());
         }
-        let err = |e| RunError::State {
-            path: self.state.path.display().to_string(),
-            source: e,
-        };
+        let err = |e| self.state_error(e);
         self.state.ensure().map_err(err)?;
         // Only a report that says something new goes to flash and the history; the times of
         // every run go to /run (docs/reporting.md).

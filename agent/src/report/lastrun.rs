@@ -72,22 +72,12 @@ pub fn current_report(root: &Path, state_dir: &Path) -> Option<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{DeviceInfo, RunFacts, SourceInfo};
     use std::time::{Duration, SystemTime};
 
     fn report(started: u64, ms: u64) -> Report {
-        Report::invalid(
-            RunFacts {
-                command: "run".into(),
-                source: SourceInfo {
-                    kind: "git".into(),
-                    location: "x".into(),
-                },
-                device: DeviceInfo::default(),
-                started: SystemTime::UNIX_EPOCH + Duration::from_secs(started),
-                elapsed: Duration::from_millis(ms),
-            },
-            vec![],
+        crate::report::blank(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(started),
+            Duration::from_millis(ms),
         )
     }
 

@@ -128,22 +128,13 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{DeviceInfo, GitInfo, RunFacts, SourceInfo};
+    use crate::report::GitInfo;
 
     #[test]
     fn metrics_carry_result_and_commit_label() {
-        let mut r = Report::invalid(
-            RunFacts {
-                command: "run".into(),
-                source: SourceInfo {
-                    kind: "git".into(),
-                    location: "x".into(),
-                },
-                device: DeviceInfo::default(),
-                started: std::time::SystemTime::UNIX_EPOCH,
-                elapsed: std::time::Duration::from_millis(1500),
-            },
-            vec![],
+        let mut r = crate::report::blank(
+            std::time::SystemTime::UNIX_EPOCH,
+            std::time::Duration::from_millis(1500),
         );
         r.git = Some(GitInfo {
             commit: "abc\"def".into(),

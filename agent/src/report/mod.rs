@@ -411,6 +411,22 @@ impl Report {
     }
 }
 
+/// The report of a `tend run` from git that did nothing, for tests to fill in.
+#[cfg(test)]
+pub(crate) fn blank(started: SystemTime, elapsed: Duration) -> Report {
+    let run = RunFacts {
+        command: "run".into(),
+        source: SourceInfo {
+            kind: "git".into(),
+            location: "x".into(),
+        },
+        device: DeviceInfo::default(),
+        started,
+        elapsed,
+    };
+    Report::invalid(run, Vec::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,17 +465,7 @@ mod tests {
     fn a_run_that_changed_something_is_written_even_when_it_reads_like_the_last() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("report.json");
-        let run = || RunFacts {
-            command: "apply".into(),
-            source: SourceInfo {
-                kind: "path".into(),
-                location: "/fleet".into(),
-            },
-            device: DeviceInfo::default(),
-            started: SystemTime::now(),
-            elapsed: Duration::ZERO,
-        };
-        let mut r = Report::invalid(run(), Vec::new());
+        let mut r = blank(SystemTime::now(), Duration::ZERO);
         r.result = RunResult::Ok;
         assert!(r.write_if_changed(&p).unwrap(), "no report yet");
         assert!(
