@@ -8,5 +8,6 @@ pub mod load;
 pub mod model;
 pub mod render;
 pub mod resolve;
+mod sources;
 pub mod validate;
 pub mod vars;

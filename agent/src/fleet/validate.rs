@@ -11,19 +11,19 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tend_roles::{
-    find_type, resource_types, spec::Content, Desired, DynResource, Handler, Item, Redactor,
-    RolePlan, Sources,
+    find_type, resource_types, Desired, DynResource, Handler, Item, Redactor, RolePlan,
 };
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::fleet::budget::{spec_bytes, Budget, Read, BUDGET_FIX};
+use crate::fleet::budget::{spec_bytes, Budget, BUDGET_FIX};
 use crate::fleet::facts::Facts;
 use crate::fleet::load::Fleet;
 use crate::fleet::model::Entry;
 use crate::fleet::render::{RenderError, RoleEnv};
 use crate::fleet::resolve::{resolve, LoadedRole};
+use crate::fleet::sources::{Ctx, RoleSources};
 use crate::fleet::vars::{Mode, VarSet};
-use crate::source::tree::{check_relative, Tree};
+use crate::source::tree::Tree;
 
 /// Keys tend understands on every resource; all others belong to the resource type.
 const COMMON_KEYS: &[&str] = &["when", "loop", "notify", "reboot"];
@@ -364,18 +364,6 @@ fn collect_handler_names(
     names
 }
 
-struct Ctx<'a> {
-    tree: &'a Arc<dyn Tree>,
-    role: &'a str,
-    path: &'a str,
-    env: &'a RoleEnv,
-    ctx: &'a minijinja::Value,
-    /// The handler's name when building a handler.
-    handler: Option<&'a str>,
-    /// Holds each distinct content once and counts what the desired state needs.
-    budget: &'a Budget,
-}
-
 struct Built {
     resource: Box<dyn DynResource>,
     spec: Value,
@@ -383,87 +371,6 @@ struct Built {
     origin: String,
     line: u64,
     reboot: bool,
-}
-
-/// What a resource reads from its role while it is built.
-///
-/// A resource sees its role's files and templates as strings, so the full diagnostic (a template
-/// file's own line, the fix) is kept aside here and used when the resource reports the error.
-struct RoleSources<'a> {
-    c: &'a Ctx<'a>,
-    ctx: &'a minijinja::Value,
-    failure: std::cell::RefCell<Option<Diagnostic>>,
-}
-
-use crate::source::tree::PATH_FIX;
-
-impl RoleSources<'_> {
-    fn fail(&self, d: Diagnostic) -> String {
-        let msg = d.message.clone();
-        *self.failure.borrow_mut() = Some(d);
-        msg
-    }
-
-    fn role_path(&self, dir: &str, name: &str) -> Result<String, String> {
-        check_relative(name)
-            .map_err(|e| self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX)))?;
-        Ok(format!("roles/{}/{dir}/{name}", self.c.role))
-    }
-
-    fn over_budget(&self, message: String) -> String {
-        self.fail(Diagnostic::new(self.c.path, 0, message).fix(BUDGET_FIX))
-    }
-}
-
-impl Sources for RoleSources<'_> {
-    fn file(&self, name: &str) -> Result<Content, String> {
-        let path = self.role_path("files", name)?;
-        match self.c.budget.file(&path, || self.c.tree.read(&path)) {
-            Ok(Some(b)) => Ok(b),
-            Err(Read::Over(m)) => Err(self.over_budget(m)),
-            Ok(None) => Err(self.fail(
-                Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
-                    "add the file to roles/{}/files/, or correct the name",
-                    self.c.role
-                )),
-            )),
-            Err(Read::Source(e)) => {
-                let fix = e.fix().unwrap_or(PATH_FIX);
-                Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(fix)))
-            }
-        }
-    }
-
-    fn content(&self, bytes: Vec<u8>) -> Result<Content, String> {
-        self.c.budget.intern(bytes).map_err(|m| self.over_budget(m))
-    }
-
-    fn template(&self, name: &str) -> Result<Content, String> {
-        let path = self.role_path("templates", name)?;
-        let rendered = self.c.env.template(name, self.ctx).map_err(|e| {
-            let d = match e.file {
-                Some(file) => Diagnostic::new(file, e.line, e.message),
-                None if e.message.starts_with("template not found") => {
-                    Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
-                        "add the template to roles/{}/templates/, or correct the name",
-                        self.c.role
-                    ))
-                }
-                None if e.message.contains("symlink")
-                    || e.message.contains("leaves the fleet repo") =>
-                {
-                    Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)).fix(PATH_FIX)
-                }
-                None => Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)),
-            };
-            self.fail(d)
-        })?;
-        self.content(rendered.into_bytes())
-    }
-
-    fn in_handler(&self) -> bool {
-        self.c.handler.is_some()
-    }
 }
 
 fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {
@@ -629,11 +536,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             continue;
         }
         let spec = Value::Object(spec);
-        let sources = RoleSources {
-            c: &c,
-            ctx: &ctx,
-            failure: Default::default(),
-        };
+        let sources = RoleSources::new(&c, &ctx);
         // Device names are checked first, the same way for every type, before a type sees them.
         let built = rtype
             .check_names(&spec)
@@ -663,7 +566,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     .as_deref()
                     .map(|k| if k == rtype.primary { rtype.name } else { k });
                 let line = key.map(line_of).unwrap_or(entry_line);
-                let d = match sources.failure.take() {
+                let d = match sources.take_failure() {
                     // A template's own error: point at the template, say which entry used it.
                     Some(d) if d.file != path => {
                         let message = format!("{} (rendered for {path}:{line})", d.message);
