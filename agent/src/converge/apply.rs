@@ -18,17 +18,18 @@ use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
-use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
+use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::exit;
 use crate::fleet::facts;
 use crate::fleet::validate::{validate, Inputs};
 use crate::fleet::vars::Mode;
+use crate::report::publish::{self, clean};
 use crate::report::runstate::{RunState, STATE_FILE};
 use crate::report::{DeviceInfo, Report, RunFacts, RunResult, SourceInfo};
 use crate::safety::reboot::Happened;
 use crate::source::tree::{DirTree, Tree};
-use crate::{report::inventory, report::mender, report::metrics, report::status, safety::health};
+use crate::{report::status, safety::health};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -179,8 +180,7 @@ impl Session {
             .map_err(err)
     }
 
-    /// Writes the report, keeps it in the history, updates the metrics textfile, and tells
-    /// Mender when what it shows changed (or a heartbeat passed).
+    /// Publishes the report to every sink (`report::publish`), with this run's notices.
     pub fn write_report(&mut self, report: &Report) -> Result<(), RunError> {
         let mut with_notices;
         let report = if self.notices.is_empty() {
@@ -190,81 +190,15 @@ impl Session {
             with_notices.warnings.extend(self.notices.iter().cloned());
             &with_notices
         };
-        let git = report.git.as_ref();
-        tracing::info!(
-            commit = git.map(|g| g.commit.as_str()).unwrap_or(""),
-            branch = git.map(|g| g.branch.as_str()).unwrap_or(""),
-            result = report.result.as_str(),
-            changed = report.counts.changed,
-            failed = report.counts.failed,
-            "run finished: {}, {} changed, {} failed",
-            report.result.as_str(),
-            report.counts.changed,
-            report.counts.failed
-        );
-        if self.check {
-            return Ok(());
-        }
-        let err = |e| self.state_error(e);
-        self.state.ensure().map_err(err)?;
-        // Only a report that says something new goes to flash and the history; the times of
-        // every run go to /run (docs/reporting.md).
-        let wrote = report
-            .write_if_changed(&self.state.file(REPORT_FILE))
-            .map_err(err)?;
-        if wrote {
-            if let Err(e) = status::record_history(&self.state.path, report, self.config.history) {
-                tracing::warn!("cannot keep the report history: {e}");
-            }
-        }
-        if let Err(e) = crate::report::lastrun::write(&self.root, report, clean(report)) {
-            tracing::warn!(
-                "cannot record the run's times in /{}: {e}",
-                crate::report::lastrun::FILE
-            );
-        }
-        let suspended = status::suspension(&self.state.path).is_some();
-        if let Some(m) = &self.config.metrics_file {
-            if let Err(e) = metrics::write(&self.root, m, report, suspended) {
-                tracing::warn!("cannot write metrics to {m}: {e}");
-            }
-        }
-        self.tell_mender(report, suspended);
-        Ok(())
-    }
-
-    fn tell_mender(&mut self, report: &Report, suspended: bool) {
-        if self.root != std::path::Path::new("/") {
-            return;
-        }
-        let git = report.git.as_ref();
-        let shown = mender::Shown {
-            branch: git.map(|g| g.branch.clone()).unwrap_or_default(),
-            commit: git.map(|g| g.commit.clone()).unwrap_or_default(),
-            status: inventory::status_word(report).to_string(),
-            error: inventory::first_error(report).unwrap_or_default(),
-            suspended,
+        let sinks = publish::Sinks {
+            root: &self.root,
+            config: &self.config,
+            state: &self.state,
+            run_state: &mut self.run_state,
+            notifier: &self.notifier,
+            check: self.check,
         };
-        let now = crate::clock::unix_seconds(SystemTime::now());
-        if !mender::due(
-            self.run_state.inventory.as_ref(),
-            &shown,
-            now,
-            self.config.heartbeat,
-        ) {
-            return;
-        }
-        match mender::send_inventory(std::time::Duration::from_secs(60)) {
-            Ok(true) => {
-                tracing::info!(commit = %shown.commit, branch = %shown.branch, "asked the Mender client to send inventory");
-                self.run_state.inventory = Some(mender::SendState {
-                    shown,
-                    sent_at: now,
-                });
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!("mender send-inventory: {e}"),
-        }
+        publish::publish(report, sinks).map_err(|e| self.state_error(e))
     }
 }
 
@@ -569,11 +503,6 @@ fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
             summary.pending_handlers.join(", ")
         );
     }
-}
-
-/// Whether a report counts as clean for a reboot.
-pub fn clean(report: &Report) -> bool {
-    matches!(report.result, RunResult::Ok | RunResult::Changed)
 }
 
 /// At the start of a run: the reboot this device asked for, if it happened since.

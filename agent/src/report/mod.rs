@@ -11,6 +11,7 @@ pub mod lastrun;
 pub mod mender;
 pub mod metrics;
 pub mod notify;
+pub mod publish;
 pub mod runstate;
 pub mod status;
 
