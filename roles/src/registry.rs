@@ -13,6 +13,7 @@ static ALL: &[ResourceType] = &[
     types::group::TYPE,
     types::user::TYPE,
     types::command::TYPE,
+    types::alternative::TYPE,
 ];
 
 pub fn resource_types() -> &'static [ResourceType] {

@@ -599,3 +599,79 @@ fn a_package_installed_by_one_role_is_seen_by_the_next() -> Result<()> {
     ensure!(dev.read_string(APT_LOG)?.is_empty());
     Ok(())
 }
+
+/// The `alternative` type on a real dpkg database: selecting a path puts the group in manual mode
+/// through the root's own update-alternatives, a second run changes nothing, `mode: auto` gives the
+/// group back to the highest priority, and a path nobody registered fails with the registered ones.
+#[test]
+fn an_alternative_is_selected_by_hand_kept_and_given_back_to_auto() -> Result<()> {
+    if skip_chroot_tests("an_alternative_is_selected_by_hand_kept_and_given_back_to_auto") {
+        return Ok(());
+    }
+    let dev = Device::new(Suite::Bookworm, Arch::Amd64)?;
+    dev.install_tend(&tend_binary()?)?;
+    // Two programs registered for one group, as two packages' postinst would.
+    dev.sh(
+        "update-alternatives --install /usr/local/bin/tend-pick tend-pick /bin/true 10 && \
+         update-alternatives --install /usr/local/bin/tend-pick tend-pick /bin/false 20",
+    )?;
+    let fleet = |entry: &str| -> Result<()> {
+        dev.write(&format!("{FLEET}/fleet.yaml"), "format: 1\n")?;
+        dev.write(&format!("{FLEET}/devices/dev1.yaml"), "roles: [pick]\n")?;
+        dev.write(
+            &format!("{FLEET}/roles/pick/role.yaml"),
+            format!("resources:\n  - alternative: tend-pick\n    {entry}\n"),
+        )
+    };
+    let apply = || dev.tend(&["apply", "--path", FLEET, "--device", "dev1"]);
+    let selected = || -> Result<String> {
+        Ok(
+            fs::read_link(dev.root().join("etc/alternatives/tend-pick"))?
+                .display()
+                .to_string(),
+        )
+    };
+    ensure!(
+        selected()? == "/bin/false",
+        "the higher priority wins in auto mode"
+    );
+
+    fleet("path: /bin/true")?;
+    let out = apply()?;
+    expect_code(&out, 2)?;
+    ensure!(
+        changed(&dev.report()?) == ["alternative tend-pick"],
+        "{out}"
+    );
+    ensure!(
+        out.stdout.contains("/bin/false -> /bin/true (manual)"),
+        "{out}"
+    );
+    ensure!(selected()? == "/bin/true");
+    let admin = dev.read_string("/var/lib/dpkg/alternatives/tend-pick")?;
+    ensure!(admin.starts_with("manual\n"), "{admin}");
+    expect_code(&apply()?, 0)?;
+
+    fleet("mode: auto")?;
+    expect_code(&apply()?, 2)?;
+    ensure!(
+        selected()? == "/bin/false",
+        "auto mode picks the highest priority again"
+    );
+    expect_code(&apply()?, 0)?;
+
+    fleet("path: /bin/ed")?;
+    let out = apply()?;
+    ensure!(!out.success(), "{out}");
+    ensure!(
+        out.stdout.contains(
+            "/bin/ed is not an alternative for `tend-pick` (registered: /bin/false, /bin/true)"
+        ),
+        "{out}"
+    );
+    ensure!(
+        selected()? == "/bin/false",
+        "a refused selection changes nothing"
+    );
+    Ok(())
+}

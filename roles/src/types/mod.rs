@@ -1,5 +1,6 @@
 //! The resource types, one file each; `crate::registry` lists them.
 
+pub mod alternative;
 pub mod apt_source;
 pub mod command;
 pub mod file;
@@ -76,6 +77,10 @@ mod tests {
             ("user", json!({"name": "pi", "state": "absent"})),
             ("group", json!({"name": "video"})),
             ("command", json!({"cmd": "true", "creates": "/done"})),
+            (
+                "alternative",
+                json!({"name": "editor", "path": "/bin/nano"}),
+            ),
         ];
         for (kind, spec) in cases {
             assert!(managed(kind, spec.clone()).is_empty(), "{kind} {spec}");
