@@ -24,6 +24,7 @@ use crate::exit;
 use crate::fleet::facts;
 use crate::fleet::validate::{validate, Inputs};
 use crate::fleet::vars::Mode;
+use crate::report::cause::{self, Cause, Classifier, LastApplied};
 use crate::report::runstate::{RunState, STATE_FILE};
 use crate::report::{DeviceInfo, Report, RunFacts, RunResult, SourceInfo};
 use crate::safety::reboot::Happened;
@@ -196,11 +197,15 @@ impl Session {
             branch = git.map(|g| g.branch.as_str()).unwrap_or(""),
             result = report.result.as_str(),
             changed = report.counts.changed,
+            corrective = report.counts.corrective,
+            drifted = report.counts.drifted,
             failed = report.counts.failed,
-            "run finished: {}, {} changed, {} failed",
+            "run finished: {}, {} changed{}, {} failed{}",
             report.result.as_str(),
             report.counts.changed,
-            report.counts.failed
+            corrective_note(report),
+            report.counts.failed,
+            drifted_note(report)
         );
         if self.check {
             return Ok(());
@@ -297,6 +302,8 @@ pub struct Converged {
     pub report: Report,
     /// Handlers that ran and changed something (a revert runs them again).
     pub handlers_run: Vec<String>,
+    /// What was converged to, kept as the last applied state when the run ends clean.
+    pub applied: Option<LastApplied>,
 }
 
 impl Converged {
@@ -305,11 +312,13 @@ impl Converged {
     }
 }
 
-/// Validates `tree` for the session's device and, if it is valid, converges to it.
+/// Validates `tree` (of `commit`, if from git) for the session's device and, if it is valid,
+/// converges to it.
 pub fn converge_tree(
     s: &Session,
     tree: Arc<dyn Tree>,
     source: SourceInfo,
+    commit: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<Converged, RunError> {
     let facts = facts::gather(facts::Inputs {
@@ -349,6 +358,7 @@ pub fn converge_tree(
                 exit: exit::INVALID_REPO,
                 report,
                 handlers_run: Vec::new(),
+                applied: None,
             });
         }
     };
@@ -421,7 +431,12 @@ pub fn converge_tree(
             .errors
             .push(format!("cannot record what tend manages: {e}")),
     }
-    print_summary(out, &summary, s);
+    let classifier = Classifier {
+        last: s.run_state.last_applied.as_ref(),
+        commit,
+    };
+    let causes = cause::classify(&classifier, &v.desired, &v.fingerprints, &summary);
+    print_summary(out, &summary, &causes, s);
     for o in &orphans {
         let _ = writeln!(
             out,
@@ -441,7 +456,7 @@ pub fn converge_tree(
     };
 
     s.notifier.status("reporting");
-    let mut report = Report::from_summary(s.run_facts(&source, device), &summary);
+    let mut report = Report::from_summary(s.run_facts(&source, device), &summary, &causes);
     report.orphans = orphans;
     if let Some(w) = unreadable {
         report.warnings.push(format!(
@@ -468,15 +483,37 @@ pub fn converge_tree(
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
-        "tend: {changed} {verb}, {failed} failed, {} unchanged, {} skipped (device {}, {})",
-        report.counts.unchanged, report.counts.skipped, report.device.id, report.source.location
+        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{} (device {}, {})",
+        corrective_note(&report),
+        report.counts.unchanged,
+        report.counts.skipped,
+        drifted_note(&report),
+        report.device.id,
+        report.source.location
     );
     // As Puppet's --noop with detailed exit codes: 2 in check mode means "would change".
     Ok(Converged {
         exit: exit::for_counts(changed, failed),
         report,
         handlers_run: summary.handlers_run,
+        applied: Some(LastApplied::of(commit, &v.desired, &v.fingerprints)),
     })
+}
+
+/// " (N corrective)" after the changed count, when some were.
+fn corrective_note(r: &Report) -> String {
+    match r.counts.corrective {
+        0 => String::new(),
+        n => format!(" ({n} corrective)"),
+    }
+}
+
+/// ", N drifted" after the skipped count, when audit-only resources differ.
+fn drifted_note(r: &Report) -> String {
+    match r.counts.drifted {
+        0 => String::new(),
+        n => format!(", {n} drifted"),
+    }
 }
 
 fn print_check(out: &mut dyn Write, r: &health::CheckResult) {
@@ -531,28 +568,35 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
             exit: exit::SUSPENDED,
             report,
             handlers_run: Vec::new(),
+            applied: None,
         });
     }
     let happened = after_boot(&mut session);
-    let mut converged = converge_tree(&session, tree, source, out)?;
-    finish(&mut session, &mut converged.report, None, happened, out)?;
+    let mut converged = converge_tree(&session, tree, source, None, out)?;
+    finish(&mut session, &mut converged, None, happened, out)?;
     Ok(converged)
 }
 
-fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
-    for r in &summary.resources {
+fn print_summary(out: &mut dyn Write, summary: &RunSummary, causes: &[Option<Cause>], s: &Session) {
+    for (n, r) in summary.resources.iter().enumerate() {
         let word = match r.outcome {
             Outcome::Unchanged => continue,
             Outcome::Changed if s.check => "would",
             Outcome::Changed => "changed",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
+            Outcome::Drifted => "drifted",
         };
         let what = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("");
         let handler = if r.handler { " (handler)" } else { "" };
+        let note = match (r.outcome, causes.get(n)) {
+            (_, Some(Some(Cause::Corrective))) => " (corrective)",
+            (Outcome::Drifted, _) => " (not enforced)",
+            _ => "",
+        };
         // Ids from elsewhere (dpkg, systemd, a server) are shown escaped: no forged lines.
         let (id, what) = (printable(&r.id), printable(what));
-        let _ = writeln!(out, "{word:<8} {:<11} {id}{handler}: {what}", r.kind);
+        let _ = writeln!(out, "{word:<8} {:<11} {id}{handler}: {what}{note}", r.kind);
         if s.diff {
             if let Some(d) = &r.diff {
                 let _ = writeln!(out, "{}", d.trim_end());
@@ -593,11 +637,17 @@ pub fn after_boot(s: &mut Session) -> Option<Happened> {
 /// `commit` is None for `apply --path`, which never reboots.
 pub fn finish(
     s: &mut Session,
-    report: &mut Report,
+    converged: &mut Converged,
     commit: Option<&str>,
     happened: Option<Happened>,
     out: &mut dyn Write,
 ) -> Result<(), RunError> {
+    let report = &mut converged.report;
+    if clean(report) && !s.check {
+        if let Some(applied) = converged.applied.take() {
+            s.run_state.last_applied = Some(applied);
+        }
+    }
     let required = report.reboot.take().map(|r| r.required).unwrap_or_default();
     let now = SystemTime::now();
     let id = crate::safety::reboot::boot_id(&s.root);

@@ -4,9 +4,11 @@
 
 pub mod budget;
 pub mod facts;
+mod keys;
 pub mod load;
 pub mod model;
 pub mod render;
 pub mod resolve;
+mod sources;
 pub mod validate;
 pub mod vars;

@@ -11,22 +11,20 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tend_roles::{
-    find_type, resource_types, spec::Content, Desired, DynResource, Handler, Item, Redactor,
-    RolePlan, Sources,
+    find_type, resource_types, Desired, DynResource, Handler, Item, Redactor, RolePlan,
 };
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::fleet::budget::{spec_bytes, Budget, Read, BUDGET_FIX};
+use crate::fleet::budget::{spec_bytes, Budget, BUDGET_FIX};
 use crate::fleet::facts::Facts;
+use crate::fleet::keys::{common, key_line, COMMON_KEYS};
 use crate::fleet::load::Fleet;
 use crate::fleet::model::Entry;
 use crate::fleet::render::{RenderError, RoleEnv};
 use crate::fleet::resolve::{resolve, LoadedRole};
+use crate::fleet::sources::{Ctx, RoleSources};
 use crate::fleet::vars::{Mode, VarSet};
-use crate::source::tree::{check_relative, Tree};
-
-/// Keys tend understands on every resource; all others belong to the resource type.
-const COMMON_KEYS: &[&str] = &["when", "loop", "notify", "reboot"];
+use crate::source::tree::Tree;
 
 pub struct Inputs<'a> {
     pub tree: Arc<dyn Tree>,
@@ -65,6 +63,9 @@ pub struct Validated {
     pub subscribed_branch: Option<String>,
     pub desired: Desired,
     pub specs: Vec<RenderedSpec>,
+    /// What each resource of `desired` wants, as a hash (in the order of its roles and items):
+    /// the same fingerprint on a later commit means the commit did not change that resource.
+    pub fingerprints: Vec<String>,
     pub redactor: Redactor,
     /// The roles' health checks, in role order.
     pub checks: Vec<crate::safety::health::Check>,
@@ -123,6 +124,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let budget = Budget::new(inputs.max_desired_bytes);
     let mut desired = Desired::default();
     let mut specs = Vec::new();
+    let mut fingerprints = Vec::new();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     for role in &resolved.roles {
         let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
@@ -181,11 +183,13 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     origin: b.origin.clone(),
                     handler: None,
                 });
+                fingerprints.push(b.fingerprint);
                 plan.items.push(Item {
                     resource: b.resource,
                     notify,
                     origin: b.origin,
                     reboot: b.reboot,
+                    enforce: b.enforce,
                 });
             }
         }
@@ -257,6 +261,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         subscribed_branch,
         desired,
         specs,
+        fingerprints,
         redactor,
         checks,
         prune,
@@ -364,18 +369,6 @@ fn collect_handler_names(
     names
 }
 
-struct Ctx<'a> {
-    tree: &'a Arc<dyn Tree>,
-    role: &'a str,
-    path: &'a str,
-    env: &'a RoleEnv,
-    ctx: &'a minijinja::Value,
-    /// The handler's name when building a handler.
-    handler: Option<&'a str>,
-    /// Holds each distinct content once and counts what the desired state needs.
-    budget: &'a Budget,
-}
-
 struct Built {
     resource: Box<dyn DynResource>,
     spec: Value,
@@ -383,87 +376,9 @@ struct Built {
     origin: String,
     line: u64,
     reboot: bool,
-}
-
-/// What a resource reads from its role while it is built.
-///
-/// A resource sees its role's files and templates as strings, so the full diagnostic (a template
-/// file's own line, the fix) is kept aside here and used when the resource reports the error.
-struct RoleSources<'a> {
-    c: &'a Ctx<'a>,
-    ctx: &'a minijinja::Value,
-    failure: std::cell::RefCell<Option<Diagnostic>>,
-}
-
-use crate::source::tree::PATH_FIX;
-
-impl RoleSources<'_> {
-    fn fail(&self, d: Diagnostic) -> String {
-        let msg = d.message.clone();
-        *self.failure.borrow_mut() = Some(d);
-        msg
-    }
-
-    fn role_path(&self, dir: &str, name: &str) -> Result<String, String> {
-        check_relative(name)
-            .map_err(|e| self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(PATH_FIX)))?;
-        Ok(format!("roles/{}/{dir}/{name}", self.c.role))
-    }
-
-    fn over_budget(&self, message: String) -> String {
-        self.fail(Diagnostic::new(self.c.path, 0, message).fix(BUDGET_FIX))
-    }
-}
-
-impl Sources for RoleSources<'_> {
-    fn file(&self, name: &str) -> Result<Content, String> {
-        let path = self.role_path("files", name)?;
-        match self.c.budget.file(&path, || self.c.tree.read(&path)) {
-            Ok(Some(b)) => Ok(b),
-            Err(Read::Over(m)) => Err(self.over_budget(m)),
-            Ok(None) => Err(self.fail(
-                Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
-                    "add the file to roles/{}/files/, or correct the name",
-                    self.c.role
-                )),
-            )),
-            Err(Read::Source(e)) => {
-                let fix = e.fix().unwrap_or(PATH_FIX);
-                Err(self.fail(Diagnostic::new(self.c.path, 0, e.to_string()).fix(fix)))
-            }
-        }
-    }
-
-    fn content(&self, bytes: Vec<u8>) -> Result<Content, String> {
-        self.c.budget.intern(bytes).map_err(|m| self.over_budget(m))
-    }
-
-    fn template(&self, name: &str) -> Result<Content, String> {
-        let path = self.role_path("templates", name)?;
-        let rendered = self.c.env.template(name, self.ctx).map_err(|e| {
-            let d = match e.file {
-                Some(file) => Diagnostic::new(file, e.line, e.message),
-                None if e.message.starts_with("template not found") => {
-                    Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
-                        "add the template to roles/{}/templates/, or correct the name",
-                        self.c.role
-                    ))
-                }
-                None if e.message.contains("symlink")
-                    || e.message.contains("leaves the fleet repo") =>
-                {
-                    Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)).fix(PATH_FIX)
-                }
-                None => Diagnostic::new(self.c.path, 0, format!("{path}: {}", e.message)),
-            };
-            self.fail(d)
-        })?;
-        self.content(rendered.into_bytes())
-    }
-
-    fn in_handler(&self) -> bool {
-        self.c.handler.is_some()
-    }
+    enforce: bool,
+    /// See [`Validated::fingerprints`].
+    fingerprint: String,
 }
 
 fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {
@@ -471,17 +386,6 @@ fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic 
         Some(_) => Diagnostic::new(path, line, format!("in `{key}`: {e}")),
         None => Diagnostic::new(path, line, format!("in `{key}`: {}", e.message)),
     }
-}
-
-/// The line of `key` in a role entry, else the entry's own line.
-fn key_line(entry: &Entry, key: &str) -> u64 {
-    entry
-        .value
-        .0
-        .iter()
-        .find(|(k, _)| k.value == key)
-        .map(|(k, _)| k.referenced.line())
-        .unwrap_or(entry.referenced.line())
 }
 
 /// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
@@ -517,7 +421,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
         }
     };
     if c.handler.is_some() {
-        for k in ["loop", "notify"] {
+        for k in ["loop", "notify", "enforce"] {
             if keys.iter().any(|(x, _)| x.value == k) {
                 diags.push(
                     Diagnostic::new(
@@ -537,42 +441,8 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             .find(|(k, _)| k.value == key)
             .map(|(_, v)| &v.value)
     };
-    let notify = match get("notify") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![(s.clone(), line_of("notify"))],
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-            .iter()
-            .map(|v| {
-                (
-                    v.as_str().unwrap_or_default().to_string(),
-                    line_of("notify"),
-                )
-            })
-            .collect(),
-        Some(_) => {
-            diags.push(Diagnostic::new(
-                path,
-                line_of("notify"),
-                "`notify` must be a handler name or a list of names",
-            ));
-            return Vec::new();
-        }
-    };
-
-    let reboot = match get("reboot") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            diags.push(
-                Diagnostic::new(
-                    path,
-                    line_of("reboot"),
-                    format!("`reboot` must be true or false, not {other}"),
-                )
-                .fix("write `reboot: true` when a change to this resource needs a reboot to take effect"),
-            );
-            return Vec::new();
-        }
+    let Some(common) = common(path, entry, diags) else {
+        return Vec::new();
     };
 
     let items: Vec<Option<Value>> = match get("loop") {
@@ -629,11 +499,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             continue;
         }
         let spec = Value::Object(spec);
-        let sources = RoleSources {
-            c: &c,
-            ctx: &ctx,
-            failure: Default::default(),
-        };
+        let sources = RoleSources::new(&c, &ctx);
         // Device names are checked first, the same way for every type, before a type sees them.
         let built = rtype
             .check_names(&spec)
@@ -648,13 +514,16 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     None => format!("{path}:{entry_line}"),
                     Some(i) => format!("{path}:{entry_line} (item {i})"),
                 };
+                let fingerprint = sources.fingerprint(rtype.name, &spec);
                 out.push(Built {
                     resource,
                     spec,
-                    notify: notify.clone(),
+                    notify: common.notify.clone(),
                     origin,
                     line: entry_line,
-                    reboot,
+                    reboot: common.reboot,
+                    enforce: common.enforce,
+                    fingerprint,
                 });
             }
             Err(e) => {

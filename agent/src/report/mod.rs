@@ -6,6 +6,7 @@
 //! written atomically to the state dir. It is versioned (`schema`) so that readers (status, the
 //! Mender inventory script, fleet tooling) can evolve with it; fields are only ever added.
 
+pub mod cause;
 pub mod inventory;
 pub mod lastrun;
 pub mod mender;
@@ -22,6 +23,7 @@ use tend_roles::{statefile, Outcome, ResourceReport, RunSummary};
 
 use crate::clock::unix_seconds;
 use crate::diag::Diagnostic;
+use crate::report::cause::Cause;
 use crate::safety::reboot::RebootReport;
 
 pub const SCHEMA: u32 = 1;
@@ -68,6 +70,12 @@ pub struct Counts {
     pub changed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Of `changed`, those that repaired drift under an unchanged desired state (`report::cause`).
+    #[serde(default)]
+    pub corrective: usize,
+    /// Audit-only resources (`enforce: false`) that differ from the desired state.
+    #[serde(default)]
+    pub drifted: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -298,6 +306,7 @@ pub fn counts(resources: &[ResourceReport]) -> Counts {
             Outcome::Changed => c.changed += 1,
             Outcome::Failed => c.failed += 1,
             Outcome::Skipped => c.skipped += 1,
+            Outcome::Drifted => c.drifted += 1,
         }
     }
     c
@@ -338,8 +347,13 @@ impl Report {
         }
     }
 
-    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
-        let counts = counts(&summary.resources);
+    /// `causes` has the cause of each changed entry of `summary.resources`, by index.
+    pub fn from_summary(run: RunFacts, summary: &RunSummary, causes: &[Option<Cause>]) -> Self {
+        let mut counts = counts(&summary.resources);
+        counts.corrective = causes
+            .iter()
+            .filter(|c| **c == Some(Cause::Corrective))
+            .count();
         let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
             (_, true) => RunResult::Failed,
             (true, false) => RunResult::Changed,
@@ -350,7 +364,14 @@ impl Report {
             resources: summary
                 .resources
                 .iter()
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .enumerate()
+                .map(|(n, r)| {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    if let (Some(Some(c)), Some(o)) = (causes.get(n), v.as_object_mut()) {
+                        o.insert("cause".into(), serde_json::to_value(c).unwrap_or_default());
+                    }
+                    v
+                })
                 .collect(),
             errors: summary.errors.clone(),
             pending_handlers: summary.pending_handlers.clone(),
