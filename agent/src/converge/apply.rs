@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tend_roles::printable::printable;
-use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
+use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport};
 
 use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
+use crate::converge::output::{corrective_note, drifted_note, print_check, print_summary};
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
 use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE, REPORT_FILE};
@@ -24,7 +25,7 @@ use crate::exit;
 use crate::fleet::facts;
 use crate::fleet::validate::{validate, Inputs};
 use crate::fleet::vars::Mode;
-use crate::report::cause::{self, Cause, Classifier, LastApplied};
+use crate::report::cause::{self, Classifier, LastApplied};
 use crate::report::runstate::{RunState, STATE_FILE};
 use crate::report::{DeviceInfo, Report, RunFacts, RunResult, SourceInfo};
 use crate::safety::reboot::Happened;
@@ -249,6 +250,7 @@ impl Session {
             status: inventory::status_word(report).to_string(),
             error: inventory::first_error(report).unwrap_or_default(),
             suspended,
+            drift: report.counts.corrective + report.counts.drifted > 0,
         };
         let now = crate::clock::unix_seconds(SystemTime::now());
         if !mender::due(
@@ -436,7 +438,7 @@ pub fn converge_tree(
         commit,
     };
     let causes = cause::classify(&classifier, &v.desired, &v.fingerprints, &summary);
-    print_summary(out, &summary, &causes, s);
+    print_summary(out, &summary, &causes, s.check, s.diff);
     for o in &orphans {
         let _ = writeln!(
             out,
@@ -500,36 +502,6 @@ pub fn converge_tree(
     })
 }
 
-/// " (N corrective)" after the changed count, when some were.
-fn corrective_note(r: &Report) -> String {
-    match r.counts.corrective {
-        0 => String::new(),
-        n => format!(" ({n} corrective)"),
-    }
-}
-
-/// ", N drifted" after the skipped count, when audit-only resources differ.
-fn drifted_note(r: &Report) -> String {
-    match r.counts.drifted {
-        0 => String::new(),
-        n => format!(", {n} drifted"),
-    }
-}
-
-fn print_check(out: &mut dyn Write, r: &health::CheckResult) {
-    let word = match r.outcome {
-        health::CheckOutcome::Passed => "healthy",
-        health::CheckOutcome::Failed => "UNHEALTHY",
-        health::CheckOutcome::Skipped => "skipped",
-    };
-    let why = r
-        .error
-        .as_deref()
-        .map(|e| format!(": {e}"))
-        .unwrap_or_default();
-    let _ = writeln!(out, "{word:<8} check       {} ({}){why}", r.name, r.role);
-}
-
 pub struct ApplyOptions {
     pub root: PathBuf,
     pub path: PathBuf,
@@ -575,44 +547,6 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
     let mut converged = converge_tree(&session, tree, source, None, out)?;
     finish(&mut session, &mut converged, None, happened, out)?;
     Ok(converged)
-}
-
-fn print_summary(out: &mut dyn Write, summary: &RunSummary, causes: &[Option<Cause>], s: &Session) {
-    for (n, r) in summary.resources.iter().enumerate() {
-        let word = match r.outcome {
-            Outcome::Unchanged => continue,
-            Outcome::Changed if s.check => "would",
-            Outcome::Changed => "changed",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::Drifted => "drifted",
-        };
-        let what = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("");
-        let handler = if r.handler { " (handler)" } else { "" };
-        let note = match (r.outcome, causes.get(n)) {
-            (_, Some(Some(Cause::Corrective))) => " (corrective)",
-            (Outcome::Drifted, _) => " (not enforced)",
-            _ => "",
-        };
-        // Ids from elsewhere (dpkg, systemd, a server) are shown escaped: no forged lines.
-        let (id, what) = (printable(&r.id), printable(what));
-        let _ = writeln!(out, "{word:<8} {:<11} {id}{handler}: {what}{note}", r.kind);
-        if s.diff {
-            if let Some(d) = &r.diff {
-                let _ = writeln!(out, "{}", d.trim_end());
-            }
-        }
-    }
-    for e in &summary.errors {
-        let _ = writeln!(out, "error    {e}");
-    }
-    if !summary.pending_handlers.is_empty() {
-        let _ = writeln!(
-            out,
-            "pending handlers: {}",
-            summary.pending_handlers.join(", ")
-        );
-    }
 }
 
 /// Whether a report counts as clean for a reboot.
