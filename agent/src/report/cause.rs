@@ -182,6 +182,91 @@ mod tests {
         assert_eq!(c.cause("file", "/etc/x", Some("f2")), Cause::Intentional);
     }
 
+    fn file(path: &str, notify: &[&str]) -> tend_roles::Item {
+        let spec = serde_json::json!({"path": path, "content": "x"});
+        tend_roles::Item {
+            resource: (tend_roles::find_type("file").unwrap().build)(spec, &tend_roles::NoSources)
+                .unwrap(),
+            notify: notify.iter().map(|n| n.to_string()).collect(),
+            origin: "roles/r/role.yaml:1".into(),
+            reboot: false,
+            enforce: true,
+        }
+    }
+
+    fn report(id: &str, outcome: Outcome, handler: Option<&str>) -> tend_roles::ResourceReport {
+        tend_roles::ResourceReport {
+            role: "r".into(),
+            kind: "file".into(),
+            id: id.into(),
+            outcome,
+            summary: None,
+            diff: None,
+            error: None,
+            origin: handler.map(|h| format!("handler '{h}'")),
+            handler: handler.is_some(),
+        }
+    }
+
+    /// Reports list the items in order, then the handlers that ran, then what pruning removed: a
+    /// handler takes the cause of the changes that notified it, a pruned leftover the commit's.
+    #[test]
+    fn handlers_follow_what_notified_them_and_pruning_follows_the_commit() {
+        let desired = Desired {
+            roles: vec![tend_roles::RolePlan {
+                name: "r".into(),
+                depends: Vec::new(),
+                items: vec![
+                    file("/new", &["fresh"]),
+                    file("/same", &["repair"]),
+                    file("/quiet", &[]),
+                ],
+            }],
+            handlers: Vec::new(),
+        };
+        let fingerprints: Vec<String> = ["n2", "s1", "q1"].map(String::from).to_vec();
+        let last = record(Some("a"), &[("file /new", "n1"), ("file /same", "s1")]);
+        let summary = RunSummary {
+            resources: vec![
+                report("/new", Outcome::Changed, None),
+                report("/same", Outcome::Changed, None),
+                report("/quiet", Outcome::Unchanged, None),
+                report("/h1", Outcome::Changed, Some("fresh")),
+                report("/h2", Outcome::Changed, Some("repair")),
+                report("/gone", Outcome::Changed, None),
+            ],
+            ..Default::default()
+        };
+        let new_commit = Classifier {
+            last: Some(&last),
+            commit: Some("b"),
+        };
+        use Cause::*;
+        assert_eq!(
+            classify(&new_commit, &desired, &fingerprints, &summary),
+            [
+                Some(Intentional),
+                Some(Corrective),
+                None,
+                Some(Intentional),
+                Some(Corrective),
+                Some(Intentional)
+            ]
+        );
+        let same_commit = Classifier {
+            last: Some(&last),
+            commit: Some("a"),
+        };
+        let causes = classify(&same_commit, &desired, &fingerprints, &summary);
+        assert!(
+            causes.iter().flatten().all(|c| *c == Corrective),
+            "{causes:?}"
+        );
+        let applied = LastApplied::of(Some("b"), &desired, &fingerprints);
+        assert_eq!(applied.fingerprints["file /new"], "n2");
+        assert_eq!(applied.fingerprints.len(), 3);
+    }
+
     #[test]
     fn a_record_round_trips_through_json() {
         let last = record(Some("a"), &[("file /etc/x", "f1")]);
