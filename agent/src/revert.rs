@@ -265,7 +265,7 @@ fn revert(
             short(&bad)
         ),
     };
-    let mut back = converge_tree(s, Arc::new(tree), source, out)?;
+    let mut back = converge_tree(s, Arc::new(tree), source, Some(&good.commit), out)?;
     let guard_again = run_guard(s, repo, src, out);
     let still = guard_again.failure().or_else(|| {
         back.report

@@ -341,6 +341,57 @@ fn reboot_marks_resources_and_handlers_and_must_be_a_boolean() {
 }
 
 #[test]
+fn enforce_false_marks_a_resource_audit_only_and_must_be_a_boolean() {
+    let v = web(
+        WEB_FLEET,
+        "resources:\n  - file: /etc/watched\n    content: x\n    enforce: false\n  - file: /etc/motd\n    content: hi\n",
+    )
+    .unwrap();
+    let items = &v.desired.roles[0].items;
+    assert!(!items[0].enforce && items[1].enforce);
+    assert!(!v.specs[0].spec.to_string().contains("enforce"));
+    let e = web_error(
+        WEB_FLEET,
+        "resources:\n  - file: /etc/watched\n    content: x\n    enforce: \"no\"\n",
+    );
+    assert!(
+        e.contains("roles/web/role.yaml:4") && e.contains("`enforce` must be true or false"),
+        "{e}"
+    );
+    let e = web_error(
+        WEB_FLEET,
+        "resources: []\nhandlers:\n  h:\n    command: /usr/bin/true\n    enforce: false\n",
+    );
+    assert!(
+        e.contains("roles/web/role.yaml:5") && e.contains("`enforce` is not allowed on a handler"),
+        "{e}"
+    );
+}
+
+/// The fingerprint tells "this commit changed the resource" from "it did not": a source file's
+/// content is part of it, not only the spec that names the file.
+#[test]
+fn a_fingerprint_changes_with_the_content_a_resource_reads_not_with_other_resources() {
+    let role =
+        "resources:\n  - file: /etc/a\n    source: a.conf\n  - file: /etc/b\n    content: b\n";
+    let fingerprints = |a_conf: &str| {
+        let d = repo(&[
+            ("fleet.yaml", WEB_FLEET),
+            ("roles/web/role.yaml", role),
+            ("roles/web/files/a.conf", a_conf),
+        ]);
+        run(d.path(), facts(None), Path::new("/nonexistent"), &[])
+            .unwrap()
+            .fingerprints
+    };
+    let (one, again, two) = (fingerprints("1"), fingerprints("1"), fingerprints("2"));
+    assert_eq!(one.len(), 2);
+    assert_eq!(one, again, "the same repo, the same fingerprints");
+    assert_ne!(one[0], two[0], "a.conf changed");
+    assert_eq!(one[1], two[1], "/etc/b did not");
+}
+
+#[test]
 fn a_control_character_in_a_package_name_list_is_refused() {
     let e = web_error(
         WEB_FLEET,

@@ -736,3 +736,117 @@ fn stamps(bed: &Bed, paths: &[&str]) -> Result<std::collections::BTreeMap<String
     }
     Ok(out)
 }
+
+/// Issue 16's drift acceptance: a file edited on the device is repaired and reported corrective
+/// on the next run of the same commit; what a new commit changes is intentional, while a
+/// drift repaired in the same run stays corrective; an `enforce: false` file is reported drifted
+/// with its diff and keeps the device's content.
+#[test]
+fn drift_is_corrective_a_new_commit_intentional_and_an_audited_file_kept() -> Result<()> {
+    if skip_chroot_tests("drift_is_corrective_a_new_commit_intentional_and_an_audited_file_kept") {
+        return Ok(());
+    }
+    let bed = Bed::new()?;
+    let metrics = "/var/lib/prometheus/node-exporter";
+    std::fs::create_dir_all(bed.dev.path(metrics)?)?;
+    bed.dev.write("/etc/watched", "the device's own\n")?;
+    bed.publisher.write(
+        "roles/site/role.yaml",
+        "resources:\n  - file: /etc/site\n    content: \"{{ site }}\\n\"\n  - file: /etc/other\n    content: \"other\\n\"\n  - file: /etc/watched\n    content: \"from the repo\\n\"\n    enforce: false\n",
+    )?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    bed.signed("main", "site one, /etc/watched audited")?;
+    let cause = |r: &serde_json::Value, id: &str| {
+        r["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["id"] == id)
+            .map(|x| format!("{} {}", x["outcome"], x["cause"]))
+            .unwrap_or_default()
+    };
+
+    // The first run: every change is intentional; the audited file is left as it is.
+    bed.run()?.expect_code(2)?;
+    let r = bed.report()?;
+    ensure!(
+        cause(&r, "/etc/site") == "\"changed\" \"intentional\""
+            && cause(&r, "/etc/other") == "\"changed\" \"intentional\"",
+        "{r:#}"
+    );
+    let watched = r["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["id"] == "/etc/watched")
+        .cloned()
+        .unwrap_or_default();
+    let diff = watched["diff"].as_str().unwrap_or("");
+    ensure!(
+        watched["outcome"] == "drifted"
+            && watched.get("cause").is_none()
+            && diff.contains("-the device's own")
+            && diff.contains("+from the repo"),
+        "{watched:#}"
+    );
+    ensure!(
+        r["counts"]["drifted"] == 1 && r["counts"]["corrective"] == 0,
+        "{r:#}"
+    );
+    ensure!(bed.dev.read_string("/etc/watched")? == "the device's own\n");
+
+    // Drift only: no change, exit 0, still drifted.
+    bed.run()?.expect_code(0)?;
+    ensure!(bed.report()?["counts"]["drifted"] == 1);
+
+    // A hand edit under the same commit is repaired, and reported as corrective everywhere.
+    bed.dev.write("/etc/site", "tampered\n")?;
+    let out = bed.run()?;
+    out.expect_code(2)?;
+    ensure!(bed.site() == "one\n");
+    let r = bed.report()?;
+    ensure!(
+        cause(&r, "/etc/site") == "\"changed\" \"corrective\"" && r["counts"]["corrective"] == 1,
+        "{r:#}"
+    );
+    ensure!(
+        out.stdout.contains("1 changed (1 corrective), 0 failed")
+            && out.stdout.contains("1 drifted")
+            && out.stdout.contains("/etc/site: content changed")
+            && out.stdout.contains("(corrective)"),
+        "{out}"
+    );
+    let prom = bed.dev.read_string(&format!("{metrics}/tend.prom"))?;
+    ensure!(
+        prom.contains("tend_corrective_changes 1\n") && prom.contains("tend_resources_drifted 1\n"),
+        "{prom}"
+    );
+    let inventory = bed.dev.tend(&["inventory"])?.ok()?.stdout;
+    ensure!(
+        inventory.contains("tend_corrective=1\n") && inventory.contains("tend_drifted=1\n"),
+        "{inventory}"
+    );
+    let status = bed.dev.tend(&["status"])?.ok()?.stdout;
+    ensure!(
+        status.contains("(1 changed, 1 corrective, 0 failed, 1 drifted)"),
+        "{status}"
+    );
+
+    // A new commit: its change is intentional; a drift repaired beside it is still corrective.
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: two}\n")?;
+    bed.signed("main", "site two")?;
+    bed.dev.write("/etc/other", "edited\n")?;
+    bed.run()?.expect_code(2)?;
+    let r = bed.report()?;
+    ensure!(
+        cause(&r, "/etc/site") == "\"changed\" \"intentional\""
+            && cause(&r, "/etc/other") == "\"changed\" \"corrective\""
+            && r["counts"]["corrective"] == 1,
+        "{r:#}"
+    );
+    ensure!(bed.site() == "two\n" && bed.dev.read_string("/etc/other")? == "other\n");
+    ensure!(bed.dev.read_string("/etc/watched")? == "the device's own\n");
+    Ok(())
+}

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tend_roles::printable::printable;
-use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport, RunSummary};
+use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport};
 
 use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
+use crate::converge::output::{print_check, print_summary};
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
 use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE};
@@ -24,9 +25,12 @@ use crate::exit;
 use crate::fleet::facts;
 use crate::fleet::validate::{validate, Inputs};
 use crate::fleet::vars::Mode;
+use crate::report::cause::{self, Classifier, LastApplied};
 use crate::report::publish::{self, clean};
 use crate::report::runstate::{RunState, STATE_FILE};
-use crate::report::{DeviceInfo, Report, RunFacts, RunResult, SourceInfo};
+use crate::report::{
+    corrective_note, drifted_note, DeviceInfo, Report, RunFacts, RunResult, SourceInfo,
+};
 use crate::safety::reboot::Happened;
 use crate::source::tree::{DirTree, Tree};
 use crate::{report::status, safety::health};
@@ -231,6 +235,8 @@ pub struct Converged {
     pub report: Report,
     /// Handlers that ran and changed something (a revert runs them again).
     pub handlers_run: Vec<String>,
+    /// What was converged to, kept as the last applied state when the run ends clean.
+    pub applied: Option<LastApplied>,
 }
 
 impl Converged {
@@ -239,11 +245,13 @@ impl Converged {
     }
 }
 
-/// Validates `tree` for the session's device and, if it is valid, converges to it.
+/// Validates `tree` (of `commit`, if from git) for the session's device and, if it is valid,
+/// converges to it.
 pub fn converge_tree(
     s: &Session,
     tree: Arc<dyn Tree>,
     source: SourceInfo,
+    commit: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<Converged, RunError> {
     let facts = facts::gather(facts::Inputs {
@@ -283,6 +291,7 @@ pub fn converge_tree(
                 exit: exit::INVALID_REPO,
                 report,
                 handlers_run: Vec::new(),
+                applied: None,
             });
         }
     };
@@ -355,7 +364,12 @@ pub fn converge_tree(
             .errors
             .push(format!("cannot record what tend manages: {e}")),
     }
-    print_summary(out, &summary, s);
+    let classifier = Classifier {
+        last: s.run_state.last_applied.as_ref(),
+        commit,
+    };
+    let causes = cause::classify(&classifier, &v.desired, &v.fingerprints, &summary);
+    print_summary(out, &summary, &causes, s.check, s.diff);
     for o in &orphans {
         let _ = writeln!(
             out,
@@ -375,7 +389,7 @@ pub fn converge_tree(
     };
 
     s.notifier.status("reporting");
-    let mut report = Report::from_summary(s.run_facts(&source, device), &summary);
+    let mut report = Report::from_summary(s.run_facts(&source, device), &summary, &causes);
     report.orphans = orphans;
     if let Some(w) = unreadable {
         report.warnings.push(format!(
@@ -402,29 +416,21 @@ pub fn converge_tree(
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
-        "tend: {changed} {verb}, {failed} failed, {} unchanged, {} skipped (device {}, {})",
-        report.counts.unchanged, report.counts.skipped, report.device.id, report.source.location
+        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{} (device {}, {})",
+        corrective_note(&report),
+        report.counts.unchanged,
+        report.counts.skipped,
+        drifted_note(&report),
+        report.device.id,
+        report.source.location
     );
     // As Puppet's --noop with detailed exit codes: 2 in check mode means "would change".
     Ok(Converged {
         exit: exit::for_counts(changed, failed),
         report,
         handlers_run: summary.handlers_run,
+        applied: Some(LastApplied::of(commit, &v.desired, &v.fingerprints)),
     })
-}
-
-fn print_check(out: &mut dyn Write, r: &health::CheckResult) {
-    let word = match r.outcome {
-        health::CheckOutcome::Passed => "healthy",
-        health::CheckOutcome::Failed => "UNHEALTHY",
-        health::CheckOutcome::Skipped => "skipped",
-    };
-    let why = r
-        .error
-        .as_deref()
-        .map(|e| format!(": {e}"))
-        .unwrap_or_default();
-    let _ = writeln!(out, "{word:<8} check       {} ({}){why}", r.name, r.role);
 }
 
 pub struct ApplyOptions {
@@ -465,44 +471,13 @@ pub fn apply(opts: &ApplyOptions, out: &mut dyn Write) -> Result<Converged, RunE
             exit: exit::SUSPENDED,
             report,
             handlers_run: Vec::new(),
+            applied: None,
         });
     }
     let happened = after_boot(&mut session);
-    let mut converged = converge_tree(&session, tree, source, out)?;
-    finish(&mut session, &mut converged.report, None, happened, out)?;
+    let mut converged = converge_tree(&session, tree, source, None, out)?;
+    finish(&mut session, &mut converged, None, happened, out)?;
     Ok(converged)
-}
-
-fn print_summary(out: &mut dyn Write, summary: &RunSummary, s: &Session) {
-    for r in &summary.resources {
-        let word = match r.outcome {
-            Outcome::Unchanged => continue,
-            Outcome::Changed if s.check => "would",
-            Outcome::Changed => "changed",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-        };
-        let what = r.error.as_deref().or(r.summary.as_deref()).unwrap_or("");
-        let handler = if r.handler { " (handler)" } else { "" };
-        // Ids from elsewhere (dpkg, systemd, a server) are shown escaped: no forged lines.
-        let (id, what) = (printable(&r.id), printable(what));
-        let _ = writeln!(out, "{word:<8} {:<11} {id}{handler}: {what}", r.kind);
-        if s.diff {
-            if let Some(d) = &r.diff {
-                let _ = writeln!(out, "{}", d.trim_end());
-            }
-        }
-    }
-    for e in &summary.errors {
-        let _ = writeln!(out, "error    {e}");
-    }
-    if !summary.pending_handlers.is_empty() {
-        let _ = writeln!(
-            out,
-            "pending handlers: {}",
-            summary.pending_handlers.join(", ")
-        );
-    }
 }
 
 /// At the start of a run: the reboot this device asked for, if it happened since.
@@ -522,11 +497,17 @@ pub fn after_boot(s: &mut Session) -> Option<Happened> {
 /// `commit` is None for `apply --path`, which never reboots.
 pub fn finish(
     s: &mut Session,
-    report: &mut Report,
+    converged: &mut Converged,
     commit: Option<&str>,
     happened: Option<Happened>,
     out: &mut dyn Write,
 ) -> Result<(), RunError> {
+    let report = &mut converged.report;
+    if clean(report) && !s.check {
+        if let Some(applied) = converged.applied.take() {
+            s.run_state.last_applied = Some(applied);
+        }
+    }
     let required = report.reboot.take().map(|r| r.required).unwrap_or_default();
     let now = SystemTime::now();
     let id = crate::safety::reboot::boot_id(&s.root);

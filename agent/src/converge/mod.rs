@@ -3,4 +3,5 @@
 
 pub mod apply;
 pub mod backup;
+mod output;
 pub mod prune;

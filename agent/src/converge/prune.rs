@@ -249,6 +249,7 @@ fn remove(orphan: &Entry, host: &Host, keep: tend_roles::engine::BeforeApply) ->
                 notify: Vec::new(),
                 origin: origin.clone(),
                 reboot: false,
+                enforce: true,
             }],
         }],
         handlers: Vec::new(),
@@ -297,6 +298,7 @@ mod tests {
                             notify: Vec::new(),
                             origin: "test".into(),
                             reboot: false,
+                            enforce: true,
                         })
                         .collect(),
                 })

@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod facts;
+mod keys;
 pub mod load;
 pub mod model;
 pub mod render;

@@ -1,11 +1,12 @@
-//! What a resource reads from its role while it is built: the role's files and templates, through
-//! the fleet tree and the memory budget, with errors that keep their file, line and fix.
-//!
-//! A resource type sees only the `Sources` trait (roles' spec contract), so it cannot reach past
-//! its role's `files/` and `templates/`, and every byte it reads is counted once.
+//! What a resource reads from its role while it is built (`validate`'s [`Sources`]): role files
+//! and templates through the fleet tree and the memory budget, with the full diagnostic of a
+//! failure kept aside, and a hash of everything read, for the resource's fingerprint.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tend_roles::{spec::Content, Sources};
 
 use crate::diag::Diagnostic;
@@ -13,7 +14,6 @@ use crate::fleet::budget::{Budget, Read, BUDGET_FIX};
 use crate::fleet::render::RoleEnv;
 use crate::source::tree::{check_relative, Tree, PATH_FIX};
 
-/// What building one resource entry needs from its role and the run.
 pub(super) struct Ctx<'a> {
     pub(super) tree: &'a Arc<dyn Tree>,
     pub(super) role: &'a str,
@@ -30,26 +30,45 @@ pub(super) struct Ctx<'a> {
 ///
 /// A resource sees its role's files and templates as strings, so the full diagnostic (a template
 /// file's own line, the fix) is kept aside here and used when the resource reports the error.
+///
+/// It also hashes every content it hands out: with the spec, that is the resource's fingerprint,
+/// which tells a change the repo asked for from a repair of drift (`report::cause`).
 pub(super) struct RoleSources<'a> {
     c: &'a Ctx<'a>,
     ctx: &'a minijinja::Value,
-    failure: std::cell::RefCell<Option<Diagnostic>>,
+    pub(super) failure: RefCell<Option<Diagnostic>>,
+    contents: RefCell<Sha256>,
 }
 
 impl<'a> RoleSources<'a> {
     pub(super) fn new(c: &'a Ctx<'a>, ctx: &'a minijinja::Value) -> Self {
-        RoleSources {
+        Self {
             c,
             ctx,
-            failure: Default::default(),
+            failure: RefCell::default(),
+            contents: RefCell::new(Sha256::new()),
         }
     }
 
-    /// The full diagnostic of the last failure a resource reported as a string.
-    pub(super) fn take_failure(&self) -> Option<Diagnostic> {
-        self.failure.take()
+    /// What the resource built from `spec` wants, as a hash: its type, its rendered spec (secrets
+    /// included: a new secret is a new desired state) and every content it read.
+    pub(super) fn fingerprint(&self, kind: &str, spec: &Value) -> String {
+        let mut h = Sha256::new();
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(spec.to_string().as_bytes());
+        h.update([0]);
+        h.update(self.contents.borrow().clone().finalize());
+        let digest = h.finalize();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn seen(&self, content: Content) -> Content {
+        let mut h = self.contents.borrow_mut();
+        h.update((content.len() as u64).to_le_bytes());
+        h.update(&content);
+        content
+    }
     fn fail(&self, d: Diagnostic) -> String {
         let msg = d.message.clone();
         *self.failure.borrow_mut() = Some(d);
@@ -71,7 +90,7 @@ impl Sources for RoleSources<'_> {
     fn file(&self, name: &str) -> Result<Content, String> {
         let path = self.role_path("files", name)?;
         match self.c.budget.file(&path, || self.c.tree.read(&path)) {
-            Ok(Some(b)) => Ok(b),
+            Ok(Some(b)) => Ok(self.seen(b)),
             Err(Read::Over(m)) => Err(self.over_budget(m)),
             Ok(None) => Err(self.fail(
                 Diagnostic::new(self.c.path, 0, format!("{path} does not exist")).fix(format!(
@@ -87,7 +106,12 @@ impl Sources for RoleSources<'_> {
     }
 
     fn content(&self, bytes: Vec<u8>) -> Result<Content, String> {
-        self.c.budget.intern(bytes).map_err(|m| self.over_budget(m))
+        let content = self
+            .c
+            .budget
+            .intern(bytes)
+            .map_err(|m| self.over_budget(m))?;
+        Ok(self.seen(content))
     }
 
     fn template(&self, name: &str) -> Result<Content, String> {

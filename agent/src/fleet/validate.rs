@@ -17,6 +17,7 @@ use tend_roles::{
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::fleet::budget::{spec_bytes, Budget, BUDGET_FIX};
 use crate::fleet::facts::Facts;
+use crate::fleet::keys::{common, key_line, COMMON_KEYS};
 use crate::fleet::load::Fleet;
 use crate::fleet::model::Entry;
 use crate::fleet::render::{RenderError, RoleEnv};
@@ -24,9 +25,6 @@ use crate::fleet::resolve::{resolve, LoadedRole};
 use crate::fleet::sources::{Ctx, RoleSources};
 use crate::fleet::vars::{Mode, VarSet};
 use crate::source::tree::Tree;
-
-/// Keys tend understands on every resource; all others belong to the resource type.
-const COMMON_KEYS: &[&str] = &["when", "loop", "notify", "reboot"];
 
 pub struct Inputs<'a> {
     pub tree: Arc<dyn Tree>,
@@ -65,6 +63,9 @@ pub struct Validated {
     pub subscribed_branch: Option<String>,
     pub desired: Desired,
     pub specs: Vec<RenderedSpec>,
+    /// What each resource of `desired` wants, as a hash (in the order of its roles and items):
+    /// the same fingerprint on a later commit means the commit did not change that resource.
+    pub fingerprints: Vec<String>,
     pub redactor: Redactor,
     /// The roles' health checks, in role order.
     pub checks: Vec<crate::safety::health::Check>,
@@ -123,6 +124,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let budget = Budget::new(inputs.max_desired_bytes);
     let mut desired = Desired::default();
     let mut specs = Vec::new();
+    let mut fingerprints = Vec::new();
     let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
     for role in &resolved.roles {
         let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
@@ -181,11 +183,13 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     origin: b.origin.clone(),
                     handler: None,
                 });
+                fingerprints.push(b.fingerprint);
                 plan.items.push(Item {
                     resource: b.resource,
                     notify,
                     origin: b.origin,
                     reboot: b.reboot,
+                    enforce: b.enforce,
                 });
             }
         }
@@ -257,6 +261,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         subscribed_branch,
         desired,
         specs,
+        fingerprints,
         redactor,
         checks,
         prune,
@@ -371,6 +376,9 @@ struct Built {
     origin: String,
     line: u64,
     reboot: bool,
+    enforce: bool,
+    /// See [`Validated::fingerprints`].
+    fingerprint: String,
 }
 
 fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {
@@ -378,17 +386,6 @@ fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic 
         Some(_) => Diagnostic::new(path, line, format!("in `{key}`: {e}")),
         None => Diagnostic::new(path, line, format!("in `{key}`: {}", e.message)),
     }
-}
-
-/// The line of `key` in a role entry, else the entry's own line.
-fn key_line(entry: &Entry, key: &str) -> u64 {
-    entry
-        .value
-        .0
-        .iter()
-        .find(|(k, _)| k.value == key)
-        .map(|(k, _)| k.referenced.line())
-        .unwrap_or(entry.referenced.line())
 }
 
 /// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
@@ -424,7 +421,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
         }
     };
     if c.handler.is_some() {
-        for k in ["loop", "notify"] {
+        for k in ["loop", "notify", "enforce"] {
             if keys.iter().any(|(x, _)| x.value == k) {
                 diags.push(
                     Diagnostic::new(
@@ -444,42 +441,8 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             .find(|(k, _)| k.value == key)
             .map(|(_, v)| &v.value)
     };
-    let notify = match get("notify") {
-        None => Vec::new(),
-        Some(Value::String(s)) => vec![(s.clone(), line_of("notify"))],
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-            .iter()
-            .map(|v| {
-                (
-                    v.as_str().unwrap_or_default().to_string(),
-                    line_of("notify"),
-                )
-            })
-            .collect(),
-        Some(_) => {
-            diags.push(Diagnostic::new(
-                path,
-                line_of("notify"),
-                "`notify` must be a handler name or a list of names",
-            ));
-            return Vec::new();
-        }
-    };
-
-    let reboot = match get("reboot") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => {
-            diags.push(
-                Diagnostic::new(
-                    path,
-                    line_of("reboot"),
-                    format!("`reboot` must be true or false, not {other}"),
-                )
-                .fix("write `reboot: true` when a change to this resource needs a reboot to take effect"),
-            );
-            return Vec::new();
-        }
+    let Some(common) = common(path, entry, diags) else {
+        return Vec::new();
     };
 
     let items: Vec<Option<Value>> = match get("loop") {
@@ -551,13 +514,16 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     None => format!("{path}:{entry_line}"),
                     Some(i) => format!("{path}:{entry_line} (item {i})"),
                 };
+                let fingerprint = sources.fingerprint(rtype.name, &spec);
                 out.push(Built {
                     resource,
                     spec,
-                    notify: notify.clone(),
+                    notify: common.notify.clone(),
                     origin,
                     line: entry_line,
-                    reboot,
+                    reboot: common.reboot,
+                    enforce: common.enforce,
+                    fingerprint,
                 });
             }
             Err(e) => {
@@ -566,7 +532,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     .as_deref()
                     .map(|k| if k == rtype.primary { rtype.name } else { k });
                 let line = key.map(line_of).unwrap_or(entry_line);
-                let d = match sources.take_failure() {
+                let d = match sources.failure.take() {
                     // A template's own error: point at the template, say which entry used it.
                     Some(d) if d.file != path => {
                         let message = format!("{} (rendered for {path}:{line})", d.message);

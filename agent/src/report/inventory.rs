@@ -82,6 +82,8 @@ pub fn attributes(
     }
     a.push(("tend_changed", r.counts.changed.to_string()));
     a.push(("tend_failed", r.counts.failed.to_string()));
+    a.push(("tend_corrective", r.counts.corrective.to_string()));
+    a.push(("tend_drifted", r.counts.drifted.to_string()));
     if let Some(e) = first_error(r) {
         a.push(("tend_error", e));
     }
@@ -295,6 +297,17 @@ mod tests {
         });
         assert_eq!(get(&r, "tend_orphans").as_deref(), Some("1"));
         assert_eq!(get(&r, "tend_reboot_pending").as_deref(), Some("true"));
+    }
+
+    #[test]
+    fn corrective_changes_and_drifted_resources_are_counted() {
+        let mut r = blank("run", "git");
+        r.counts.corrective = 3;
+        r.counts.drifted = 2;
+        let a = attributes(Some(&r), &RunState::default(), None);
+        let get = |k: &str| a.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("tend_corrective"), Some("3"));
+        assert_eq!(get("tend_drifted"), Some("2"));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Shown {
     #[serde(default)]
     pub error: String,
     pub suspended: bool,
+    /// Whether the run corrected drift or found an audit-only resource drifted: the fleet view
+    /// learns at once that something on the device fights the config (the counts follow).
+    #[serde(default)]
+    pub drift: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -95,6 +99,7 @@ mod tests {
             status: "ok".into(),
             error: String::new(),
             suspended: false,
+            drift: false,
         }
     }
 
@@ -131,6 +136,14 @@ mod tests {
                 hb
             ),
             "a refused head leaves branch, commit and status unchanged"
+        );
+        let drift = Shown {
+            drift: true,
+            ..shown("a")
+        };
+        assert!(
+            due(Some(&last), &drift, 200, hb),
+            "drift corrected or found"
         );
         assert!(due(Some(&last), &shown("a"), 100 + 3600, hb), "heartbeat");
     }

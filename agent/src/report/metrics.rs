@@ -46,6 +46,16 @@ pub fn render(report: &Report, suspended: bool) -> String {
         report.counts.changed.to_string(),
     );
     gauge(
+        "corrective_changes",
+        "Changes of the last run that repaired drift under an unchanged desired state.",
+        report.counts.corrective.to_string(),
+    );
+    gauge(
+        "resources_drifted",
+        "Audit-only resources (enforce: false) that differ from the desired state.",
+        report.counts.drifted.to_string(),
+    );
+    gauge(
         "resources_failed",
         "Resources failed in the last run.",
         report.counts.failed.to_string(),
@@ -149,6 +159,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tend_suspended 1"));
+        assert!(text.contains("tend_corrective_changes 0\n"), "{text}");
+        r.counts.corrective = 2;
+        r.counts.drifted = 1;
+        let drift = render(&r, true);
+        assert!(drift.contains("tend_corrective_changes 2\n"), "{drift}");
+        assert!(drift.contains("tend_resources_drifted 1\n"), "{drift}");
         assert!(!text.contains("tend_signer_info"), "unsigned: {text}");
         r.git.as_mut().unwrap().signer = Some(crate::report::Signer {
             method: "openpgp".into(),

@@ -6,6 +6,7 @@
 //! written atomically to the state dir. It is versioned (`schema`) so that readers (status, the
 //! Mender inventory script, fleet tooling) can evolve with it; fields are only ever added.
 
+pub mod cause;
 pub mod inventory;
 pub mod lastrun;
 pub mod mender;
@@ -23,6 +24,7 @@ use tend_roles::{statefile, Outcome, ResourceReport, RunSummary};
 
 use crate::clock::unix_seconds;
 use crate::diag::Diagnostic;
+use crate::report::cause::Cause;
 use crate::safety::reboot::RebootReport;
 
 pub const SCHEMA: u32 = 1;
@@ -69,6 +71,12 @@ pub struct Counts {
     pub changed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Of `changed`, those that repaired drift under an unchanged desired state (`report::cause`).
+    #[serde(default)]
+    pub corrective: usize,
+    /// Audit-only resources (`enforce: false`) that differ from the desired state.
+    #[serde(default)]
+    pub drifted: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -299,6 +307,7 @@ pub fn counts(resources: &[ResourceReport]) -> Counts {
             Outcome::Changed => c.changed += 1,
             Outcome::Failed => c.failed += 1,
             Outcome::Skipped => c.skipped += 1,
+            Outcome::Drifted => c.drifted += 1,
         }
     }
     c
@@ -339,8 +348,13 @@ impl Report {
         }
     }
 
-    pub fn from_summary(run: RunFacts, summary: &RunSummary) -> Self {
-        let counts = counts(&summary.resources);
+    /// `causes` has the cause of each changed entry of `summary.resources`, by index.
+    pub fn from_summary(run: RunFacts, summary: &RunSummary, causes: &[Option<Cause>]) -> Self {
+        let mut counts = counts(&summary.resources);
+        counts.corrective = causes
+            .iter()
+            .filter(|c| **c == Some(Cause::Corrective))
+            .count();
         let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
             (_, true) => RunResult::Failed,
             (true, false) => RunResult::Changed,
@@ -351,7 +365,14 @@ impl Report {
             resources: summary
                 .resources
                 .iter()
-                .map(|r| serde_json::to_value(r).unwrap_or_default())
+                .enumerate()
+                .map(|(n, r)| {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    if let (Some(Some(c)), Some(o)) = (causes.get(n), v.as_object_mut()) {
+                        o.insert("cause".into(), serde_json::to_value(c).unwrap_or_default());
+                    }
+                    v
+                })
                 .collect(),
             errors: summary.errors.clone(),
             pending_handlers: summary.pending_handlers.clone(),
@@ -413,6 +434,22 @@ impl Report {
 }
 
 /// The report of a `tend run` from git that did nothing, for tests to fill in.
+/// " (N corrective)" after the changed count, when some were.
+pub fn corrective_note(r: &Report) -> String {
+    match r.counts.corrective {
+        0 => String::new(),
+        n => format!(" ({n} corrective)"),
+    }
+}
+
+/// ", N drifted" after the skipped count, when audit-only resources differ.
+pub fn drifted_note(r: &Report) -> String {
+    match r.counts.drifted {
+        0 => String::new(),
+        n => format!(", {n} drifted"),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn blank(started: SystemTime, elapsed: Duration) -> Report {
     let run = RunFacts {

@@ -14,7 +14,9 @@ use crate::device::config::Config;
 use crate::device::state::{StateDir, REPORT_FILE};
 use crate::report::notify::Notifier;
 use crate::report::runstate::RunState;
-use crate::report::{inventory, lastrun, mender, metrics, status, Report, RunResult};
+use crate::report::{
+    corrective_note, drifted_note, inventory, lastrun, mender, metrics, status, Report, RunResult,
+};
 
 /// Where a report goes, borrowed from the run that made it.
 pub struct Sinks<'a> {
@@ -77,11 +79,15 @@ fn journal_line(report: &Report) {
         branch = git.map(|g| g.branch.as_str()).unwrap_or(""),
         result = report.result.as_str(),
         changed = report.counts.changed,
+        corrective = report.counts.corrective,
+        drifted = report.counts.drifted,
         failed = report.counts.failed,
-        "run finished: {}, {} changed, {} failed",
+        "run finished: {}, {} changed{}, {} failed{}",
         report.result.as_str(),
         report.counts.changed,
-        report.counts.failed
+        corrective_note(report),
+        report.counts.failed,
+        drifted_note(report)
     );
 }
 
@@ -94,6 +100,7 @@ fn tell_mender(report: &Report, suspended: bool, heartbeat: Duration, run_state:
         status: inventory::status_word(report).to_string(),
         error: inventory::first_error(report).unwrap_or_default(),
         suspended,
+        drift: report.counts.corrective + report.counts.drifted > 0,
     };
     let now = unix_seconds(SystemTime::now());
     if !mender::due(run_state.inventory.as_ref(), &shown, now, heartbeat) {

@@ -59,6 +59,10 @@ pub struct RunState {
     /// Branch → the commit reverted on it, which is not applied again until the branch moves on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reverted: BTreeMap<String, crate::report::Reverted>,
+    /// What the last converge without failures applied, to tell an intentional change from a
+    /// corrective one (`report::cause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<crate::report::cause::LastApplied>,
     /// A reboot owed to a commit, and the last commit the device rebooted for.
     #[serde(default)]
     pub reboot: crate::safety::reboot::State,

@@ -112,7 +112,11 @@ pub struct LastRun {
     pub age_seconds: u64,
     pub source: String,
     pub changed: usize,
+    /// Of `changed`, the changes that repaired drift.
+    pub corrective: usize,
     pub failed: usize,
+    /// Audit-only resources that differ from the desired state.
+    pub drifted: usize,
     pub errors: Vec<String>,
 }
 
@@ -155,7 +159,9 @@ pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTi
             age_seconds: unix_seconds(now).saturating_sub(r.finished),
             source: r.source.location.clone(),
             changed: r.counts.changed,
+            corrective: r.counts.corrective,
             failed: r.counts.failed,
+            drifted: r.counts.drifted,
             errors: r.errors.clone(),
         }),
         pending_handlers: pending,
@@ -195,11 +201,13 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
         Some(r) => {
             writeln!(
                 out,
-                "last run:   {} {} ({} changed, {} failed) from {}",
+                "last run:   {} {} ({} changed, {} corrective, {} failed, {} drifted) from {}",
                 r.result.as_str(),
                 age(r.age_seconds),
                 r.changed,
+                r.corrective,
                 r.failed,
+                r.drifted,
                 r.source
             )?;
             for e in &r.errors {

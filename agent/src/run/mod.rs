@@ -214,6 +214,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     exit: exit::SUSPENDED,
                     report,
                     handlers_run: Vec::new(),
+                    applied: None,
                 };
                 converged.report.warnings.extend(warnings);
                 converged.report.git = Some(git);
@@ -243,7 +244,8 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 break 'head converged;
             }
             let cycle = c.cycle.clone();
-            let mut converged = converge_tree(&s, c.tree, source, out)?;
+            let commit = c.commit.to_string();
+            let mut converged = converge_tree(&s, c.tree, source, Some(&commit), out)?;
             if let Some(msg) = cycle {
                 // The current branch was applied; the broken subscription still fails the run.
                 converged.report.errors.push(msg);
@@ -303,7 +305,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     converged.report.git = Some(git);
     crate::converge::apply::finish(
         &mut s,
-        &mut converged.report,
+        &mut converged,
         (!commit.is_empty()).then_some(commit.as_str()),
         happened,
         out,
@@ -354,6 +356,7 @@ fn fall_back(
         report.errors = errors;
         git.fell_back = false;
         return Ok(Converged {
+            applied: None,
             exit: exit::FAILED,
             report,
             handlers_run: Vec::new(),
@@ -386,7 +389,7 @@ fn fall_back(
             &good.commit[..12.min(good.commit.len())]
         ),
     };
-    let mut converged = converge_tree(s, Arc::new(tree), source, out)?;
+    let mut converged = converge_tree(s, Arc::new(tree), source, Some(&good.commit), out)?;
     converged.report.errors.splice(0..0, errors);
     converged.report.result = crate::report::RunResult::Failed;
     converged.exit |= exit::FAILED;

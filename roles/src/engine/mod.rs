@@ -5,6 +5,8 @@
 //! on. Notifications are persisted the moment they happen, so a crash or a failed run never loses
 //! a restart; a handler leaves the pending list only after it succeeded. Handlers do not run after
 //! a run with failures (the configuration may be half-applied); they stay pending for the next run.
+//! An item with `enforce: false` is only audited: read and diffed, reported drifted, never applied,
+//! and it notifies nothing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,6 +28,8 @@ pub struct Item {
     pub origin: String,
     /// A change to it needs a reboot to take effect (a kernel, /boot/config.txt).
     pub reboot: bool,
+    /// False: audit only. A difference is reported as [`Outcome::Drifted`] and never applied.
+    pub enforce: bool,
 }
 
 pub struct RolePlan {
@@ -62,6 +66,8 @@ pub enum Outcome {
     Changed,
     Failed,
     Skipped,
+    /// Differs from the desired state and was left as it is (`enforce: false`).
+    Drifted,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,6 +116,9 @@ impl RunSummary {
     }
     pub fn failed(&self) -> usize {
         self.count(Outcome::Failed) + self.errors.len()
+    }
+    pub fn drifted(&self) -> usize {
+        self.count(Outcome::Drifted)
     }
 }
 
@@ -179,6 +188,23 @@ pub fn converge_with(
             if let Some(reason) = &skip_reason {
                 report.outcome = Outcome::Skipped;
                 report.summary = Some(reason.clone());
+            } else if !item.enforce {
+                match audit(item.resource.as_ref(), host) {
+                    Ok(None) => {}
+                    Ok(Some((summary_line, diff))) => {
+                        report.outcome = Outcome::Drifted;
+                        report.summary = Some(summary_line);
+                        report.diff = diff;
+                    }
+                    Err(error) => {
+                        report.outcome = Outcome::Failed;
+                        report.error = Some(host.redact(&error));
+                        skip_reason = Some(format!(
+                            "skipped: an earlier resource of role '{}' failed",
+                            role.name
+                        ));
+                    }
+                }
             } else {
                 // Write-ahead: the notification is durable before the change is made, so a power
                 // cut between the two can cause one extra handler run, never a lost one.
@@ -253,6 +279,19 @@ pub(super) enum Step {
     Changed(String, Option<String>),
     Skipped(String),
     Failed(String),
+}
+
+/// Reads and diffs an audit-only resource: its change (summary, diff), redacted, or None when it
+/// is as desired. Never applies.
+fn audit(
+    resource: &dyn DynResource,
+    host: &Host,
+) -> Result<Option<(String, Option<String>)>, String> {
+    let plan = resource.plan(host).map_err(|e| e.to_string())?;
+    Ok(plan.change.map(|c| {
+        let diff = c.diff.as_deref().map(|d| host.redact(d));
+        (host.redact(&c.summary), diff)
+    }))
 }
 
 pub(super) fn step(resource: &dyn DynResource, host: &Host, before_apply: BeforeApply) -> Step {

@@ -23,7 +23,10 @@ impl Resource for Marker {
         Ok(fs::read_to_string(host.path(self.path)?).ok())
     }
     fn diff(&self, actual: &Self::Actual, _: &Host) -> Option<Change> {
-        (actual.as_deref() != Some(self.content)).then(|| Change::new("content"))
+        (actual.as_deref() != Some(self.content)).then(|| {
+            let was = actual.as_deref().unwrap_or("");
+            Change::new("content").with_diff(Some(format!("-{was}\n+{}\n", self.content)))
+        })
     }
     fn apply(&self, _: Self::Actual, host: &Host) -> Result<Applied, ResourceError> {
         if self.content == "FAIL" {
@@ -67,6 +70,7 @@ fn item(path: &'static str, content: &'static str, notify: &[&str]) -> Item {
         notify: notify.iter().map(|s| s.to_string()).collect(),
         origin: "test".into(),
         reboot: false,
+        enforce: true,
     }
 }
 
@@ -285,6 +289,55 @@ fn only_changed_resources_and_handlers_marked_reboot_require_one() {
 }
 
 #[test]
+fn an_item_not_enforced_that_differs_is_drifted_never_applied_and_notifies_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("audited"), "local edit").unwrap();
+    let audited = |path, content, notify: &[&str]| Item {
+        enforce: false,
+        reboot: true,
+        ..item(path, content, notify)
+    };
+    let desired = Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![
+                audited("/audited", "from the repo", &["h"]),
+                audited("/missing", "FAIL", &["h"]),
+                item("/after", "x", &[]),
+            ],
+        )],
+        handlers: vec![handler("h", "/h")],
+    };
+    let pending = d.path().join("pending.json");
+    let s = converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    let outcomes: Vec<Outcome> = s.resources.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Drifted, Outcome::Drifted, Outcome::Changed]
+    );
+    assert_eq!(
+        fs::read_to_string(d.path().join("audited")).unwrap(),
+        "local edit"
+    );
+    assert!(!d.path().join("missing").exists());
+    assert_eq!(
+        s.resources[0].diff.as_deref(),
+        Some("-local edit\n+from the repo\n")
+    );
+    assert_eq!(s.resources[0].summary.as_deref(), Some("content"));
+    assert_eq!((s.failed(), s.drifted(), s.changed()), (0, 2, 1));
+    assert_eq!(runs(d.path(), "h"), 0, "a drift notifies no handler");
+    assert!(s.pending_handlers.is_empty());
+    assert!(s.reboot.is_empty(), "nothing changed that needs a reboot");
+}
+
+#[test]
 fn check_mode_writes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let pending = d.path().join("pending.json");
@@ -354,6 +407,7 @@ fn a_power_cut_after_a_change_cannot_lose_its_notification() {
                     notify: vec!["h".into()],
                     origin: "test".into(),
                     reboot: false,
+                    enforce: true,
                 },
                 item("/2", "FAIL", &["g"]),
             ],
