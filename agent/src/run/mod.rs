@@ -21,6 +21,7 @@ use crate::source::fetch::{LocalRepo, SourceConfig};
 use crate::source::verify::TrustRoots;
 
 mod candidate;
+mod pointer;
 
 use candidate::{follow, one_shot, Refused};
 

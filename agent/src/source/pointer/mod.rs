@@ -90,6 +90,13 @@ pub struct State {
     pub last_modified: Option<String>,
 }
 
+impl State {
+    /// Nothing kept: a device without `source.pointer` writes no `pointer` key.
+    pub fn is_empty(&self) -> bool {
+        *self == State::default()
+    }
+}
+
 /// Why a pointer was refused. Each message names the pointer's URL and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum PointerError {
