@@ -145,3 +145,49 @@ fn an_unchanged_pointer_is_one_304_and_a_wrong_replayed_or_expired_pointer_is_re
     );
     Ok(())
 }
+
+#[test]
+fn a_frozen_pointer_past_max_staleness_reports_stale_and_keeps_the_last_good_commit() -> Result<()>
+{
+    if skip_chroot_tests(
+        "a_frozen_pointer_past_max_staleness_reports_stale_and_keeps_the_last_good_commit",
+    ) {
+        return Ok(());
+    }
+    let bed = PullBed::new("run-fleet")?;
+    let url = bed.server.file_url(POINTER);
+    bed.configure(
+        &bed.url(),
+        &format!("  pointer: {url}\n  max_staleness: 2\n"),
+        "",
+    )?;
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: one}\n")?;
+    let c1 = bed.publisher.signed("main", "one")?;
+    publish(&bed, &["--expires", "1h"])?;
+    converged(&bed)?;
+    let fresh = bed.report()?;
+    ensure!(
+        applied(&bed)? == c1 && fresh["git"]["pointer"]["stale"] == false,
+        "{fresh}"
+    );
+    let mut seen = bed.server.requests()?.len();
+
+    // The pointer is frozen (the server keeps answering 304) while git moves on.
+    bed.publisher.signed("main", "two")?;
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let out = bed.run()?;
+    out.expect_code(13)?;
+    let report = bed.report()?;
+    ensure!(
+        applied(&bed)? == c1 && report["git"]["pointer"]["stale"] == true,
+        "{report}"
+    );
+    let frozen = since(&bed, &mut seen)?;
+    ensure!(frozen.len() == 1 && frozen[0].status == 304, "{frozen:?}");
+    let status = bed.dev.tend(&["status"])?.ok()?.stdout;
+    ensure!(status.contains("(stale)"), "{status}");
+    let inventory = bed.dev.tend(&["inventory"])?.ok()?.stdout;
+    ensure!(inventory.contains("tend_stale=true"), "{inventory}");
+    Ok(())
+}

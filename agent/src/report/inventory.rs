@@ -75,6 +75,9 @@ pub fn attributes(
         if let Some(s) = &g.signer {
             a.push(("tend_signer", s.to_string()));
         }
+        if let Some(p) = &g.pointer {
+            a.push(("tend_stale", p.stale.to_string()));
+        }
     }
     a.push(("tend_last_run", rfc3339(r.finished)));
     if let Some(good) = &run_state.last_good {

@@ -61,6 +61,13 @@ pub fn render(report: &Report, suspended: bool) -> String {
         "1 when the git server throttled the last run's fetch (HTTP 429/503) to the end.",
         u8::from(throttled.is_some()).to_string(),
     );
+    if let Some(p) = report.git.as_ref().and_then(|g| g.pointer.as_ref()) {
+        gauge(
+            "pointer_stale",
+            "1 when the stage pointer is stale (expired, or older than source.max_staleness).",
+            u8::from(p.stale).to_string(),
+        );
+    }
     if let Some(secs) = throttled.and_then(|t| t.retry_after_seconds) {
         gauge(
             "fetch_retry_after_seconds",

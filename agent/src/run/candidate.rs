@@ -145,6 +145,14 @@ fn verified_branch_head(
     let known = pointed.as_ref().map(|p| p.commit).filter(|c| {
         s.run_state.last_verified.get(branch) == Some(&c.to_string()) && repo.raw_commit(c).is_ok()
     });
+    if let Some(p) = pointed.as_ref().filter(|p| p.expired && known.is_none()) {
+        return Err(format!(
+            "the stage pointer of {branch} expired, and its commit {} is not the verified head: \
+             not asking git until CI publishes a fresh pointer",
+            short(&p.commit)
+        )
+        .into());
+    }
     if let (Some(c), Some(p)) = (known, &pointed) {
         tracing::info!(commit = %short(&c), unchanged = p.unchanged, "the pointer names the verified head: no git request");
     } else {

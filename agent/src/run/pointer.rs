@@ -4,6 +4,7 @@
 //! a device file moves the device to is followed through git alone.
 
 use crate::converge::apply::Session;
+use crate::report::PointerInfo;
 use crate::source::fetch::SourceConfig;
 use crate::source::pointer::{self, Polled, TrustedClock};
 use crate::source::verify::TrustRoots;
@@ -16,6 +17,8 @@ pub(super) struct Pointed {
     pub(super) commit: gix::ObjectId,
     /// The server answered 304: the pointer is the one accepted before.
     pub(super) unchanged: bool,
+    /// That kept pointer has expired: it vouches for nothing new, so git is not asked.
+    pub(super) expired: bool,
 }
 
 /// Polls and checks the pointer for `branch`; None when no pointer applies to it.
@@ -44,28 +47,32 @@ pub(super) fn consult(
         crate::source::fetch::http_client(src).map_err(|e| format!("pointer {url}: {e}"))?;
     let mut state = s.run_state.pointer.clone();
     let polled = pointer::poll(&client, &url, &state).map_err(|e| e.to_string())?;
-    let (accepted, unchanged) = match polled {
-        Polled::Unchanged { date } => {
-            let clock = TrustedClock::read(&s.root, state.trusted_time, date.as_deref());
+    let date = match &polled {
+        Polled::Unchanged { date } | Polled::Body { date, .. } => date.as_deref(),
+    };
+    let now = TrustedClock::read(&s.root, state.trusted_time, date).now();
+    state.trusted_time = now;
+    if !s.check {
+        // The time seen is kept even when the pointer is refused.
+        s.run_state.pointer.trusted_time = now;
+    }
+    let (accepted, unchanged, expired) = match polled {
+        Polled::Unchanged { .. } => {
             let accepted = state
                 .accepted
                 .clone()
                 .ok_or_else(|| format!("pointer {url}: 304 without a pointer kept"))?;
-            state.trusted_time = clock.now();
-            pointer::check_expiry(&url, &accepted, clock.now()).map_err(|e| e.to_string())?;
-            (accepted, true)
+            let expired = pointer::check_expiry(&url, &accepted, now).is_err();
+            (accepted, true, expired)
         }
         Polled::Body {
             bytes,
             etag,
             last_modified,
-            date,
+            ..
         } => {
-            let clock = TrustedClock::read(&s.root, state.trusted_time, date.as_deref());
-            state.trusted_time = clock.now();
-            let (accepted, signer) =
-                pointer::accept(&url, &bytes, branch, trust, &state, clock.now())
-                    .map_err(|e| e.to_string())?;
+            let (accepted, signer) = pointer::accept(&url, &bytes, branch, trust, &state, now)
+                .map_err(|e| e.to_string())?;
             tracing::info!(
                 sequence = accepted.sequence,
                 commit = %accepted.commit,
@@ -76,7 +83,7 @@ pub(super) fn consult(
             state.url = Some(url.clone());
             state.etag = etag;
             state.last_modified = last_modified;
-            (accepted, false)
+            (accepted, false, false)
         }
     };
     // The signed issue time is a witness too: the device has seen a pointer made then.
@@ -86,5 +93,34 @@ pub(super) fn consult(
     }
     let commit = gix::ObjectId::from_hex(accepted.commit.as_bytes())
         .map_err(|e| format!("pointer {url}: {e}"))?;
-    Ok(Some(Pointed { commit, unchanged }))
+    Ok(Some(Pointed {
+        commit,
+        unchanged,
+        expired,
+    }))
+}
+
+/// The pointer for the report: the newest valid one and whether it is stale at the trusted time
+/// (the time kept, or the synchronized system clock if later). None without `source.pointer`.
+pub(super) fn info(s: &Session) -> Option<PointerInfo> {
+    s.config.source.pointer.as_ref()?;
+    let state = &s.run_state.pointer;
+    let now = TrustedClock::read(&s.root, state.trusted_time, None).now();
+    let max = s.config.source.max_staleness.map(|d| d.as_secs());
+    let stamp = |t: i64| crate::clock::rfc3339(t.max(0) as u64);
+    Some(match &state.accepted {
+        Some(a) => PointerInfo {
+            sequence: Some(a.sequence),
+            commit: Some(a.commit.clone()),
+            issued: Some(stamp(a.issued)),
+            expires: Some(stamp(a.expires)),
+            trusted_time: stamp(now),
+            stale: pointer::is_stale(a, now, max),
+        },
+        None => PointerInfo {
+            trusted_time: stamp(now),
+            stale: true,
+            ..Default::default()
+        },
+    })
 }
