@@ -89,6 +89,12 @@ fn an_unchanged_pointer_is_one_304_and_a_wrong_replayed_or_expired_pointer_is_re
         quiet.len() == 1 && quiet[0].status == 304 && quiet[0].path == format!("/{POINTER}"),
         "an unchanged pointer must be one 304 and no git request: {quiet:?}"
     );
+    let wire = quiet[0].bytes_in + quiet[0].bytes_out;
+    eprintln!("an unchanged pointer: 1 request, {wire} bytes of HTTP on the wire");
+    ensure!(
+        wire <= 1024,
+        "an unchanged pointer must cost at most 1 KiB: {quiet:?}"
+    );
     ensure!(applied(&bed)? == c1, "{}", bed.report()?);
 
     // A new pointer names c2: git is asked and c2 applied.

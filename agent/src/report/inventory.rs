@@ -252,6 +252,24 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_pointer_is_the_tend_stale_attribute() {
+        let mut r = blank("run", "git");
+        r.git = Some(crate::report::GitInfo::default());
+        let get = |r: &Report| {
+            attributes(Some(r), &RunState::default(), None)
+                .into_iter()
+                .find(|(k, _)| *k == "tend_stale")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(&r), None, "no pointer configured: no attribute");
+        r.git.as_mut().unwrap().pointer = Some(crate::report::PointerInfo {
+            stale: true,
+            ..Default::default()
+        });
+        assert_eq!(get(&r).as_deref(), Some("true"));
+    }
+
+    #[test]
     fn the_signer_a_device_trusted_is_an_attribute() {
         let mut r = blank("run", "git");
         r.git = Some(crate::report::GitInfo {

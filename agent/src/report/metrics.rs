@@ -186,4 +186,20 @@ mod tests {
         );
         assert!(text.contains("result=\"throttled\""), "{text}");
     }
+
+    #[test]
+    fn a_stale_pointer_is_a_gauge_only_where_a_pointer_is_configured() {
+        let mut r =
+            crate::report::blank(std::time::SystemTime::UNIX_EPOCH, std::time::Duration::ZERO);
+        r.git = Some(GitInfo::default());
+        assert!(!render(&r, false).contains("tend_pointer_stale"));
+        let g = r.git.as_mut().unwrap();
+        g.pointer = Some(crate::report::PointerInfo {
+            stale: true,
+            ..Default::default()
+        });
+        assert!(render(&r, false).contains("tend_pointer_stale 1"));
+        r.git.as_mut().unwrap().pointer.as_mut().unwrap().stale = false;
+        assert!(render(&r, false).contains("tend_pointer_stale 0"));
+    }
 }

@@ -140,7 +140,7 @@ fn verified_branch_head(
     branch: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
-    let pointed = super::pointer::consult(s, src, trust, branch)?;
+    let pointed = super::pointer::consult(s, src, trust, branch).map_err(Refused::from)?;
     // The pointer names a commit this device verified on the branch and still has: no git.
     let known = pointed.as_ref().map(|p| p.commit).filter(|c| {
         s.run_state.last_verified.get(branch) == Some(&c.to_string()) && repo.raw_commit(c).is_ok()

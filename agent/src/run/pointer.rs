@@ -9,8 +9,6 @@ use crate::source::fetch::SourceConfig;
 use crate::source::pointer::{self, Polled, TrustedClock};
 use crate::source::verify::TrustRoots;
 
-use super::candidate::Refused;
-
 /// What the pointer said this run.
 pub(super) struct Pointed {
     /// The commit the newest valid pointer names.
@@ -21,13 +19,14 @@ pub(super) struct Pointed {
     pub(super) expired: bool,
 }
 
-/// Polls and checks the pointer for `branch`; None when no pointer applies to it.
+/// Polls and checks the pointer for `branch`; None when no pointer applies to it. An error is
+/// why the pointer was refused (the run then refuses the head, as for a bad commit).
 pub(super) fn consult(
     s: &mut Session,
     src: &SourceConfig,
     trust: &TrustRoots,
     branch: &str,
-) -> Result<Option<Pointed>, Refused> {
+) -> Result<Option<Pointed>, String> {
     let Some(url) = s.config.source.pointer.clone() else {
         return Ok(None);
     };
@@ -35,11 +34,11 @@ pub(super) fn consult(
         return Ok(None);
     }
     if trust.is_empty() || trust.policy().is_some() {
-        return Err(String::from(
-            "source.pointer needs verify.allowed_signers or verify.openpgp_keyring, the keys \
-             that sign the pointer; set one, or remove source.pointer",
-        )
-        .into());
+        return Err(
+            "source.pointer needs verify.allowed_signers or verify.openpgp_keyring, the \
+                    keys that sign the pointer; set one, or remove source.pointer"
+                .into(),
+        );
     }
     s.notifier
         .status(&format!("polling the pointer of {branch}"));
@@ -101,9 +100,13 @@ pub(super) fn consult(
 }
 
 /// The pointer for the report: the newest valid one and whether it is stale at the trusted time
-/// (the time kept, or the synchronized system clock if later). None without `source.pointer`.
+/// (the time kept, or the synchronized system clock if later). None without `source.pointer`, and
+/// in strict tag mode, which does not use it.
 pub(super) fn info(s: &Session) -> Option<PointerInfo> {
     s.config.source.pointer.as_ref()?;
+    if s.config.source.follow != crate::device::config::Follow::Branch {
+        return None;
+    }
     let state = &s.run_state.pointer;
     let now = TrustedClock::read(&s.root, state.trusted_time, None).now();
     let max = s.config.source.max_staleness.map(|d| d.as_secs());
