@@ -114,10 +114,40 @@ pub enum Command {
     /// For a promotion pull request: do the devices following a branch (in Mender's inventory)
     /// run its head, converged, recently?
     Gate(crate::gate::args::GateArgs),
+    /// For the fleet's CI: make and sign what devices poll.
+    Publish {
+        #[command(subcommand)]
+        what: PublishWhat,
+    },
     /// Print the fully resolved roles, resources and vars of one device, as JSON.
     Render {
         #[arg(long, value_name = "ID")]
         device: String,
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PublishWhat {
+    /// The signed stage pointer for the head of `--stage` in the repo at DIR (docs/security.md).
+    Pointer {
+        /// The stage: the branch whose head the pointer names.
+        #[arg(long)]
+        stage: String,
+        /// Default: the issue time in Unix seconds (grows with every publication).
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// A duration from now (24h, 7d, 90m, 3600s) or an RFC 3339 time.
+        #[arg(long, value_name = "D")]
+        expires: String,
+        /// The private SSH key to sign with; default: the repo's user.signingkey.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Write the pointer here (atomically); default: standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The fleet repo.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
@@ -240,6 +270,7 @@ pub fn run(cli: Cli) -> u8 {
             Err(code) => code,
         },
         Command::Gate(args) => crate::gate::args::run(args, &mut out),
+        Command::Publish { what } => run_publish(what),
         Command::Render { device, dir } => match inspect::render(&dir, &device, &mut out) {
             Ok(()) => exit::OK,
             Err(diags) => {
@@ -247,6 +278,53 @@ pub fn run(cli: Cli) -> u8 {
                 exit::INVALID_REPO
             }
         },
+    }
+}
+
+/// Writes the pointer raw (not through the scrubbing writer: a signature must stay byte-exact).
+fn run_publish(what: PublishWhat) -> u8 {
+    use std::io::Write as _;
+    let PublishWhat::Pointer {
+        stage,
+        sequence,
+        expires,
+        key,
+        out: file,
+        dir,
+    } = what;
+    let p = crate::source::pointer::publish::Publish {
+        repo: dir,
+        stage,
+        sequence,
+        expires,
+        key,
+    };
+    let now = jiff::Timestamp::now().as_second();
+    let bytes = match crate::source::pointer::publish::pointer(&p, now) {
+        Ok(b) => b,
+        Err(e) => {
+            errln(format_args!("tend publish pointer: {e}"));
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    let written = match &file {
+        Some(path) => tend_roles::fsutil::atomic_write(
+            path,
+            &bytes,
+            tend_roles::fsutil::Meta {
+                mode: Some(0o644),
+                ..Default::default()
+            },
+        ),
+        None => std::io::stdout().lock().write_all(&bytes),
+    };
+    match written {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let to = file.map_or("standard output".into(), |f| f.display().to_string());
+            errln(format_args!("tend publish pointer: writing {to}: {e}"));
+            exit::COULD_NOT_RUN
+        }
     }
 }
 

@@ -19,6 +19,10 @@ pub const INVALID_REPO: u8 = 10;
 pub const SUSPENDED: u8 = 11;
 /// Another tend run holds the lock. Nothing was done.
 pub const LOCKED: u8 = 12;
+/// Converged (changed or not), but the stage pointer is stale: expired on the trusted clock or
+/// older than `source.max_staleness`. The device keeps its last good commit; failures (4, 6)
+/// take precedence.
+pub const STALE: u8 = 13;
 /// The command line was wrong.
 pub const USAGE: u8 = 64;
 
@@ -42,7 +46,7 @@ mod tests {
         assert_eq!(for_counts(3, 0), 2);
         assert_eq!(for_counts(0, 1), 4);
         assert_eq!(for_counts(1, 1), 6);
-        for distinct in [COULD_NOT_RUN, INVALID_REPO, SUSPENDED, LOCKED, USAGE] {
+        for distinct in [COULD_NOT_RUN, INVALID_REPO, SUSPENDED, LOCKED, STALE, USAGE] {
             assert!(![OK, CHANGED, FAILED, CHANGED_AND_FAILED].contains(&distinct));
         }
     }

@@ -144,6 +144,10 @@ struct SourceFragment {
     /// `branch` (default): follow the branch head. `tags`: follow signed annotated tags named
     /// `<branch>/<number>`, the number growing (binds the stage and freshness to the signature).
     follow: Option<Follow>,
+    /// The signed stage pointer's URL (https); without it, every run asks git.
+    pointer: Option<String>,
+    /// Seconds after its `issued` that the newest valid pointer is reported stale.
+    max_staleness: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -212,6 +216,10 @@ pub struct Source {
     pub min_transfer_rate: u64,
     pub transfer_rate_window: Duration,
     pub follow: Follow,
+    /// `source.pointer`: the URL of the stage's signed pointer; None: behave as without one.
+    pub pointer: Option<String>,
+    /// `source.max_staleness`: a pointer issued longer ago than this is reported stale.
+    pub max_staleness: Option<Duration>,
 }
 
 /// Where an image build puts the fleet's seed bundle (see docs/packaging.md).
@@ -238,6 +246,8 @@ impl Default for Source {
             min_transfer_rate: crate::device::config::DEFAULT_MIN_TRANSFER_RATE,
             transfer_rate_window: crate::device::config::DEFAULT_TRANSFER_RATE_WINDOW,
             follow: Follow::Branch,
+            pointer: None,
+            max_staleness: None,
         }
     }
 }
@@ -400,6 +410,10 @@ impl Config {
             }
             if let Some(f) = src.follow {
                 s.follow = f;
+            }
+            set!(pointer);
+            if let Some(m) = src.max_staleness {
+                s.max_staleness = Some(Duration::from_secs(m));
             }
         }
         if let Some(v) = f.verify {

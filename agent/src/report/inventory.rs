@@ -75,6 +75,9 @@ pub fn attributes(
         if let Some(s) = &g.signer {
             a.push(("tend_signer", s.to_string()));
         }
+        if let Some(p) = &g.pointer {
+            a.push(("tend_stale", p.stale.to_string()));
+        }
     }
     a.push(("tend_last_run", rfc3339(r.finished)));
     if let Some(good) = &run_state.last_good {
@@ -248,6 +251,24 @@ mod tests {
         assert_eq!(get("tend_reverted_commit"), Some("abc"));
         assert_eq!(get("tend_failed_check"), Some("web: web answers"));
         assert!(get("tend_revert_cause").unwrap().contains("web answers"));
+    }
+
+    #[test]
+    fn a_stale_pointer_is_the_tend_stale_attribute() {
+        let mut r = blank("run", "git");
+        r.git = Some(crate::report::GitInfo::default());
+        let get = |r: &Report| {
+            attributes(Some(r), &RunState::default(), None)
+                .into_iter()
+                .find(|(k, _)| *k == "tend_stale")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(&r), None, "no pointer configured: no attribute");
+        r.git.as_mut().unwrap().pointer = Some(crate::report::PointerInfo {
+            stale: true,
+            ..Default::default()
+        });
+        assert_eq!(get(&r).as_deref(), Some("true"));
     }
 
     #[test]

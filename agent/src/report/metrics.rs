@@ -71,6 +71,13 @@ pub fn render(report: &Report, suspended: bool) -> String {
         "1 when the git server throttled the last run's fetch (HTTP 429/503) to the end.",
         u8::from(throttled.is_some()).to_string(),
     );
+    if let Some(p) = report.git.as_ref().and_then(|g| g.pointer.as_ref()) {
+        gauge(
+            "pointer_stale",
+            "1 when the stage pointer is stale (expired, or older than source.max_staleness).",
+            u8::from(p.stale).to_string(),
+        );
+    }
     if let Some(secs) = throttled.and_then(|t| t.retry_after_seconds) {
         gauge(
             "fetch_retry_after_seconds",
@@ -194,5 +201,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("result=\"throttled\""), "{text}");
+    }
+
+    #[test]
+    fn a_stale_pointer_is_a_gauge_only_where_a_pointer_is_configured() {
+        let mut r =
+            crate::report::blank(std::time::SystemTime::UNIX_EPOCH, std::time::Duration::ZERO);
+        r.git = Some(GitInfo::default());
+        assert!(!render(&r, false).contains("tend_pointer_stale"));
+        let g = r.git.as_mut().unwrap();
+        g.pointer = Some(crate::report::PointerInfo {
+            stale: true,
+            ..Default::default()
+        });
+        assert!(render(&r, false).contains("tend_pointer_stale 1"));
+        r.git.as_mut().unwrap().pointer.as_mut().unwrap().stale = false;
+        assert!(render(&r, false).contains("tend_pointer_stale 0"));
     }
 }

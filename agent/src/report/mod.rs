@@ -120,6 +120,29 @@ pub struct GitInfo {
     /// The git server was still throttling the fetch when tend stopped asking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled: Option<Throttled>,
+    /// With `source.pointer`: the newest valid pointer, and whether it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<PointerInfo>,
+}
+
+/// The newest valid stage pointer as a run judged it (see `source::pointer`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointerInfo {
+    /// None before any pointer was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The trusted time the pointer was judged at, RFC 3339.
+    pub trusted_time: String,
+    /// Expired on the trusted clock, older than `source.max_staleness`, or none accepted yet:
+    /// the device cannot tell "nothing new" from "held back", and keeps its last good commit.
+    pub stale: bool,
 }
 
 /// A fetch the git server refused with "not now" (HTTP 429 or 503) to the end: the run kept the

@@ -66,6 +66,13 @@ pub struct RunState {
     /// A reboot owed to a commit, and the last commit the device rebooted for.
     #[serde(default)]
     pub reboot: crate::safety::reboot::State,
+    /// With `source.pointer`: the newest accepted pointer, the newest trusted time, and the
+    /// validators of the last answer.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::source::pointer::State::is_empty"
+    )]
+    pub pointer: crate::source::pointer::State,
 }
 
 impl RunState {

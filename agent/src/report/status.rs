@@ -93,6 +93,9 @@ pub struct Status {
     pub suspended: Option<Suspension>,
     /// The branch head seen last is newer than the applied commit.
     pub lagging: Option<Lag>,
+    /// With `source.pointer`: the newest valid pointer, and whether it is stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<crate::report::PointerInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -164,6 +167,10 @@ pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTi
             drifted: r.counts.drifted,
             errors: r.errors.clone(),
         }),
+        pointer: report
+            .as_ref()
+            .and_then(|r| r.git.as_ref())
+            .and_then(|g| g.pointer.clone()),
         pending_handlers: pending,
         suspended: suspension(state_dir),
         lagging,
@@ -223,6 +230,16 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
             "lagging:    head {} is not applied ({why})",
             &l.head[..12.min(l.head.len())]
         )?;
+    }
+    if let Some(p) = &s.pointer {
+        match (p.sequence, &p.expires) {
+            (Some(seq), Some(expires)) => writeln!(
+                out,
+                "pointer:    sequence {seq}, expires {expires}{}",
+                if p.stale { " (stale)" } else { "" }
+            )?,
+            _ => writeln!(out, "pointer:    none accepted yet (stale)")?,
+        }
     }
     if !s.pending_handlers.is_empty() {
         writeln!(out, "pending:    {}", s.pending_handlers.join(", "))?;

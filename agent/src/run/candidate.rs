@@ -140,9 +140,30 @@ fn verified_branch_head(
     branch: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
-    s.notifier.status(&format!("fetching {branch}"));
-    let (head, from_seed) = match repo.fetch_branch(src, branch) {
-        Ok(fetched) => (fetched.head, false),
+    let pointed = super::pointer::consult(s, src, trust, branch).map_err(Refused::from)?;
+    // The pointer names a commit this device verified on the branch and still has: no git.
+    let known = pointed.as_ref().map(|p| p.commit).filter(|c| {
+        s.run_state.last_verified.get(branch) == Some(&c.to_string()) && repo.raw_commit(c).is_ok()
+    });
+    if let Some(p) = pointed.as_ref().filter(|p| p.expired && known.is_none()) {
+        return Err(format!(
+            "the stage pointer of {branch} expired, and its commit {} is not the verified head: \
+             not asking git until CI publishes a fresh pointer",
+            short(&p.commit)
+        )
+        .into());
+    }
+    if let (Some(c), Some(p)) = (known, &pointed) {
+        tracing::info!(commit = %short(&c), unchanged = p.unchanged, "the pointer names the verified head: no git request");
+    } else {
+        s.notifier.status(&format!("fetching {branch}"));
+    }
+    let fetched = match known {
+        Some(c) => Ok(c),
+        None => repo.fetch_branch(src, branch).map(|f| f.head),
+    };
+    let (head, from_seed) = match fetched {
+        Ok(head) => (head, false),
         Err(e) => {
             let refused = Refused::fetch(&format!("fetching {branch}"), &e);
             let failed = refused.cause.clone();
@@ -160,6 +181,15 @@ fn verified_branch_head(
             (head, true)
         }
     };
+    if let Some(p) = pointed.filter(|p| p.commit != head) {
+        return Err(Refused::at(head)(format!(
+            "head {} of {branch} is not {}, the commit the signed pointer names: refusing a \
+             head the pointer does not name (the git server is behind or ahead of the pointer; \
+             publish the pointer after pushing, with `tend publish pointer`)",
+            short(&head),
+            short(&p.commit)
+        )));
+    }
     let mut policy_version = None;
     let signer = if let Some(roots) = trust.policy() {
         s.notifier

@@ -21,6 +21,7 @@ use crate::source::fetch::{LocalRepo, SourceConfig};
 use crate::source::verify::TrustRoots;
 
 mod candidate;
+mod pointer;
 
 use candidate::{follow, one_shot, Refused};
 
@@ -301,6 +302,21 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
         }
     };
     converged.report.warnings.extend(warnings);
+    git.pointer = pointer::info(&s);
+    if let Some(p) = git.pointer.as_ref().filter(|p| p.stale) {
+        let w = format!(
+            "the stage pointer is stale (sequence {}, expires {}, trusted time {}): this device \
+             cannot tell \"nothing new\" from \"held back\"; it keeps its last good commit",
+            p.sequence.map_or("none".into(), |n| n.to_string()),
+            p.expires.as_deref().unwrap_or("never accepted"),
+            p.trusted_time
+        );
+        tracing::warn!("{w}");
+        converged.report.warnings.push(w);
+        if converged.exit == exit::OK || converged.exit == exit::CHANGED {
+            converged.exit = exit::STALE;
+        }
+    }
     let commit = git.commit.clone();
     converged.report.git = Some(git);
     crate::converge::apply::finish(

@@ -6,6 +6,7 @@ pub mod fetch;
 mod gitdirs;
 pub mod gittree;
 pub mod monotonic;
+pub mod pointer;
 pub mod policy;
 pub mod stagetag;
 pub mod tree;

@@ -128,6 +128,17 @@ impl HttpsGitServer {
         format!("https://127.0.0.1:{}/git/{name}", self.port)
     }
 
+    /// The directory lighttpd serves static files from (at `https://127.0.0.1:<port>/<name>`; a
+    /// `.pointer` file with `ETag` and `Last-Modified`, and `304` to a matching conditional GET).
+    pub fn docroot(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The https URL of static file `name` in [`HttpsGitServer::docroot`].
+    pub fn file_url(&self, name: &str) -> String {
+        format!("https://127.0.0.1:{}/{name}", self.port)
+    }
+
     /// Every request so far, in completion order.
     pub fn requests(&self) -> Result<Vec<AccessEntry>> {
         let n = self.markers.fetch_add(1, Ordering::SeqCst);
@@ -208,6 +219,8 @@ $SERVER["socket"] == "127.0.0.1:{plain_port}" {{
 accesslog.filename = "{access_log}"
 accesslog.format = "%m\t%U\t%q\t%>s\t%b\t%I\t%O"
 alias.url = ("/git" => "{backend}")
+# lighttpd sends ETag and Last-Modified (and answers 304) only for a file of a known type.
+mimetype.assign = (".pointer" => "text/plain")
 $HTTP["url"] =~ "^/git" {{
   cgi.assign = ("" => "")
   setenv.set-environment = ("GIT_PROJECT_ROOT" => "{project_root}", "GIT_HTTP_EXPORT_ALL" => "1")

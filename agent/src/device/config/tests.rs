@@ -77,6 +77,27 @@ fn fetch_bounds_default_for_a_device_and_can_be_set() {
 }
 
 #[test]
+fn the_pointer_is_off_by_default_and_max_staleness_is_seconds() {
+    let d = tempfile::tempdir().unwrap();
+    let c = Config::load(d.path()).unwrap();
+    assert_eq!(c.source.pointer, None);
+    assert_eq!(c.source.max_staleness, None);
+    let p = d.path().join(ADMIN_CONFIG);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(
+        p,
+        "source: {pointer: 'https://cdn.example.com/production.pointer', max_staleness: 86400}\n",
+    )
+    .unwrap();
+    let c = Config::load(d.path()).unwrap();
+    assert_eq!(
+        c.source.pointer.as_deref(),
+        Some("https://cdn.example.com/production.pointer")
+    );
+    assert_eq!(c.source.max_staleness, Some(Duration::from_secs(86_400)));
+}
+
+#[test]
 fn reboot_window_and_command_are_parsed_and_never_is_the_default() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();

@@ -37,15 +37,13 @@ pub(crate) fn proxy_settings(
     )
 }
 
-/// The gix transport for an http(s) `url`, speaking through tend's client.
-pub(crate) fn transport(
-    src: &SourceConfig,
-    url: gix::Url,
-) -> Result<gix_http::Transport<GitHttp>, FetchError> {
+/// tend's client as `source:` configures it: its CA file, proxy, timeouts and minimum rate.
+/// The git transport and the stage pointer's poll both speak through it.
+pub fn client(src: &SourceConfig) -> Result<crate::net::Client, FetchError> {
     let tls = super::trust::client_config(src.ca_file.as_deref(), "source.ca_file")
         .map_err(|e| with_url(e, &src.url))?;
     let (proxy, no_proxy) = proxy_settings(src, |k| std::env::var(k).ok());
-    let client = crate::net::Client::new(
+    Ok(crate::net::Client::new(
         tls,
         proxy.as_deref(),
         no_proxy.as_deref(),
@@ -56,7 +54,15 @@ pub(crate) fn transport(
     .with_min_rate(Some(crate::net::MinRate {
         bytes_per_sec: src.min_transfer_rate,
         window: src.transfer_rate_window,
-    }));
+    })))
+}
+
+/// The gix transport for an http(s) `url`, speaking through tend's client.
+pub(crate) fn transport(
+    src: &SourceConfig,
+    url: gix::Url,
+) -> Result<gix_http::Transport<GitHttp>, FetchError> {
+    let client = client(src)?;
     let authorization = src.credentials.as_ref().map(|c| c.basic());
     Ok(gix_http::connect_http(
         GitHttp {

@@ -30,9 +30,11 @@ use std::time::Duration;
 pub use bounds::Limit;
 pub use error::FetchError;
 pub use gix::ObjectId;
+pub use http::client as http_client;
 /// The https client setup (system roots plus a CA file, rustls on ring), shared with `tend gate`.
 pub(crate) use http::proxy_settings;
 pub use objects::Ancestry;
+pub use throttle::http_date;
 pub use throttle::RetryAfter;
 pub(crate) use trust::client_config;
 

@@ -75,7 +75,7 @@ pub fn parse(value: &str, now: SystemTime) -> RetryAfter {
 /// Unix seconds of an HTTP-date: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), and the
 /// obsolete RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`)
 /// forms a recipient must also accept.
-fn http_date(v: &str) -> Option<u64> {
+pub fn http_date(v: &str) -> Option<u64> {
     let cleaned = v.replace([',', '-'], " ");
     let t: Vec<&str> = cleaned.split_whitespace().collect();
     const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];

@@ -249,6 +249,26 @@ pub fn tag_time(raw_tag: &[u8]) -> Result<Option<i64>, VerifyError> {
 
 pub(crate) use sshsig::stamp;
 
+/// Verifies a detached signature `armor` (an SSH SIGNATURE or PGP SIGNATURE block) over
+/// `payload`, as the same roots verify commits: SSH in the `git` namespace with the key's
+/// validity window judged at `time` (what the signer dated the document), OpenPGP expiry and
+/// revocation at the current time. `kind` names the document in messages ("pointer").
+pub fn verify_detached(
+    kind: &'static str,
+    payload: &[u8],
+    armor: &[u8],
+    time: i64,
+    trust: &TrustRoots,
+) -> Result<Signer, VerifyError> {
+    let obj = SignedObject {
+        kind,
+        payload: payload.to_vec(),
+        signature: Some(armor.to_vec()),
+        time: Some(time),
+    };
+    check(obj, trust, now())
+}
+
 /// The check itself, with the current time given (OpenPGP expiry is judged at `now`; SSH validity
 /// at the object's own time, or `now` for a tag without a tagger).
 fn check(obj: SignedObject, trust: &TrustRoots, now: i64) -> Result<Signer, VerifyError> {
