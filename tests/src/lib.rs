@@ -29,6 +29,7 @@ pub mod reports;
 pub mod rollout;
 pub mod rootpath;
 pub mod run;
+mod suites;
 pub mod treehash;
 pub mod vm;
 
