@@ -118,7 +118,7 @@ pub fn plan(opts: &PlanOptions) -> Result<Plan, PlanError> {
     let facts = FactsSource {
         export: opts.facts.clone(),
     };
-    let devices = render_all(&base, &head, work, &facts);
+    let devices = render_all(&repo, (base.id, head.id), work, &facts)?;
 
     let base_broken = base_list.ids.is_none();
     let head_broken = head_list.ids.is_none().then(|| fleet_errors(&head_list));

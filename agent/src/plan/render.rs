@@ -1,9 +1,11 @@
 //! Renders every device of a commit, from git objects, each device once, on every core.
 //!
 //! The commits are read through [`GitTree`], as `tend run` reads them on a device, so a plan needs
-//! no checkout of either commit and sees exactly what a device would load. The renders of one
-//! commit share its parsed fleet.yaml, groups and roles (as `tend validate` does); the devices
-//! are shared out between threads by a counter, since one device may take far longer than another.
+//! no checkout of either commit and sees exactly what a device would load. The devices are shared
+//! out between threads by a counter, since one device may take far longer than another. Each
+//! thread opens the two commits for itself, and its renders share their parsed fleet.yaml, groups
+//! and roles (as `tend validate` does): a tree and parse cache shared by all threads made them
+//! wait on each other's locks, three times slower on two busy cores than one thread.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,44 +78,57 @@ pub struct Device {
 
 /// Renders each of `ids` at the commits that have its file (`in_base`, `in_head`).
 pub fn render_all(
-    base: &Commit,
-    head: &Commit,
+    repo: &gix::Repository,
+    commits: (ObjectId, ObjectId),
     ids: Vec<(String, bool, bool)>,
     facts: &FactsSource,
-) -> Vec<Device> {
-    let contents = Contents::default();
+) -> Result<Vec<Device>, PlanError> {
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(ids.len().max(1));
-    let work = |_| {
+    let work = |repo: gix::Repository| -> Result<Vec<(usize, Device)>, PlanError> {
+        let (base, head) = (
+            Commit::open(&repo, commits.0)?,
+            Commit::open(&repo, commits.1)?,
+        );
+        let contents = Contents::default();
         let mut done = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((id, in_base, in_head)) = ids.get(i) else {
-                return done;
+                return Ok(done);
             };
             let at = |c: &Commit, present: bool| present.then(|| c.render(id, facts, &contents));
             done.push((
                 i,
                 Device {
                     id: id.clone(),
-                    base: at(base, *in_base),
-                    head: at(head, *in_head),
+                    base: at(&base, *in_base),
+                    head: at(&head, *in_head),
                 },
             ));
         }
     };
-    let mut all: Vec<(usize, Device)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+    let mut all: Vec<(usize, Device)> = Vec::with_capacity(ids.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let repo = repo.clone();
+                s.spawn(move || work(repo))
+            })
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(done) => all.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok::<_, PlanError>(())
+    })?;
     all.sort_by_key(|(i, _)| *i);
-    all.into_iter().map(|(_, d)| d).collect()
+    Ok(all.into_iter().map(|(_, d)| d).collect())
 }
 
 /// The commit a revision names: a full hex id, or a ref (`main`, `origin/main`, `HEAD`, a tag).
