@@ -91,7 +91,7 @@ pub trait Resource: Send + Sync {
     /// The bytes this resource writes to its path, when it writes content it already holds (a
     /// file's content, source or rendered template), so that `tend plan` can count the lines a
     /// commit changes without a device.
-    fn content(&self) -> Option<crate::spec::Content> {
+    fn content(&self) -> Option<std::sync::Arc<[u8]>> {
         None
     }
 }
@@ -117,7 +117,7 @@ pub trait DynResource: Send + Sync {
     fn touches(&self) -> Vec<String>;
     fn managed(&self) -> Vec<Managed>;
     fn announce(&self, host: &Host);
-    fn content(&self) -> Option<crate::spec::Content>;
+    fn content(&self) -> Option<std::sync::Arc<[u8]>>;
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
 }
 
@@ -141,7 +141,7 @@ where
     fn announce(&self, host: &Host) {
         Resource::announce(self, host)
     }
-    fn content(&self) -> Option<crate::spec::Content> {
+    fn content(&self) -> Option<std::sync::Arc<[u8]>> {
         Resource::content(self)
     }
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
