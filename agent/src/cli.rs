@@ -92,6 +92,22 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// For a pull request: what BASE..HEAD changes on every device, grouped by identical change
+    /// set, offline (exit 10 when a device does not render at HEAD).
+    Plan {
+        /// BASE..HEAD: full commit ids or ref names, e.g. origin/main..HEAD.
+        #[arg(value_name = "BASE..HEAD")]
+        range: String,
+        /// The fleet repo's checkout.
+        #[arg(long, default_value = ".", value_name = "DIR")]
+        path: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+        /// An inventory export: the facts of each device in DIR/<device-id>.json or .yaml.
+        #[arg(long, value_name = "DIR")]
+        facts: Option<PathBuf>,
+    },
     /// The last run: what is applied and since when, result and age, pending handlers,
     /// suspension, and whether the applied commit lags the branch head.
     Status {
@@ -158,6 +174,17 @@ pub enum Format {
     Text,
     Json,
     /// GitHub Actions workflow commands: each error annotates its file and line in the PR.
+    Github,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PlanFormat {
+    Text,
+    /// A stable schema, documented in docs/fleet-workflow.md.
+    Json,
+    /// For a pull request comment.
+    Markdown,
+    /// GitHub Actions workflow commands: each device that does not render annotates its file.
     Github,
 }
 
@@ -249,6 +276,16 @@ pub fn run(cli: Cli) -> u8 {
             devices,
             format,
         } => run_validate(&dir, &devices, format, &mut out),
+        Command::Plan {
+            range,
+            path,
+            format,
+            facts,
+        } => run_plan(
+            &crate::plan::PlanOptions { path, range, facts },
+            format,
+            &mut out,
+        ),
         Command::Status { json, history } => run_status(&cli.root, json, history, &mut out),
         Command::Suspend { reason } => run_suspend(&cli.root, Some(&reason), &mut out),
         Command::Resume => run_suspend(&cli.root, None, &mut out),
@@ -446,38 +483,6 @@ fn exit_code(
     }
 }
 
-/// `::error file=…,line=…,title=…::message` with GitHub's escaping of `%`, CR, LF (and `,` `:` in
-/// properties).
-pub fn github_annotation(dir: &std::path::Path, d: &crate::diag::Diagnostic) -> String {
-    let data = |s: &str| {
-        s.replace('%', "%25")
-            .replace('\r', "%0D")
-            .replace('\n', "%0A")
-    };
-    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
-    let file = if d.file.starts_with('/') {
-        d.file.clone()
-    } else {
-        dir.join(&d.file).display().to_string()
-    };
-    let file = file.trim_start_matches("./").to_string();
-    let mut msg = d.message.clone();
-    if let Some(fix) = &d.fix {
-        msg.push_str(&format!("\nfix: {fix}"));
-    }
-    let line = if d.line > 0 {
-        format!(",line={}", d.line)
-    } else {
-        String::new()
-    };
-    format!(
-        "::error file={}{line},title={}::{}",
-        prop(&file),
-        prop("tend validate"),
-        data(&msg)
-    )
-}
-
 fn run_validate(
     dir: &std::path::Path,
     devices: &[String],
@@ -503,7 +508,11 @@ fn run_validate(
         }
         Format::Github => {
             for d in &diags.0 {
-                let _ = writeln!(out, "{}", github_annotation(dir, d));
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    crate::diag::github_annotation(dir, d, "tend validate")
+                );
             }
             let _ = writeln!(
                 out,
@@ -530,6 +539,29 @@ fn run_validate(
         exit::OK
     } else {
         exit::INVALID_REPO
+    }
+}
+
+fn run_plan(opts: &crate::plan::PlanOptions, format: PlanFormat, out: &mut dyn Write) -> u8 {
+    let plan = match crate::plan::plan(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            errln(format_args!("tend plan: {e}"));
+            return exit::COULD_NOT_RUN;
+        }
+    };
+    use crate::plan::output;
+    let text = match format {
+        PlanFormat::Text => output::text(&plan),
+        PlanFormat::Json => output::json(&plan),
+        PlanFormat::Markdown => output::markdown(&plan),
+        PlanFormat::Github => output::github(&plan, &opts.path),
+    };
+    let _ = out.write_all(text.as_bytes());
+    if plan.invalid() > 0 || !plan.repo_errors.is_empty() {
+        exit::INVALID_REPO
+    } else {
+        exit::OK
     }
 }
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Diagnostic {
     /// Path inside the fleet repo, or on the device for local files.
     pub file: String,
@@ -87,4 +87,36 @@ impl From<Diagnostic> for Diagnostics {
     fn from(d: Diagnostic) -> Self {
         Self(vec![d])
     }
+}
+
+/// `::error file=…,line=…,title=…::message` with GitHub's escaping of `%`, CR, LF (and `,` `:` in
+/// properties); `title` names the command that found it.
+pub fn github_annotation(dir: &std::path::Path, d: &Diagnostic, title: &str) -> String {
+    let data = |s: &str| {
+        s.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    };
+    let prop = |s: &str| data(s).replace(':', "%3A").replace(',', "%2C");
+    let file = if d.file.starts_with('/') {
+        d.file.clone()
+    } else {
+        dir.join(&d.file).display().to_string()
+    };
+    let file = file.trim_start_matches("./").to_string();
+    let mut msg = d.message.clone();
+    if let Some(fix) = &d.fix {
+        msg.push_str(&format!("\nfix: {fix}"));
+    }
+    let line = if d.line > 0 {
+        format!(",line={}", d.line)
+    } else {
+        String::new()
+    };
+    format!(
+        "::error file={}{line},title={}::{}",
+        prop(&file),
+        prop(title),
+        data(&msg)
+    )
 }

@@ -43,7 +43,7 @@ pub fn open(dir: &Path) -> Result<Arc<dyn Tree>, Diagnostic> {
 
 /// Offline facts for a device: the defaults, with `facts/<device_type>.yaml` over them when the
 /// device file names its type.
-fn fixture_facts(
+pub fn fixture_facts(
     tree: &Arc<dyn Tree>,
     id: &str,
     parsed: Option<&Parsed>,
@@ -66,6 +66,12 @@ fn fixture_facts(
         return Ok(facts);
     };
     let f: FactsFixture = crate::yaml::parse(&path, &bytes)?;
+    apply_fixture(&mut facts, f);
+    Ok(facts)
+}
+
+/// Sets every fact the fixture gives over `facts`.
+pub fn apply_fixture(facts: &mut Facts, f: FactsFixture) {
     let set = |field: &mut String, v: Option<String>| {
         if let Some(v) = v {
             *field = v;
@@ -88,7 +94,6 @@ fn fixture_facts(
             })
             .collect();
     }
-    Ok(facts)
 }
 
 fn render_device(
@@ -97,6 +102,17 @@ fn render_device(
     parsed: Option<&Parsed>,
 ) -> Result<Validated, Diagnostics> {
     let facts = fixture_facts(tree, id, parsed)?;
+    render_with_facts(tree, id, parsed, facts)
+}
+
+/// Renders one device as `tend validate` does (placeholders for local and secret vars), with
+/// the given facts.
+pub fn render_with_facts(
+    tree: &Arc<dyn Tree>,
+    id: &str,
+    parsed: Option<&Parsed>,
+    facts: Facts,
+) -> Result<Validated, Diagnostics> {
     validate(Inputs {
         tree: tree.clone(),
         device_id: id.to_string(),
@@ -109,34 +125,49 @@ fn render_device(
     })
 }
 
+/// The ids of the tree's device files. Files whose name is not a valid device id are reported
+/// into `all` and left out; None when the fleet itself does not load (its diagnostics in `all`).
+pub fn device_ids(
+    tree: &Arc<dyn Tree>,
+    all: &mut Diagnostics,
+) -> Result<Option<Vec<String>>, Diagnostic> {
+    let fleet = match Fleet::open(tree.as_ref()) {
+        Ok(f) => f,
+        Err(d) => {
+            all.push(d);
+            return Ok(None);
+        }
+    };
+    let (mut ids, notes) = fleet.list_yaml("devices")?;
+    for n in notes {
+        all.push(n);
+    }
+    for bad in ids
+        .iter()
+        .filter(|id| crate::device::identity::check_device_id(id).is_err())
+    {
+        all.push(
+            Diagnostic::new(
+                format!("devices/{bad}.yaml"),
+                0,
+                "the file name is not a valid device id",
+            )
+            .fix("name device files <device-id>.yaml, with letters, digits and '-_.:@'"),
+        );
+    }
+    ids.retain(|id| crate::device::identity::check_device_id(id).is_ok());
+    Ok(Some(ids))
+}
+
 /// Validates the named devices, or every device file plus a device with no file of its own.
 /// Returns every diagnostic found, deduplicated.
 pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnostics), Diagnostic> {
     let tree = open(dir)?;
     let mut all = Diagnostics::default();
     let ids: Vec<String> = if devices.is_empty() {
-        let fleet = match Fleet::open(tree.as_ref()) {
-            Ok(f) => f,
-            Err(d) => return Ok((0, d.into())),
+        let Some(mut ids) = device_ids(&tree, &mut all)? else {
+            return Ok((0, all));
         };
-        let (mut ids, notes) = fleet.list_yaml("devices")?;
-        for n in notes {
-            all.push(n);
-        }
-        for bad in ids
-            .iter()
-            .filter(|id| crate::device::identity::check_device_id(id).is_err())
-        {
-            all.push(
-                Diagnostic::new(
-                    format!("devices/{bad}.yaml"),
-                    0,
-                    "the file name is not a valid device id",
-                )
-                .fix("name device files <device-id>.yaml, with letters, digits and '-_.:@'"),
-            );
-        }
-        ids.retain(|id| crate::device::identity::check_device_id(id).is_ok());
         // A device without a file of its own gets the fleet-wide roles: check that too.
         ids.push("tend-validate-default-device".into());
         ids

@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod journal;
 pub mod logging;
 pub mod net;
+pub mod plan;
 pub mod report;
 pub mod revert;
 pub mod run;

@@ -259,7 +259,7 @@ fn validate_renders_a_device_with_the_facts_of_its_type() {
 fn github_annotations_carry_file_line_and_fix() {
     let d = tend_agent::diag::Diagnostic::new("roles/web/role.yaml", 7, "bad: 100%\nsecond")
         .fix("do x, then y");
-    let a = tend_agent::cli::github_annotation(Path::new("fleet"), &d);
+    let a = tend_agent::diag::github_annotation(Path::new("fleet"), &d, "tend validate");
     assert_eq!(
         a,
         "::error file=fleet/roles/web/role.yaml,line=7,title=tend validate::bad: 100%25%0Asecond%0Afix: do x, then y"

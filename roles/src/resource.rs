@@ -88,6 +88,12 @@ pub trait Resource: Send + Sync {
     /// Tells the host, before the run, what `read` will ask the system, so that a type can
     /// answer all its resources with one command (services: one `systemctl is-enabled`).
     fn announce(&self, _host: &Host) {}
+    /// The bytes this resource writes to its path, when it writes content it already holds (a
+    /// file's content, source or rendered template), so that `tend plan` can count the lines a
+    /// commit changes without a device.
+    fn content(&self) -> Option<std::sync::Arc<[u8]>> {
+        None
+    }
 }
 
 type ApplyFn<'a> = Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>;
@@ -111,6 +117,7 @@ pub trait DynResource: Send + Sync {
     fn touches(&self) -> Vec<String>;
     fn managed(&self) -> Vec<Managed>;
     fn announce(&self, host: &Host);
+    fn content(&self) -> Option<std::sync::Arc<[u8]>>;
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
 }
 
@@ -133,6 +140,9 @@ where
     }
     fn announce(&self, host: &Host) {
         Resource::announce(self, host)
+    }
+    fn content(&self) -> Option<std::sync::Arc<[u8]>> {
+        Resource::content(self)
     }
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
         let actual = self.read(host)?;

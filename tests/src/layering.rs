@@ -317,7 +317,7 @@ mod tests {
         &["converge"],
         &["revert"],
         &["run"],
-        &["gate", "inspect"],
+        &["gate", "inspect", "plan"],
         &["cli"],
     ];
 

@@ -234,6 +234,13 @@ impl Resource for FileResource {
         vec![self.path.clone()]
     }
 
+    fn content(&self) -> Option<Content> {
+        match &self.want {
+            Want::File(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     /// Files and links are tend's to delete once undeclared; a directory is not, as it may hold
     /// data that no resource declared.
     fn managed(&self) -> Vec<Managed> {
