@@ -31,6 +31,12 @@ pub enum FetchError {
     )]
     Unreachable { url: String, cause: String },
 
+    #[error(
+        "{url} cut the connection: {cause}. Fix: nothing on the device if it passes; if it \
+         repeats, check the server and what stands between (proxy, firewall, load balancer)"
+    )]
+    Cut { url: String, cause: String },
+
     #[error("TLS with {url} failed: {cause}. Fix: {fix}")]
     Tls {
         url: String,
@@ -99,6 +105,16 @@ pub enum FetchError {
         stopped: String,
     },
 
+    #[error(
+        "{url} answered HTTP {status}: {cause}. Fix: the git server failed, not the device; \
+         check the server's logs, or list a further server in source.mirrors"
+    )]
+    Server {
+        url: String,
+        status: u16,
+        cause: String,
+    },
+
     #[error("{context}: {cause}")]
     Other { context: String, cause: String },
 }
@@ -124,6 +140,27 @@ impl FetchError {
             self,
             Self::Unreachable { .. }
                 | Self::Timeout { .. }
+                | Self::Bound {
+                    limit: Limit::Rate,
+                    ..
+                }
+        )
+    }
+
+    /// The source could not be reached or failed as a server (refused or cut connection, TLS,
+    /// timeout, too slow, HTTP 5xx, still throttled after the retries): the next of
+    /// `source.mirrors` is worth asking. Everything else (a missing branch, refused credentials,
+    /// a pack past the bounds, a damaged local repo) would be the same or worse elsewhere, or
+    /// is the device's own fault, and stops the run as it did without mirrors.
+    pub fn falls_through(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Cut { .. }
+                | Self::Tls { .. }
+                | Self::Timeout { .. }
+                | Self::Server { .. }
+                | Self::Throttled { .. }
                 | Self::Bound {
                     limit: Limit::Rate,
                     ..
@@ -311,6 +348,12 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                         cause,
                     }
                 }
+                ConnectionReset | ConnectionAborted | BrokenPipe => {
+                    return FetchError::Cut {
+                        url: a.url.to_string(),
+                        cause,
+                    }
+                }
                 _ => {}
             }
         }
@@ -322,6 +365,13 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                 cause: "the server has no git repository there (HTTP 404); check the path in \
                         source.url"
                     .into(),
+            };
+        }
+        if status >= 500 {
+            return FetchError::Server {
+                url: a.url.to_string(),
+                status,
+                cause,
             };
         }
     }
