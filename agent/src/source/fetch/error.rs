@@ -335,6 +335,12 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                     cause: cause.clone(),
                 };
             }
+            if let crate::net::HttpError::Cut(_) = r {
+                return FetchError::Cut {
+                    url: a.url.to_string(),
+                    cause: cause.clone(),
+                };
+            }
         }
     }
     for e in &errors {
