@@ -434,7 +434,7 @@ impl Config {
                 s.max_staleness = Some(Duration::from_secs(m));
             }
             if let Some(list) = src.mirrors {
-                let urls = mirror_list(path, "mirrors", list)?;
+                let urls = mirrors::checked(path, "mirrors", list)?;
                 s.mirrors = urls
                     .iter()
                     .map(|u| {
@@ -444,7 +444,7 @@ impl Config {
                     .collect();
             }
             if let Some(list) = src.pointer_mirrors {
-                s.pointer_mirrors = mirror_list(path, "pointer_mirrors", list)?;
+                s.pointer_mirrors = mirrors::checked(path, "pointer_mirrors", list)?;
             }
         }
         if let Some(v) = f.verify {
@@ -566,29 +566,6 @@ impl Config {
     }
 }
 
-/// A `source.mirrors`-like list, checked: each entry a URL, none twice.
-fn mirror_list(
-    path: &Path,
-    key: &str,
-    list: Spanned<Vec<String>>,
-) -> Result<Vec<String>, Diagnostic> {
-    let line = list.referenced.line();
-    let at = |m: String| Diagnostic::new(path.display().to_string(), line, m);
-    for (i, url) in list.value.iter().enumerate() {
-        let url = url.trim();
-        let scp_like = !url.contains("://") && url.contains('@') && url.contains(':');
-        if url.is_empty() || !(url.contains("://") || scp_like) {
-            return Err(at(format!("source.{key}: '{url}' is not a URL"))
-                .fix("write full URLs, e.g. `mirrors: [https://mirror.example.com/fleet.git]`"));
-        }
-        if list.value[..i].iter().any(|u| u.trim() == url) {
-            return Err(at(format!("source.{key}: '{url}' is listed twice"))
-                .fix("list each further URL once, in the order they are tried"));
-        }
-    }
-    Ok(list.value.iter().map(|u| u.trim().to_string()).collect())
-}
-
 /// Expands device paths with a `*` in their last component, under `root`, sorted.
 pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
     let mut out = Vec::new();
@@ -615,6 +592,8 @@ pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
     }
     out
 }
+
+mod mirrors;
 
 #[cfg(test)]
 mod tests;
