@@ -148,6 +148,10 @@ struct SourceFragment {
     pointer: Option<String>,
     /// Seconds after its `issued` that the newest valid pointer is reported stale.
     max_staleness: Option<u64>,
+    /// Further git URLs of the same fleet repo, tried in order when the one before is down.
+    mirrors: Option<Spanned<Vec<String>>>,
+    /// Further URLs of the signed stage pointer, tried in order like `mirrors`.
+    pointer_mirrors: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -220,6 +224,18 @@ pub struct Source {
     pub pointer: Option<String>,
     /// `source.max_staleness`: a pointer issued longer ago than this is reported stale.
     pub max_staleness: Option<Duration>,
+    /// `source.mirrors`: tried in order after `url` when the one before cannot be reached.
+    pub mirrors: Vec<Mirror>,
+    /// `source.pointer_mirrors`: tried in order after `pointer`.
+    pub pointer_mirrors: Vec<String>,
+}
+
+/// A further git URL of the fleet repo. Its credential is only what its own URL carried:
+/// `source.password_file` is the token of `source.url`'s server and is never sent to a mirror.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    pub url: String,
+    pub credentials: Option<crate::device::credentials::Credentials>,
 }
 
 /// Where an image build puts the fleet's seed bundle (see docs/packaging.md).
@@ -248,6 +264,8 @@ impl Default for Source {
             follow: Follow::Branch,
             pointer: None,
             max_staleness: None,
+            mirrors: Vec::new(),
+            pointer_mirrors: Vec::new(),
         }
     }
 }
@@ -415,6 +433,19 @@ impl Config {
             if let Some(m) = src.max_staleness {
                 s.max_staleness = Some(Duration::from_secs(m));
             }
+            if let Some(list) = src.mirrors {
+                let urls = mirrors::checked(path, "mirrors", list)?;
+                s.mirrors = urls
+                    .iter()
+                    .map(|u| {
+                        let (url, credentials) = crate::device::credentials::split_url(u);
+                        Mirror { url, credentials }
+                    })
+                    .collect();
+            }
+            if let Some(list) = src.pointer_mirrors {
+                s.pointer_mirrors = mirrors::checked(path, "pointer_mirrors", list)?;
+            }
         }
         if let Some(v) = f.verify {
             if v.allowed_signers.is_some() {
@@ -561,6 +592,8 @@ pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
     }
     out
 }
+
+mod mirrors;
 
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,9 @@ pub enum HttpError {
     Proxy { proxy: String, answer: String },
     #[error("bad HTTP from the server: {0}")]
     Protocol(String),
+    /// The peer reset or aborted the connection, or closed it under a write.
+    #[error("{0}")]
+    Cut(String),
     #[error("{0}")]
     Io(String),
 }
@@ -80,7 +83,17 @@ impl HttpError {
         if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             return HttpError::Tls(tls.clone());
         }
-        HttpError::Io(e.to_string())
+        HttpError::io(e)
+    }
+
+    /// An io::Error as is, but a reset, aborted or broken connection is [`HttpError::Cut`].
+    pub(crate) fn io(e: io::Error) -> HttpError {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => HttpError::Cut(e.to_string()),
+            _ => HttpError::Io(e.to_string()),
+        }
     }
 
     /// The deadline passed or connecting took too long.

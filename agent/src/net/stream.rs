@@ -108,8 +108,7 @@ impl Stream {
             request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
         }
         request.push_str("\r\n");
-        self.write_all(request.as_bytes())
-            .map_err(|e| HttpError::Io(e.to_string()))?;
+        self.write_all(request.as_bytes()).map_err(HttpError::io)?;
         // Read the proxy's answer byte by byte: nothing past its blank line may be consumed,
         // since what follows belongs to the TLS handshake.
         let mut head = Vec::new();
@@ -250,7 +249,7 @@ fn connect_error(e: io::Error, host: &str, timeout: Duration) -> HttpError {
             host: host.to_string(),
             after: timeout,
         },
-        _ => HttpError::Io(e.to_string()),
+        _ => HttpError::io(e),
     }
 }
 

@@ -90,6 +90,10 @@ pub struct SourceInfo {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct GitInfo {
     pub url: String,
+    /// The git URL that served this run: `url`, or one of `source.mirrors` when the sources
+    /// before it could not be reached (each of those is a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     /// The branch (or ref) followed in this run.
     pub branch: String,
     /// The commit applied (the branch head, or the last good commit after a fallback).

@@ -11,6 +11,8 @@ use crate::diag::Diagnostic;
 use crate::fleet::load::Fleet;
 use crate::report::Signer;
 use crate::source::fetch::{Ancestry, LocalRepo, SourceConfig};
+
+use super::sources::Sources;
 use crate::source::monotonic;
 use crate::source::tree::Tree;
 use crate::source::verify::{verify_commit, verify_tag, TrustRoots};
@@ -72,7 +74,7 @@ pub(super) struct Candidate {
 pub(super) fn follow(
     s: &mut Session,
     repo: &LocalRepo,
-    src: &SourceConfig,
+    sources: &mut Sources,
     trust: &TrustRoots,
     warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
@@ -84,8 +86,8 @@ pub(super) fn follow(
     let mut current: Option<Candidate> = None;
     loop {
         let c = match s.config.source.follow {
-            Follow::Branch => verified_branch_head(s, repo, src, trust, &branch, warnings)?,
-            Follow::Tags => verified_stage_tag(s, repo, src, trust, &branch, warnings)?,
+            Follow::Branch => verified_branch_head(s, repo, sources, trust, &branch, warnings)?,
+            Follow::Tags => verified_stage_tag(s, repo, sources, trust, &branch, warnings)?,
         };
         let wanted = subscribed_branch(&c.tree, &s.device_id)
             .map_err(|d| format!("commit {} of {branch}: {d}", short(&c.commit)))?;
@@ -135,12 +137,13 @@ fn subscribed_branch(tree: &Arc<dyn Tree>, device_id: &str) -> Result<Option<Str
 fn verified_branch_head(
     s: &mut Session,
     repo: &LocalRepo,
-    src: &SourceConfig,
+    sources: &mut Sources,
     trust: &TrustRoots,
     branch: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Candidate, Refused> {
-    let pointed = super::pointer::consult(s, src, trust, branch).map_err(Refused::from)?;
+    let pointed = super::pointer::consult(s, sources.current(), trust, branch, warnings)
+        .map_err(Refused::from)?;
     // The pointer names a commit this device verified on the branch and still has: no git.
     let known = pointed.as_ref().map(|p| p.commit).filter(|c| {
         s.run_state.last_verified.get(branch) == Some(&c.to_string()) && repo.raw_commit(c).is_ok()
@@ -160,8 +163,14 @@ fn verified_branch_head(
     }
     let fetched = match known {
         Some(c) => Ok(c),
-        None => repo.fetch_branch(src, branch).map(|f| f.head),
+        None => sources
+            .fetch(&format!("fetching {branch}"), |src| {
+                repo.fetch_branch(src, branch)
+            })
+            .map(|f| f.head),
     };
+    // History, approvals and the guard come from the source that served the head.
+    let src = sources.current();
     let (head, from_seed) = match fetched {
         Ok(head) => (head, false),
         Err(e) => {
@@ -317,7 +326,7 @@ fn descends(
 fn verified_stage_tag(
     s: &mut Session,
     repo: &LocalRepo,
-    src: &SourceConfig,
+    sources: &mut Sources,
     trust: &TrustRoots,
     stage: &str,
     warnings: &mut Vec<String>,
@@ -327,9 +336,10 @@ fn verified_stage_tag(
     }
     let prefix = format!("{stage}/");
     s.notifier.status(&format!("fetching tags {prefix}*"));
-    let tags = repo
-        .fetch_tags(src, &prefix)
-        .map_err(|e| Refused::fetch(&format!("fetching tags {prefix}*"), &e))?;
+    let what = format!("fetching tags {prefix}*");
+    let tags = sources
+        .fetch(&what, |src| repo.fetch_tags(src, &prefix))
+        .map_err(|e| Refused::fetch(&what, &e))?;
     let last = s.run_state.last_tag.get(stage).copied().unwrap_or(0);
     let pick = crate::source::stagetag::pick(&tags, stage, last, s.config.verify.max_tag_step)
         .map_err(|e| match e.newest {
@@ -413,7 +423,7 @@ fn tag_commit(
 /// the subscription or the last good commit.
 pub(super) fn one_shot(
     repo: &LocalRepo,
-    src: &SourceConfig,
+    sources: &mut Sources,
     reference: &str,
     trust: &TrustRoots,
     verify: bool,
@@ -421,7 +431,9 @@ pub(super) fn one_shot(
     let name = reference
         .trim_start_matches("refs/heads/")
         .trim_start_matches("refs/tags/");
-    let (commit, signer) = match repo.fetch_branch(src, name) {
+    let (commit, signer) = match sources.fetch(&format!("fetching {name}"), |src| {
+        repo.fetch_branch(src, name)
+    }) {
         Ok(f) => {
             let signer = if verify {
                 let raw = repo.raw_commit(&f.head).map_err(|e| e.to_string())?;
@@ -433,8 +445,10 @@ pub(super) fn one_shot(
             (f.head, signer)
         }
         Err(branch_err) => {
-            let tags = repo
-                .fetch_tags(src, name)
+            let tags = sources
+                .fetch(&format!("fetching tags {name}"), |src| {
+                    repo.fetch_tags(src, name)
+                })
                 .map_err(|e| format!("{name}: not a branch ({branch_err}) and tags failed: {e}"))?;
             let tag = tags
                 .into_iter()

@@ -13,15 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::converge::apply::{converge_tree, Converged, RunError, Session, SessionOptions};
-use crate::device::config::{Follow, Source};
+use crate::device::config::Follow;
 use crate::diag::Diagnostic;
 use crate::exit;
 use crate::report::{GitInfo, Report, SourceInfo};
-use crate::source::fetch::{LocalRepo, SourceConfig};
+use crate::source::fetch::LocalRepo;
 use crate::source::verify::TrustRoots;
 
 mod candidate;
 mod pointer;
+mod sources;
 
 use candidate::{follow, one_shot, Refused};
 
@@ -37,49 +38,6 @@ pub struct RunOptions {
     pub insecure_skip_verify: bool,
     pub check: bool,
     pub diff: bool,
-}
-
-fn source_config(s: &Session, src: &Source) -> Result<SourceConfig, RunError> {
-    let url = src.url.clone().ok_or_else(|| {
-        RunError::Config(
-            Diagnostic::new(
-                "/etc/tend/tend.yaml",
-                0,
-                "`source.url` is not set: tend run has nothing to pull",
-            )
-            .fix("set source: {url: https://git.example.com/fleet.git, branch: production}"),
-        )
-    })?;
-    let under_root =
-        |p: &Option<String>| p.as_ref().map(|p| s.root.join(p.trim_start_matches('/')));
-    let credentials = match &src.password_file {
-        Some(file) => {
-            let password = crate::device::credentials::read_password_file(&s.root, file)
-                .map_err(RunError::Config)?;
-            let username = src.username.clone().or_else(|| {
-                src.url_credentials
-                    .as_ref()
-                    .and_then(|c| c.username.clone())
-            });
-            Some(crate::device::credentials::Credentials { username, password })
-        }
-        None => src.url_credentials.clone(),
-    };
-    Ok(SourceConfig {
-        url,
-        credentials,
-        ca_file: under_root(&src.ca_file),
-        proxy: src.proxy.clone(),
-        no_proxy: src.no_proxy.clone(),
-        ssh_key: under_root(&src.ssh_key),
-        known_hosts: under_root(&src.known_hosts),
-        connect_timeout: src.connect_timeout,
-        timeout: src.timeout,
-        retries: src.retries,
-        max_fetch_bytes: src.max_fetch_bytes,
-        min_transfer_rate: src.min_transfer_rate,
-        transfer_rate_window: src.transfer_rate_window,
-    })
 }
 
 fn splay(seconds: u64) {
@@ -112,7 +70,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
         splay(sec);
     }
     let happened = crate::converge::apply::after_boot(&mut s);
-    let src = source_config(&s, &s.config.source)?;
+    let mut sources = sources::Sources::of(&s, &s.config.source)?;
     let mut trust = TrustRoots::load(
         &s.root,
         s.config.verify.allowed_signers.as_deref(),
@@ -170,12 +128,20 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
     let configured = s.config.source.branch.clone();
     let verify_enabled = !trust.is_empty() && !o.insecure_skip_verify;
     let attempt = match &o.reference {
-        Some(r) => one_shot(&repo, &src, r, &trust, verify_enabled),
-        None => follow(&mut s, &repo, &src, &trust, &mut warnings),
+        Some(r) => one_shot(&repo, &mut sources, r, &trust, verify_enabled),
+        None => follow(&mut s, &repo, &mut sources, &trust, &mut warnings),
+    };
+    warnings.append(&mut sources.failed);
+    // The source that answered last: the one that served the head, if one did.
+    let src = sources.current();
+    let served = match &attempt {
+        Ok(c) => !c.from_seed,
+        Err(r) => r.head.is_some(),
     };
 
     let mut git = GitInfo {
-        url: src.url.clone(),
+        url: s.config.source.url.clone().unwrap_or_default(),
+        source_url: served.then(|| src.url.clone()),
         configured_branch: configured,
         recovered_repo: recovered,
         ..Default::default()
@@ -277,7 +243,7 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                     from_seed: c.from_seed,
                     signer: c.signer.as_ref(),
                 };
-                crate::revert::settle(&mut s, &repo, &src, applied, converged, &mut git, out)?
+                crate::revert::settle(&mut s, &repo, src, applied, converged, &mut git, out)?
             }
         }
         Err(Refused {

@@ -26,8 +26,9 @@ pub(super) fn consult(
     src: &SourceConfig,
     trust: &TrustRoots,
     branch: &str,
+    warnings: &mut Vec<String>,
 ) -> Result<Option<Pointed>, String> {
-    let Some(url) = s.config.source.pointer.clone() else {
+    let Some(first) = s.config.source.pointer.clone() else {
         return Ok(None);
     };
     if branch != s.config.source.branch {
@@ -43,9 +44,12 @@ pub(super) fn consult(
     s.notifier
         .status(&format!("polling the pointer of {branch}"));
     let client =
-        crate::source::fetch::http_client(src).map_err(|e| format!("pointer {url}: {e}"))?;
+        crate::source::fetch::http_client(src).map_err(|e| format!("pointer {first}: {e}"))?;
     let mut state = s.run_state.pointer.clone();
-    let polled = pointer::poll(&client, &url, &state).map_err(|e| e.to_string())?;
+    let urls: Vec<String> = std::iter::once(first)
+        .chain(s.config.source.pointer_mirrors.iter().cloned())
+        .collect();
+    let (url, polled) = poll_in_order(&client, &urls, &state, warnings)?;
     let date = match &polled {
         Polled::Unchanged { date } | Polled::Body { date, .. } => date.as_deref(),
     };
@@ -97,6 +101,30 @@ pub(super) fn consult(
         unchanged,
         expired,
     }))
+}
+
+/// Polls each URL in order until one answers; a URL that cannot be reached or fails as a
+/// server is a warning and hands over to the next. A served pointer is judged by the caller,
+/// whichever URL served it, and a refused one is not retried elsewhere (as for git's sources).
+fn poll_in_order(
+    client: &crate::net::Client,
+    urls: &[String],
+    state: &pointer::State,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Polled), String> {
+    let mut urls = urls.iter().peekable();
+    while let Some(url) = urls.next() {
+        match pointer::poll(client, url, state) {
+            Ok(polled) => return Ok((url.clone(), polled)),
+            Err(e) if e.falls_through() && urls.peek().is_some() => {
+                let line = format!("{e}; trying {}", urls.peek().map_or("", |u| u.as_str()));
+                tracing::warn!("{line}");
+                warnings.push(line);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("no pointer URL is configured".into())
 }
 
 /// The pointer for the report: the newest valid one and whether it is stale at the trusted time

@@ -164,6 +164,46 @@ fn a_token_in_source_url_is_kept_apart_from_the_url() {
 }
 
 #[test]
+fn mirrors_keep_their_order_and_only_their_own_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+    std::fs::write(
+        d.path().join(ADMIN_CONFIG),
+        "source:\n  url: https://git.lan/fleet.git\n  password_file: /etc/tend/token\n  mirrors:\n    - 'https://m:tok-of-mirror@relay.site/fleet.git'\n    - ssh://git@cdn2/fleet.git\n  pointer_mirrors: [https://cdn2/pointer]\n",
+    )
+    .unwrap();
+    let c = Config::load(d.path()).unwrap();
+    let urls: Vec<&str> = c.source.mirrors.iter().map(|m| m.url.as_str()).collect();
+    assert_eq!(
+        urls,
+        ["https://relay.site/fleet.git", "ssh://git@cdn2/fleet.git"]
+    );
+    let creds = c.source.mirrors[0].credentials.as_ref().unwrap();
+    assert_eq!(creds.password.expose(), "tok-of-mirror");
+    assert!(c.source.mirrors[1].credentials.is_none());
+    assert_eq!(c.source.pointer_mirrors, ["https://cdn2/pointer"]);
+    assert!(!format!("{c:?}").contains("tok-of-mirror"));
+}
+
+#[test]
+fn a_bad_or_repeated_mirror_names_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+    for (text, word) in [
+        ("source:\n  mirrors: [fleet.git]\n", "not a URL"),
+        (
+            "source:\n  pointer_mirrors: [https://a/p, https://a/p]\n",
+            "listed twice",
+        ),
+    ] {
+        std::fs::write(d.path().join(ADMIN_CONFIG), text).unwrap();
+        let e = Config::load(d.path()).unwrap_err();
+        assert_eq!(e.line, 2, "{text:?}: {e}");
+        assert!(e.to_string().contains(word), "{e}");
+    }
+}
+
+#[test]
 fn unknown_key_names_fragment_and_line() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();

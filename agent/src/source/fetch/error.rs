@@ -31,6 +31,12 @@ pub enum FetchError {
     )]
     Unreachable { url: String, cause: String },
 
+    #[error(
+        "{url} cut the connection: {cause}. Fix: nothing on the device if it passes; if it \
+         repeats, check the server and what stands between (proxy, firewall, load balancer)"
+    )]
+    Cut { url: String, cause: String },
+
     #[error("TLS with {url} failed: {cause}. Fix: {fix}")]
     Tls {
         url: String,
@@ -99,6 +105,16 @@ pub enum FetchError {
         stopped: String,
     },
 
+    #[error(
+        "{url} answered HTTP {status}: {cause}. Fix: the git server failed, not the device; \
+         check the server's logs, or list a further server in source.mirrors"
+    )]
+    Server {
+        url: String,
+        status: u16,
+        cause: String,
+    },
+
     #[error("{context}: {cause}")]
     Other { context: String, cause: String },
 }
@@ -124,6 +140,27 @@ impl FetchError {
             self,
             Self::Unreachable { .. }
                 | Self::Timeout { .. }
+                | Self::Bound {
+                    limit: Limit::Rate,
+                    ..
+                }
+        )
+    }
+
+    /// The source could not be reached or failed as a server (refused or cut connection, TLS,
+    /// timeout, too slow, HTTP 5xx, still throttled after the retries): the next of
+    /// `source.mirrors` is worth asking. Everything else (a missing branch, refused credentials,
+    /// a pack past the bounds, a damaged local repo) would be the same or worse elsewhere, or
+    /// is the device's own fault, and stops the run as it did without mirrors.
+    pub fn falls_through(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Cut { .. }
+                | Self::Tls { .. }
+                | Self::Timeout { .. }
+                | Self::Server { .. }
+                | Self::Throttled { .. }
                 | Self::Bound {
                     limit: Limit::Rate,
                     ..
@@ -298,6 +335,12 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                     cause: cause.clone(),
                 };
             }
+            if let crate::net::HttpError::Cut(_) = r {
+                return FetchError::Cut {
+                    url: a.url.to_string(),
+                    cause: cause.clone(),
+                };
+            }
         }
     }
     for e in &errors {
@@ -307,6 +350,12 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                 TimedOut => return timeout(a, false),
                 ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable => {
                     return FetchError::Unreachable {
+                        url: a.url.to_string(),
+                        cause,
+                    }
+                }
+                ConnectionReset | ConnectionAborted | BrokenPipe => {
+                    return FetchError::Cut {
                         url: a.url.to_string(),
                         cause,
                     }
@@ -322,6 +371,13 @@ pub(crate) fn classify(err: &gix::Error, a: &Attempt<'_>) -> FetchError {
                 cause: "the server has no git repository there (HTTP 404); check the path in \
                         source.url"
                     .into(),
+            };
+        }
+        if status >= 500 {
+            return FetchError::Server {
+                url: a.url.to_string(),
+                status,
+                cause,
             };
         }
     }
@@ -516,96 +572,4 @@ fn ssh_host_port(url: &str) -> (String, Option<u16>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attempt(scheme: Scheme, log: &str) -> Attempt<'static> {
-        Attempt {
-            url: "ssh://git@127.0.0.1:2222/srv/fleet.git",
-            scheme,
-            ca_file: None,
-            known_hosts: Some(Path::new("/etc/tend/known_hosts")),
-            ssh_key: Some(Path::new("/etc/tend/id_ed25519")),
-            connect_timeout: Duration::from_secs(5),
-            timeout: Duration::from_secs(60),
-            elapsed: Duration::from_secs(1),
-            ssh_log: log.to_string(),
-        }
-    }
-
-    #[test]
-    fn http_statuses_are_read_from_gix_transport_messages() {
-        let cause = "An IO error occurred: Received HTTP status 403: HTTP status client error";
-        assert_eq!(http_status(cause), Some(403));
-        assert_eq!(http_status("Received HTTP status"), None);
-        assert_eq!(http_status("connection refused"), None);
-    }
-
-    #[test]
-    fn unknown_host_key_says_how_to_pin_it() {
-        let a = attempt(
-            Scheme::Ssh,
-            "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict \
-             checking.\r\nHost key verification failed.\r\n",
-        );
-        let e = classify_ssh(&a, "early eof").unwrap();
-        let text = e.to_string();
-        assert!(matches!(e, FetchError::HostKey { .. }), "{text}");
-        assert!(text.contains("[127.0.0.1]:2222"), "{text}");
-        assert!(text.contains("ssh-keyscan -p 2222 127.0.0.1 >> /etc/tend/known_hosts"));
-    }
-
-    #[test]
-    fn refused_key_names_the_public_key_to_install() {
-        let a = attempt(
-            Scheme::Ssh,
-            "git@127.0.0.1: Permission denied (publickey).\n",
-        );
-        let e = classify_ssh(&a, "early eof").unwrap();
-        assert!(matches!(e, FetchError::Auth { .. }));
-        assert!(e.to_string().contains("/etc/tend/id_ed25519.pub"));
-    }
-
-    #[test]
-    fn refused_connection_is_unreachable_and_transient() {
-        let a = attempt(
-            Scheme::Ssh,
-            "ssh: connect to host 127.0.0.1 port 2222: Connection refused\n",
-        );
-        let e = classify_ssh(&a, "early eof").unwrap();
-        assert!(matches!(e, FetchError::Unreachable { .. }) && e.is_transient());
-    }
-
-    #[test]
-    fn banner_timeout_is_a_connect_timeout() {
-        let a = attempt(
-            Scheme::Ssh,
-            "Connection timed out during banner exchange\nConnection to 127.0.0.1 port 2222 \
-             timed out\n",
-        );
-        let e = classify_ssh(&a, "early eof").unwrap();
-        assert!(
-            matches!(
-                e,
-                FetchError::Timeout {
-                    key: "connect_timeout",
-                    ..
-                }
-            ),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn silent_ssh_death_after_the_deadline_is_a_timeout() {
-        let mut a = attempt(Scheme::Ssh, "");
-        a.elapsed = Duration::from_secs(61);
-        let e = classify_ssh(&a, "early eof").unwrap();
-        assert!(
-            matches!(e, FetchError::Timeout { key: "timeout", .. }),
-            "{e}"
-        );
-        a.elapsed = Duration::from_secs(1);
-        assert!(classify_ssh(&a, "early eof").is_none());
-    }
-}
+mod tests;

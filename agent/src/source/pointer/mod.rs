@@ -143,7 +143,26 @@ pub enum PointerError {
         now: String,
     },
     #[error("fetching pointer {url} failed: {why}")]
-    Fetch { url: String, why: String },
+    Fetch {
+        url: String,
+        why: String,
+        /// Unreachable or a server error (5xx, 429): `source.pointer_mirrors` are worth asking.
+        unavailable: bool,
+    },
+}
+
+impl PointerError {
+    /// The pointer's server could not be reached or failed as a server: the next of
+    /// `source.pointer_mirrors` is asked. A pointer that was served but fails a check is not.
+    pub fn falls_through(&self) -> bool {
+        matches!(
+            self,
+            PointerError::Fetch {
+                unavailable: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Cuts a pointer file into the signed payload and its armored signature.

@@ -27,6 +27,7 @@ pub fn poll(client: &crate::net::Client, url: &str, state: &State) -> Result<Pol
     let fail = |why: String| PointerError::Fetch {
         url: url.to_string(),
         why,
+        unavailable: true,
     };
     let mut headers = Vec::new();
     if state.url.as_deref() == Some(url) && state.accepted.is_some() {
@@ -65,9 +66,13 @@ pub fn poll(client: &crate::net::Client, url: &str, state: &State) -> Result<Pol
                 date,
             })
         }
-        status => Err(fail(format!(
-            "HTTP {status} {}; check source.pointer and that CI publishes the pointer there",
-            bounded(response.head.reason.as_bytes(), 64)
-        ))),
+        status => Err(PointerError::Fetch {
+            url: url.to_string(),
+            why: format!(
+                "HTTP {status} {}; check source.pointer and that CI publishes the pointer there",
+                bounded(response.head.reason.as_bytes(), 64)
+            ),
+            unavailable: status >= 500 || status == 429,
+        }),
     }
 }

@@ -351,3 +351,19 @@ fn expires_takes_a_duration_or_a_time() {
         .contains("unknown unit"));
     assert!(publish::expiry("soon", 0).is_err());
 }
+
+#[test]
+fn only_an_unreachable_or_failing_pointer_server_hands_over_to_a_pointer_mirror() {
+    let fetch = |unavailable| PointerError::Fetch {
+        url: "https://cdn/p".into(),
+        why: "x".into(),
+        unavailable,
+    };
+    assert!(fetch(true).falls_through());
+    assert!(!fetch(false).falls_through());
+    let malformed = PointerError::Malformed {
+        url: "https://cdn/p".into(),
+        why: "x".into(),
+    };
+    assert!(!malformed.falls_through());
+}
