@@ -91,10 +91,12 @@ fn fixture_facts(
     Ok(facts)
 }
 
+/// Validates the device's desired state; `keep_specs` for `tend render`, which prints them.
 fn render_device(
     tree: &Arc<dyn Tree>,
     id: &str,
     parsed: Option<&Parsed>,
+    keep_specs: bool,
 ) -> Result<Validated, Diagnostics> {
     let facts = fixture_facts(tree, id, parsed)?;
     validate(Inputs {
@@ -106,6 +108,7 @@ fn render_device(
         mode: Mode::Placeholders,
         parsed,
         max_desired_bytes: crate::device::config::DEFAULT_MAX_DESIRED_BYTES,
+        keep_specs,
     })
 }
 
@@ -145,7 +148,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
     };
     let parsed = Parsed::default();
     for id in &ids {
-        if let Err(ds) = render_device(&tree, id, Some(&parsed)) {
+        if let Err(ds) = render_device(&tree, id, Some(&parsed), false) {
             for d in ds.0 {
                 all.push(d);
             }
@@ -156,7 +159,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
 
 pub fn render(dir: &Path, device: &str, out: &mut dyn Write) -> Result<(), Diagnostics> {
     let tree = open(dir)?;
-    let v = render_device(&tree, device, None)?;
+    let v = render_device(&tree, device, None, true)?;
     let doc = json!({
         "device": v.device_id,
         "groups": v.groups,

@@ -24,6 +24,8 @@ pub(super) struct Ctx<'a> {
     pub(super) handler: Option<&'a str>,
     /// Holds each distinct content once and counts what the desired state needs.
     pub(super) budget: &'a Budget,
+    /// Keep each rendered spec beside its resource (`tend render`); a run drops it once built.
+    pub(super) keep_spec: bool,
 }
 
 /// What a resource reads from its role while it is built.

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod handlers;
 
@@ -55,7 +55,7 @@ impl Desired {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Unchanged,
@@ -64,7 +64,8 @@ pub enum Outcome {
     Skipped,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One resource's line in the run report (report.json's `resources`), read back by `tend status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResourceReport {
     pub role: String,
     pub kind: String,
@@ -78,7 +79,7 @@ pub struct ResourceReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handler: bool,
 }
 
