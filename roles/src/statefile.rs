@@ -212,7 +212,7 @@ mod tests {
         let want = serde_json::to_string_pretty(&one_off).unwrap() + "\n";
         assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
         let mut longer = want.clone();
-        longer.push_str("\n");
+        longer.push('\n');
         std::fs::write(&path, longer).unwrap();
         assert_eq!(
             write_json(&path, &one_off, 0o600).unwrap(),
