@@ -96,13 +96,15 @@ pub fn apply_fixture(facts: &mut Facts, f: FactsFixture) {
     }
 }
 
+/// Validates the device's desired state; `keep_specs` for `tend render`, which prints them.
 fn render_device(
     tree: &Arc<dyn Tree>,
     id: &str,
     parsed: Option<&Parsed>,
+    keep_specs: bool,
 ) -> Result<Validated, Diagnostics> {
     let facts = fixture_facts(tree, id, parsed)?;
-    render_with_facts(tree, id, parsed, facts)
+    render_with_facts(tree, id, parsed, facts, keep_specs)
 }
 
 /// Renders one device as `tend validate` does (placeholders for local and secret vars), with
@@ -112,6 +114,7 @@ pub fn render_with_facts(
     id: &str,
     parsed: Option<&Parsed>,
     facts: Facts,
+    keep_specs: bool,
 ) -> Result<Validated, Diagnostics> {
     validate(Inputs {
         tree: tree.clone(),
@@ -122,6 +125,7 @@ pub fn render_with_facts(
         mode: Mode::Placeholders,
         parsed,
         max_desired_bytes: crate::device::config::DEFAULT_MAX_DESIRED_BYTES,
+        keep_specs,
     })
 }
 
@@ -176,7 +180,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
     };
     let parsed = Parsed::default();
     for id in &ids {
-        if let Err(ds) = render_device(&tree, id, Some(&parsed)) {
+        if let Err(ds) = render_device(&tree, id, Some(&parsed), false) {
             for d in ds.0 {
                 all.push(d);
             }
@@ -187,7 +191,7 @@ pub fn validate_repo(dir: &Path, devices: &[String]) -> Result<(usize, Diagnosti
 
 pub fn render(dir: &Path, device: &str, out: &mut dyn Write) -> Result<(), Diagnostics> {
     let tree = open(dir)?;
-    let v = render_device(&tree, device, None)?;
+    let v = render_device(&tree, device, None, true)?;
     let doc = json!({
         "device": v.device_id,
         "groups": v.groups,

@@ -39,6 +39,8 @@ fn run(dir: &Path, facts: Facts, root: &Path, vars_files: &[&str]) -> Result<Val
         mode: Mode::Device,
         parsed: None,
         max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
+        // These tests read the rendered specs, as `tend render` prints them.
+        keep_specs: true,
     })
     .map_err(|d| d.to_string())
 }

@@ -41,6 +41,7 @@ fn validate_repo(role_yaml: &str) -> Result<Validated, String> {
         mode: Mode::Device,
         parsed: None,
         max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
+        keep_specs: false,
     })
     .map_err(|d| d.to_string())
 }

@@ -128,6 +128,7 @@ pub fn fleet_loader(data: &[u8]) {
             mode,
             parsed: None,
             max_desired_bytes: tend_agent::device::config::DEFAULT_MAX_DESIRED_BYTES,
+            keep_specs: false,
         });
     }
 }

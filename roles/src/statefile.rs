@@ -22,10 +22,104 @@ pub enum Written {
 }
 
 /// `value` as pretty JSON with a final newline (readable with `cat`, diffable between runs).
+/// The comparison with what the file holds streams, so a large unchanged record (the managed
+/// list of 10,000 files) is never held twice.
 pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> io::Result<Written> {
+    if has_mode(path, mode) && reads_as(path, value, &Lines::exact()) {
+        return Ok(Written::Unchanged);
+    }
     let mut json = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     json.push(b'\n');
-    write_bytes(path, &json, mode)
+    replace(path, &json, mode)?;
+    Ok(Written::Replaced)
+}
+
+/// How [`reads_as`] compares lines: `skip` drops a line on both sides (a timestamp), `map`
+/// turns a new line into what the file would hold (scrubbed of credentials).
+pub struct Lines<'a> {
+    pub skip: &'a dyn Fn(&[u8]) -> bool,
+    pub map: &'a dyn Fn(&[u8]) -> Vec<u8>,
+}
+
+impl Lines<'static> {
+    /// Every line, as it is.
+    pub fn exact() -> Self {
+        Lines {
+            skip: &|_| false,
+            map: &|l| l.to_vec(),
+        }
+    }
+}
+
+/// Whether the file at `path` holds the lines `value` serializes to as pretty JSON with a final
+/// newline, compared as `lines` says. Neither side is held whole: the serializer's output is
+/// checked line by line against the file as it is read, and the first difference stops both.
+pub fn reads_as<T: Serialize>(path: &Path, value: &T, lines: &Lines) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut cmp = SameLines {
+        old: io::BufReader::new(file),
+        line: Vec::new(),
+        old_line: Vec::new(),
+        lines,
+    };
+    serde_json::to_writer_pretty(&mut cmp, value).is_ok()
+        && io::Write::write_all(&mut cmp, b"\n").is_ok()
+        && cmp.line.is_empty()
+        && cmp.next_old().is_ok_and(|more| !more)
+}
+
+/// The writer behind [`reads_as`]: an error as soon as a line differs.
+struct SameLines<'a, R> {
+    old: R,
+    line: Vec<u8>,
+    old_line: Vec<u8>,
+    lines: &'a Lines<'a>,
+}
+
+impl<R: io::BufRead> SameLines<'_, R> {
+    /// Reads the file's next line that is not skipped into `old_line`; false at its end.
+    fn next_old(&mut self) -> io::Result<bool> {
+        loop {
+            self.old_line.clear();
+            if self.old.read_until(b'\n', &mut self.old_line)? == 0 {
+                return Ok(false);
+            }
+            if !(self.lines.skip)(&self.old_line) {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn compare(&mut self) -> io::Result<()> {
+        let line = std::mem::take(&mut self.line);
+        let same = (self.lines.skip)(&line)
+            || (self.next_old()? && (self.lines.map)(&line) == self.old_line);
+        self.line = line;
+        self.line.clear();
+        if same {
+            Ok(())
+        } else {
+            Err(io::Error::other("the file differs"))
+        }
+    }
+}
+
+impl<R: io::BufRead> io::Write for SameLines<'_, R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&rest[..=at]);
+            self.compare()?;
+            rest = &rest[at + 1..];
+        }
+        self.line.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Replaces `path` with `bytes` (creating its directory), unless it already holds them.
@@ -33,6 +127,12 @@ pub fn write_bytes(path: &Path, bytes: &[u8], mode: u32) -> io::Result<Written> 
     if holds(path, bytes, mode) {
         return Ok(Written::Unchanged);
     }
+    replace(path, bytes, mode)?;
+    Ok(Written::Replaced)
+}
+
+/// Writes `bytes` to `path` atomically, creating its directory.
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -44,7 +144,13 @@ pub fn write_bytes(path: &Path, bytes: &[u8], mode: u32) -> io::Result<Written> 
             ..Default::default()
         },
     )?;
-    Ok(Written::Replaced)
+    Ok(())
+}
+
+/// Whether `path` is a regular file (not a link) with `mode`.
+fn has_mode(path: &Path, mode: u32) -> bool {
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o7777 == mode)
 }
 
 /// Whether `path` is a regular file (not a link) with exactly `bytes` and `mode`.
@@ -78,6 +184,40 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\n  \"branch\": \"main\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn a_record_that_differs_in_one_line_or_in_length_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("managed.json");
+        let many: Vec<String> = (0..1000).map(|i| format!("/etc/f-{i}")).collect();
+        assert_eq!(write_json(&path, &many, 0o600).unwrap(), Written::Replaced);
+        assert_eq!(write_json(&path, &many, 0o600).unwrap(), Written::Unchanged);
+        let mut one_off = many.clone();
+        one_off[500] = "/etc/other".into();
+        assert_eq!(
+            write_json(&path, &one_off, 0o600).unwrap(),
+            Written::Replaced
+        );
+        assert_eq!(
+            write_json(&path, &one_off[..999].to_vec(), 0o600).unwrap(),
+            Written::Replaced,
+            "a shorter record is a change"
+        );
+        assert_eq!(
+            write_json(&path, &one_off, 0o600).unwrap(),
+            Written::Replaced
+        );
+        let want = serde_json::to_string_pretty(&one_off).unwrap() + "\n";
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        let mut longer = want.clone();
+        longer.push('\n');
+        std::fs::write(&path, longer).unwrap();
+        assert_eq!(
+            write_json(&path, &one_off, 0o600).unwrap(),
+            Written::Replaced,
+            "trailing bytes are a change"
         );
     }
 

@@ -273,6 +273,7 @@ pub fn converge_tree(
         mode: Mode::Device,
         parsed: None,
         max_desired_bytes: s.config.max_desired_bytes,
+        keep_specs: false,
     });
     let v = match validated {
         Ok(v) => v,
@@ -389,7 +390,7 @@ pub fn converge_tree(
     };
 
     s.notifier.status("reporting");
-    let mut report = Report::from_summary(s.run_facts(&source, device), &summary, &causes);
+    let mut report = Report::from_summary(s.run_facts(&source, device), &mut summary, &causes);
     report.orphans = orphans;
     if let Some(w) = unreadable {
         report.warnings.push(format!(
@@ -412,7 +413,11 @@ pub fn converge_tree(
             ..Default::default()
         });
     }
-    let (changed, failed) = (summary.changed(), summary.failed() + failed_checks.len());
+    // The resource reports moved into the report: count them there.
+    let (changed, failed) = (
+        report.counts.changed,
+        report.counts.failed + summary.errors.len() + failed_checks.len(),
+    );
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,

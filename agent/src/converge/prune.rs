@@ -50,6 +50,9 @@ impl Entry {
     fn key(&self) -> (String, String) {
         (self.managed.kind.clone(), self.managed.key.clone())
     }
+    fn key_ref(&self) -> (&str, &str) {
+        (&self.managed.kind, &self.managed.key)
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -57,11 +60,12 @@ struct Record {
     entries: Vec<Entry>,
 }
 
-/// What one apply manages and what it no longer does.
+/// What one apply manages and what it no longer does. The previous record is not kept: with
+/// 10,000 managed files it is as large as the current one, and only a failed run needs it
+/// again, which reads it back (the run's lock keeps anyone else from writing it meanwhile).
 pub struct Pass {
     current: Vec<Entry>,
     orphans: Vec<Entry>,
-    previous: Vec<Entry>,
 }
 
 /// The result of [`Pass::finish`].
@@ -99,16 +103,8 @@ pub fn prepare(
     settings: &Settings,
     host: &Host,
 ) -> (Pass, Option<String>) {
-    let path = state_dir.join(FILE);
-    let (previous, warning) = match std::fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
-            Ok(r) => (r.entries, None),
-            Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
-        Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
-    };
-    let known: BTreeMap<(String, String), &Entry> = previous.iter().map(|e| (e.key(), e)).collect();
+    let (previous, warning) = read_record(state_dir);
+    let known: BTreeMap<(&str, &str), &Entry> = previous.iter().map(|e| (e.key_ref(), e)).collect();
     let mut seen = BTreeSet::new();
     let mut current = Vec::new();
     for role in &desired.roles {
@@ -123,7 +119,7 @@ pub fn prepare(
                 if !seen.insert(entry.key()) {
                     continue;
                 }
-                entry.created = match known.get(&entry.key()) {
+                entry.created = match known.get(&entry.key_ref()) {
                     Some(before) => before.created,
                     None => entry.managed.only_if_created && absent(&entry, host),
                 };
@@ -137,14 +133,20 @@ pub fn prepare(
         .cloned()
         .collect();
     orphans.sort_by_key(|e| order(&e.managed.kind));
-    (
-        Pass {
-            current,
-            orphans,
-            previous,
+    (Pass { current, orphans }, warning)
+}
+
+/// The record of what tend managed after the last apply; an unreadable one is empty, with why.
+fn read_record(state_dir: &Path) -> (Vec<Entry>, Option<String>) {
+    let path = state_dir.join(FILE);
+    match std::fs::File::open(&path) {
+        Ok(f) => match serde_json::from_reader::<_, Record>(std::io::BufReader::new(f)) {
+            Ok(r) => (r.entries, None),
+            Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
         },
-        warning,
-    )
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
+        Err(e) => (Vec::new(), Some(format!("{}: {e}", path.display()))),
+    }
 }
 
 /// Whether the thing is absent now: its undo would change nothing.
@@ -169,7 +171,7 @@ impl Pass {
         keep: tend_roles::engine::BeforeApply,
     ) -> Result<Pruned, String> {
         let mut out = Pruned::default();
-        let mut record = self.current.clone();
+        let mut record = Vec::new();
         let keep_orphan = |e: &Entry, reason: &str, out: &mut Pruned| {
             out.kept.push(Orphan {
                 kind: e.managed.kind.clone(),
@@ -203,15 +205,17 @@ impl Pass {
         if run_failed {
             // Keep what was recorded, plus only what this run found absent and may have
             // created: a resource that never got applied must not become tend's to delete.
-            let mut merged = self.previous.clone();
+            let (mut merged, _) = read_record(state_dir);
             let known: BTreeSet<_> = merged.iter().map(Entry::key).collect();
             merged.extend(
                 self.current
-                    .iter()
-                    .filter(|e| e.created && !known.contains(&e.key()))
-                    .cloned(),
+                    .into_iter()
+                    .filter(|e| e.created && !known.contains(&e.key())),
             );
             record = merged;
+        } else {
+            let kept = std::mem::replace(&mut record, self.current);
+            record.extend(kept);
         }
         if !host.check {
             save(state_dir, record)
@@ -237,6 +241,7 @@ fn remove(orphan: &Entry, host: &Host, keep: tend_roles::engine::BeforeApply) ->
                 error: Some(format!("cannot prune: {e}")),
                 origin: Some(origin),
                 handler: false,
+                cause: None,
             }
         }
     };
@@ -269,6 +274,7 @@ fn remove(orphan: &Entry, host: &Host, keep: tend_roles::engine::BeforeApply) ->
             error: None,
             origin: Some(origin),
             handler: false,
+            cause: None,
         });
     report.summary = report.summary.map(|s| format!("pruned: {s}"));
     report

@@ -24,6 +24,8 @@ pub(super) struct Ctx<'a> {
     pub(super) handler: Option<&'a str>,
     /// Holds each distinct content once and counts what the desired state needs.
     pub(super) budget: &'a Budget,
+    /// Keep each rendered spec beside its resource (`tend render`); a run drops it once built.
+    pub(super) keep_spec: bool,
 }
 
 /// What a resource reads from its role while it is built.
@@ -50,13 +52,12 @@ impl<'a> RoleSources<'a> {
         }
     }
 
-    /// What the resource built from `spec` wants, as a hash: its type, its rendered spec (secrets
-    /// included: a new secret is a new desired state) and every content it read.
-    pub(super) fn fingerprint(&self, kind: &str, spec: &Value) -> String {
+    /// What the resource built from a spec wants, as a hash: its type and rendered spec (secrets
+    /// included: a new secret is a new desired state; [`spec_digest`], taken before the build
+    /// consumes the spec) and every content it read.
+    pub(super) fn fingerprint(&self, spec_digest: &[u8]) -> String {
         let mut h = Sha256::new();
-        h.update(kind.as_bytes());
-        h.update([0]);
-        h.update(spec.to_string().as_bytes());
+        h.update(spec_digest);
         h.update([0]);
         h.update(self.contents.borrow().clone().finalize());
         let digest = h.finalize();
@@ -140,4 +141,13 @@ impl Sources for RoleSources<'_> {
     fn in_handler(&self) -> bool {
         self.c.handler.is_some()
     }
+}
+
+/// The part of a resource's fingerprint that its type and rendered spec make.
+pub(super) fn spec_digest(kind: &str, spec: &Value) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(spec.to_string().as_bytes());
+    h.finalize().to_vec()
 }

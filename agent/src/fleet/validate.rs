@@ -22,7 +22,7 @@ use crate::fleet::load::Fleet;
 use crate::fleet::model::Entry;
 use crate::fleet::render::{RenderError, RoleEnv};
 use crate::fleet::resolve::{resolve, LoadedRole};
-use crate::fleet::sources::{Ctx, RoleSources};
+use crate::fleet::sources::{spec_digest, Ctx, RoleSources};
 use crate::fleet::vars::{Mode, VarSet};
 use crate::source::tree::Tree;
 
@@ -39,6 +39,9 @@ pub struct Inputs<'a> {
     pub parsed: Option<&'a crate::fleet::load::Parsed>,
     /// `apply.max_desired_bytes`: the most content and spec text the desired state may hold.
     pub max_desired_bytes: u64,
+    /// Keep every rendered spec in [`Validated::specs`] (`tend render` prints them); a run has
+    /// no use for them, and with 10,000 resources they would double what the run holds.
+    pub keep_specs: bool,
 }
 
 /// One resource as rendered, for `tend render`.
@@ -144,6 +147,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     ctx: &ctx,
                     handler: None,
                     budget: &budget,
+                    keep_spec: inputs.keep_specs,
                 },
                 entry,
                 &mut diags,
@@ -175,14 +179,20 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     seen.insert(key, b.origin.clone());
                 }
                 let notify: Vec<String> = b.notify.iter().map(|(n, _)| n.clone()).collect();
-                specs.push(RenderedSpec {
-                    role: role.name.clone(),
-                    kind: b.resource.kind().to_string(),
-                    spec: redact_value(&b.spec, &redactor),
-                    notify: notify.clone(),
-                    origin: b.origin.clone(),
-                    handler: None,
-                });
+                if inputs.keep_specs {
+                    specs.push(RenderedSpec {
+                        role: role.name.clone(),
+                        kind: b.resource.kind().to_string(),
+                        spec: b
+                            .spec
+                            .as_ref()
+                            .map(|v| redact_value(v, &redactor))
+                            .unwrap_or_default(),
+                        notify: notify.clone(),
+                        origin: b.origin.clone(),
+                        handler: None,
+                    });
+                }
                 fingerprints.push(b.fingerprint);
                 plan.items.push(Item {
                     resource: b.resource,
@@ -208,6 +218,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                 ctx: &ctx,
                 handler: Some(&name.value),
                 budget: &budget,
+                keep_spec: inputs.keep_specs,
             };
             let mut built = expand(c, entry, &mut diags);
             if built.len() > 1 {
@@ -219,14 +230,20 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                 continue;
             }
             if let Some(b) = built.pop() {
-                specs.push(RenderedSpec {
-                    role: role.name.clone(),
-                    kind: b.resource.kind().to_string(),
-                    spec: redact_value(&b.spec, &redactor),
-                    notify: Vec::new(),
-                    origin: b.origin,
-                    handler: Some(name.value.clone()),
-                });
+                if inputs.keep_specs {
+                    specs.push(RenderedSpec {
+                        role: role.name.clone(),
+                        kind: b.resource.kind().to_string(),
+                        spec: b
+                            .spec
+                            .as_ref()
+                            .map(|v| redact_value(v, &redactor))
+                            .unwrap_or_default(),
+                        notify: Vec::new(),
+                        origin: b.origin,
+                        handler: Some(name.value.clone()),
+                    });
+                }
                 desired.handlers.push(Handler {
                     name: name.value.clone(),
                     role: role.name.clone(),
@@ -371,7 +388,8 @@ fn collect_handler_names(
 
 struct Built {
     resource: Box<dyn DynResource>,
-    spec: Value,
+    /// The rendered spec, when kept for `tend render`.
+    spec: Option<Value>,
     notify: Vec<(String, u64)>,
     origin: String,
     line: u64,
@@ -499,14 +517,18 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
             continue;
         }
         let spec = Value::Object(spec);
+        let bytes = spec_bytes(&spec);
         let sources = RoleSources::new(&c, &ctx);
+        let spec_digest = spec_digest(rtype.name, &spec);
         // Device names are checked first, the same way for every type, before a type sees them.
-        let built = rtype
-            .check_names(&spec)
-            .and_then(|()| (rtype.build)(spec.clone(), &sources));
+        let (built, spec) = match rtype.check_names(&spec) {
+            Err(e) => (Err(e), None),
+            Ok(()) if c.keep_spec => ((rtype.build)(spec.clone(), &sources), Some(spec)),
+            Ok(()) => ((rtype.build)(spec, &sources), None),
+        };
         match built {
             Ok(resource) => {
-                if let Err(m) = c.budget.charge(spec_bytes(&spec)) {
+                if let Err(m) = c.budget.charge(bytes) {
                     diags.push(Diagnostic::new(path, entry_line, m).fix(BUDGET_FIX));
                     return out;
                 }
@@ -514,7 +536,7 @@ fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
                     None => format!("{path}:{entry_line}"),
                     Some(i) => format!("{path}:{entry_line} (item {i})"),
                 };
-                let fingerprint = sources.fingerprint(rtype.name, &spec);
+                let fingerprint = sources.fingerprint(&spec_digest);
                 out.push(Built {
                     resource,
                     spec,

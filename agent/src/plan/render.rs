@@ -61,7 +61,7 @@ impl Commit {
         let f = facts
             .facts(&self.tree, id, &self.parsed)
             .map_err(Diagnostics::from)?;
-        let v = render_with_facts(&self.tree, id, Some(&self.parsed), f)?;
+        let v = render_with_facts(&self.tree, id, Some(&self.parsed), f, true)?;
         Ok(snapshot(&v, contents))
     }
 }

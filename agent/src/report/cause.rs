@@ -15,12 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tend_roles::{Desired, Outcome, RunSummary};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Cause {
-    Intentional,
-    Corrective,
-}
+pub use tend_roles::engine::Cause;
 
 /// What the last converge without failures applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +200,7 @@ mod tests {
             error: None,
             origin: handler.map(|h| format!("handler '{h}'")),
             handler: handler.is_some(),
+            cause: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::clock::rfc3339;
 use crate::report::runstate::RunState;
 use crate::report::status::Suspension;
 use crate::report::{Report, RunResult};
+use tend_roles::Outcome;
 
 /// The longest value tend puts in one attribute.
 pub const MAX_VALUE_CHARS: usize = 1024;
@@ -114,13 +115,13 @@ pub fn first_error(r: &Report) -> Option<String> {
     let first = r.errors.first().cloned().or_else(|| {
         r.resources
             .iter()
-            .find(|x| x["outcome"] == "failed")
+            .find(|x| x.outcome == Outcome::Failed)
             .map(|x| {
                 format!(
                     "{} {}: {}",
-                    x["kind"].as_str().unwrap_or(""),
-                    x["id"].as_str().unwrap_or(""),
-                    x["error"].as_str().unwrap_or("failed")
+                    x.kind,
+                    x.id,
+                    x.error.as_deref().unwrap_or("failed")
                 )
             })
     });
@@ -203,10 +204,11 @@ mod tests {
     fn a_failed_resource_is_the_error_when_the_run_has_none_of_its_own() {
         let mut r = blank("apply", "path");
         r.result = RunResult::Failed;
-        r.resources = vec![
-            serde_json::json!({"kind": "file", "id": "/a", "outcome": "changed"}),
-            serde_json::json!({"kind": "command", "id": "flash-check", "outcome": "failed", "error": "flash worn out\nreplace"}),
-        ];
+        r.resources = serde_json::from_value(serde_json::json!([
+            {"role": "base", "kind": "file", "id": "/a", "outcome": "changed"},
+            {"role": "base", "kind": "command", "id": "flash-check", "outcome": "failed", "error": "flash worn out\nreplace"},
+        ]))
+        .unwrap();
         let a = attributes(Some(&r), &RunState::default(), None);
         let e = a
             .iter()

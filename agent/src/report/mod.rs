@@ -291,7 +291,7 @@ pub struct Report {
     pub duration_ms: u64,
     pub result: RunResult,
     pub counts: Counts,
-    pub resources: Vec<serde_json::Value>,
+    pub resources: Vec<ResourceReport>,
     pub errors: Vec<String>,
     #[serde(default)]
     pub diagnostics: Vec<Diagnostic>,
@@ -375,13 +375,19 @@ impl Report {
         }
     }
 
-    /// `causes` has the cause of each changed entry of `summary.resources`, by index.
-    pub fn from_summary(run: RunFacts, summary: &RunSummary, causes: &[Option<Cause>]) -> Self {
+    /// The report of a converge. The resource reports are moved out of `summary`, not copied:
+    /// with 10,000 managed files they are the largest thing a run holds. `causes` has the cause
+    /// of each changed entry of `summary.resources`, by index.
+    pub fn from_summary(run: RunFacts, summary: &mut RunSummary, causes: &[Option<Cause>]) -> Self {
         let mut counts = counts(&summary.resources);
         counts.corrective = causes
             .iter()
             .filter(|c| **c == Some(Cause::Corrective))
             .count();
+        let mut resources = std::mem::take(&mut summary.resources);
+        for (r, c) in resources.iter_mut().zip(causes) {
+            r.cause = *c;
+        }
         let result = match (counts.changed > 0, counts.failed + summary.errors.len() > 0) {
             (_, true) => RunResult::Failed,
             (true, false) => RunResult::Changed,
@@ -389,18 +395,7 @@ impl Report {
         };
         Self {
             counts,
-            resources: summary
-                .resources
-                .iter()
-                .enumerate()
-                .map(|(n, r)| {
-                    let mut v = serde_json::to_value(r).unwrap_or_default();
-                    if let (Some(Some(c)), Some(o)) = (causes.get(n), v.as_object_mut()) {
-                        o.insert("cause".into(), serde_json::to_value(c).unwrap_or_default());
-                    }
-                    v
-                })
-                .collect(),
+            resources,
             errors: summary.errors.clone(),
             pending_handlers: summary.pending_handlers.clone(),
             ..Self::empty(run, result)
@@ -425,27 +420,22 @@ impl Report {
     /// how long it took (those live on /run, see `lastrun`): flash is not worn by a no-op.
     /// Returns whether it wrote.
     pub fn write_if_changed(&self, path: &Path) -> std::io::Result<bool> {
-        let json = self.scrubbed()?;
-        let timeless = |text: &[u8]| {
-            let mut v: serde_json::Value = serde_json::from_slice(text).ok()?;
-            let o = v.as_object_mut()?;
-            for k in ["started", "finished", "duration_ms"] {
-                o.remove(k);
-            }
-            Some(v)
-        };
         // A run that changed or failed something is news even when its report reads like the
         // last one (the same converge again on a fresh root filesystem): only a no-op is skipped.
+        // The comparison streams, line by line against the file, so a no-op over 10,000
+        // resources holds neither report as text.
         let no_op = self.counts.changed == 0 && self.counts.failed == 0;
-        let old = std::fs::read(path).ok();
-        if no_op
-            && old.is_some_and(|old| {
-                timeless(&old).is_some_and(|o| timeless(json.as_bytes()) == Some(o))
-            })
-        {
+        let lines = statefile::Lines {
+            skip: &is_time_line,
+            map: &|line| match std::str::from_utf8(line) {
+                Ok(text) => tend_roles::redact::scrub_json(text).as_bytes().to_vec(),
+                Err(_) => line.to_vec(),
+            },
+        };
+        if no_op && statefile::reads_as(path, self, &lines) {
             return Ok(false);
         }
-        statefile::write_bytes(path, json.as_bytes(), 0o644)?;
+        statefile::write_bytes(path, self.scrubbed()?.as_bytes(), 0o644)?;
         Ok(true)
     }
 
@@ -458,6 +448,16 @@ impl Report {
         let bytes = std::fs::read(path)?;
         serde_json::from_slice(&bytes).map_err(std::io::Error::other)
     }
+}
+
+/// A top-level line of the pretty report that only says when the run happened or how long it
+/// took (`  "started": 1700000000,`): those live on /run, so they alone are no news.
+fn is_time_line(line: &[u8]) -> bool {
+    ["started", "finished", "duration_ms"].iter().any(|k| {
+        line.strip_prefix(b"  \"")
+            .and_then(|l| l.strip_prefix(k.as_bytes()))
+            .is_some_and(|l| l.starts_with(b"\": "))
+    })
 }
 
 /// The report of a `tend run` from git that did nothing, for tests to fill in.
@@ -540,5 +540,31 @@ mod tests {
         r.counts.changed = 13;
         assert!(r.write_if_changed(&p).unwrap());
         assert!(r.write_if_changed(&p).unwrap(), "13 changes again are news");
+    }
+
+    /// The no-op comparison streams line by line: only the times may differ, and a
+    /// credential is compared as the file holds it, scrubbed.
+    #[test]
+    fn a_no_op_report_differing_only_in_its_times_is_not_written_again() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("report.json");
+        let mut r = blank(SystemTime::now(), Duration::ZERO);
+        r.result = RunResult::Ok;
+        r.warnings
+            .push("fetched https://user:hunter2@git.example/fleet".into());
+        assert!(r.write_if_changed(&p).unwrap());
+        assert!(!std::fs::read_to_string(&p).unwrap().contains("hunter2"));
+        r.started += 900;
+        r.finished += 901;
+        r.duration_ms = 1234;
+        assert!(!r.write_if_changed(&p).unwrap(), "only the times moved");
+        r.warnings.push("one more".into());
+        assert!(r.write_if_changed(&p).unwrap(), "a new warning is news");
+        r.warnings.pop();
+        assert!(
+            r.write_if_changed(&p).unwrap(),
+            "a warning fewer is news too"
+        );
+        assert!(!r.write_if_changed(&p).unwrap());
     }
 }

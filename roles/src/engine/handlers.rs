@@ -119,6 +119,7 @@ pub(super) fn run_handlers(
             error: None,
             origin: Some(format!("handler '{}'", handler.name)),
             handler: true,
+            cause: None,
         };
         if run_failed {
             report.summary =

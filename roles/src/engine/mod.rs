@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod handlers;
 
@@ -59,7 +59,7 @@ impl Desired {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Unchanged,
@@ -70,7 +70,8 @@ pub enum Outcome {
     Drifted,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One resource's line in the run report (report.json's `resources`), read back by `tend status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ResourceReport {
     pub role: String,
     pub kind: String,
@@ -84,8 +85,20 @@ pub struct ResourceReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub handler: bool,
+    /// Why a changed resource changed, as the agent judged it (the engine leaves it unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+/// Why a change was made: a new commit asked for it, or the device had drifted from an
+/// unchanged desired state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    Intentional,
+    Corrective,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -184,6 +197,7 @@ pub fn converge_with(
                 error: None,
                 origin: Some(item.origin.clone()),
                 handler: false,
+                cause: None,
             };
             if let Some(reason) = &skip_reason {
                 report.outcome = Outcome::Skipped;
