@@ -23,6 +23,7 @@ use tend_tests::{Arch, Device, Suite};
 
 use crate::measure::{self, Sample};
 use crate::refstate::{self, AptRef, RefState};
+use crate::writes::{self, Writes};
 
 /// What the bench chroot adds to the test bed's: ansible-pull's needs (git to clone, ssh-keygen
 /// for `--verify-commit` of SSH-signed commits, python3-apt for the apt module).
@@ -208,6 +209,26 @@ impl Bed {
 
     /// One measured run of `tool` on `dev`; ansible-pull pulls `ansible_repo`.
     pub fn run(&self, tool: Tool, dev: &Device, ansible_repo: &str) -> Result<Sample> {
+        self.relay.set(Fault::None);
+        let (argv, env) = self.command(tool, ansible_repo);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        measure::run(Some(dev.root()), &argv, env)
+    }
+
+    /// The same run as [`Bed::run`], traced (not timed): what it wrote to the device's storage.
+    pub fn writes(&self, tool: Tool, dev: &Device, ansible_repo: &str) -> Result<Writes> {
+        self.relay.set(Fault::None);
+        let (argv, env) = self.command(tool, ansible_repo);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        writes::trace(dev.root(), &argv, env)
+    }
+
+    /// The command line a run of `tool` is, and its extra environment.
+    fn command(
+        &self,
+        tool: Tool,
+        ansible_repo: &str,
+    ) -> (Vec<String>, &'static [(&'static str, &'static str)]) {
         let url = self.url(ansible_repo);
         let ansible = |best: bool| {
             let mut v = vec![
@@ -236,12 +257,11 @@ impl Bed {
             Tool::Ansible => ansible(false),
             Tool::AnsibleBest => ansible(true),
         };
-        self.relay.set(Fault::None);
         let env: &[(&str, &str)] = match tool {
             Tool::Ansible | Tool::AnsibleBest => &[("GIT_SSL_CAINFO", "/etc/tend/ca.pem")],
             _ => &[],
         };
-        measure::run(Some(dev.root()), &argv, env)
+        (argv.into_iter().map(String::from).collect(), env)
     }
 }
 

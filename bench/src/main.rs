@@ -10,6 +10,7 @@ mod measure;
 mod refstate;
 mod results;
 mod scenarios;
+mod writes;
 
 use std::path::PathBuf;
 

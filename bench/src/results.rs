@@ -244,12 +244,15 @@ pub fn fmt(v: f64, unit: &str) -> String {
         "B" if v >= 1024.0 * 1024.0 => format!("{:.2} MiB", v / 1024.0 / 1024.0),
         "B" if v >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         "B" => format!("{v:.0} B"),
+        "" => format!("{v}"),
         _ => format!("{v} {unit}"),
     }
 }
 
 fn ratio(r: f64) -> String {
-    if r >= 10.0 {
+    if r == 0.0 {
+        "0".into()
+    } else if r >= 10.0 {
         format!("{r:.0}×")
     } else if r >= 0.1 {
         format!("{r:.2}×")

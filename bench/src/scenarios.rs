@@ -111,6 +111,23 @@ pub fn reference(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> R
             noops.push(s);
         }
         record(res, "noop", tool.name(), "30", &noops);
+        // One more no-op, traced: what it writes to the device's storage (SD cards die of writes).
+        let w = bed.writes(tool, &dev, "ansible.git")?;
+        eprintln!(
+            "  {} no-op wrote {} B to {:?}",
+            tool.name(),
+            w.bytes,
+            w.files
+        );
+        res.add(
+            "noop",
+            tool.name(),
+            "30",
+            "bytes written",
+            "B",
+            &[w.bytes as f64],
+        );
+        res.add("noop", tool.name(), "30", "syncs", "", &[w.syncs as f64]);
         if tool != Tool::Rash {
             res.add(
                 "poll-no-commit",
@@ -119,6 +136,16 @@ pub fn reference(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> R
                 "wire bytes",
                 "B",
                 &bytes,
+            );
+            // At the shipped timer's 15-minute interval.
+            let per_day: Vec<f64> = bytes.iter().map(|b| b * 96.0).collect();
+            res.add(
+                "poll-no-commit",
+                tool.name(),
+                "30",
+                "wire bytes per day",
+                "B",
+                &per_day,
             );
         }
         if tool == Tool::Tend {
