@@ -180,18 +180,8 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                 }
                 let notify: Vec<String> = b.notify.iter().map(|(n, _)| n.clone()).collect();
                 if inputs.keep_specs {
-                    specs.push(RenderedSpec {
-                        role: role.name.clone(),
-                        kind: b.resource.kind().to_string(),
-                        spec: b
-                            .spec
-                            .as_ref()
-                            .map(|v| redact_value(v, &redactor))
-                            .unwrap_or_default(),
-                        notify: notify.clone(),
-                        origin: b.origin.clone(),
-                        handler: None,
-                    });
+                    let shown = RenderedSpec::of(&role.name, &b, &redactor, notify.clone(), None);
+                    specs.push(shown);
                 }
                 fingerprints.push(b.fingerprint);
                 plan.items.push(Item {
@@ -231,18 +221,14 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
             }
             if let Some(b) = built.pop() {
                 if inputs.keep_specs {
-                    specs.push(RenderedSpec {
-                        role: role.name.clone(),
-                        kind: b.resource.kind().to_string(),
-                        spec: b
-                            .spec
-                            .as_ref()
-                            .map(|v| redact_value(v, &redactor))
-                            .unwrap_or_default(),
-                        notify: Vec::new(),
-                        origin: b.origin,
-                        handler: Some(name.value.clone()),
-                    });
+                    let handler = Some(name.value.clone());
+                    specs.push(RenderedSpec::of(
+                        &role.name,
+                        &b,
+                        &redactor,
+                        Vec::new(),
+                        handler,
+                    ));
                 }
                 desired.handlers.push(Handler {
                     name: name.value.clone(),
@@ -397,6 +383,30 @@ struct Built {
     enforce: bool,
     /// See [`Validated::fingerprints`].
     fingerprint: String,
+}
+
+impl RenderedSpec {
+    /// What `tend render` shows of a built resource or handler: its spec with secrets redacted.
+    fn of(
+        role: &str,
+        b: &Built,
+        redactor: &Redactor,
+        notify: Vec<String>,
+        handler: Option<String>,
+    ) -> Self {
+        RenderedSpec {
+            role: role.to_string(),
+            kind: b.resource.kind().to_string(),
+            spec: b
+                .spec
+                .as_ref()
+                .map(|v| redact_value(v, redactor))
+                .unwrap_or_default(),
+            notify,
+            origin: b.origin.clone(),
+            handler,
+        }
+    }
 }
 
 fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {

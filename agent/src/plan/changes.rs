@@ -30,8 +30,10 @@ pub struct Entry {
     pub spec: Value,
     /// The content it writes, with its digest.
     pub content: Option<(Hash, Content)>,
-    /// Digest of the spec and the content together.
-    pub digest: Hash,
+    /// What the resource wants, as validation fingerprinted it (its type, rendered spec and every
+    /// content it reads): the same fingerprint that tells a device's corrective change from an
+    /// intentional one.
+    pub digest: String,
 }
 
 /// A device's desired resources at one commit, by (kind, id).
@@ -55,20 +57,15 @@ pub fn snapshot(v: &Validated, contents: &Contents) -> Snapshot {
     let specs = v.specs.iter().filter(|s| s.handler.is_none());
     let items = v.desired.roles.iter().flat_map(|r| r.items.iter());
     let mut out = Snapshot::new();
-    for (spec, item) in specs.zip(items) {
+    for ((spec, item), fingerprint) in specs.zip(items).zip(&v.fingerprints) {
         let content = item.resource.content().map(|c| contents.intern(&c));
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(&spec.spec).unwrap_or_default());
-        if let Some((c, _)) = &content {
-            h.update(c);
-        }
         let key = (item.resource.kind().to_string(), item.resource.id());
         out.insert(
             key,
             Entry {
                 spec: spec.spec.clone(),
                 content,
-                digest: h.finalize().into(),
+                digest: fingerprint.clone(),
             },
         );
     }
@@ -286,7 +283,7 @@ mod tests {
         Entry {
             spec,
             content,
-            digest: h.finalize().into(),
+            digest: format!("{:x}", h.finalize()),
         }
     }
 
@@ -370,7 +367,7 @@ mod tests {
         let e = |c: &Content| Entry {
             spec: json!({"path": "/x", "source": "x.bin"}),
             content: Some((Sha256::digest(c).into(), c.clone())),
-            digest: Sha256::digest(c).into(),
+            digest: format!("{:x}", Sha256::digest(c)),
         };
         let before = snap(vec![("file", "/x", e(&c1))]);
         let after = snap(vec![("file", "/x", e(&c2))]);
