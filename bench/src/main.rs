@@ -9,6 +9,8 @@ mod floor;
 mod measure;
 mod refstate;
 mod results;
+mod rounds;
+mod scale;
 mod scenarios;
 mod writes;
 
@@ -36,6 +38,26 @@ enum Cmd {
     Floor { root: PathBuf, url: String },
     /// Writes results.md and scaling.png again from a results.csv, in its directory.
     Plot { csv: PathBuf },
+    /// The fleet-scale load test: git-only polling against a signed pointer behind a caching
+    /// proxy (docs/scale.md); writes scale.md and scale.csv to --out.
+    Scale(ScaleArgs),
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// The tend binary the simulated devices run.
+    #[arg(long)]
+    tend: PathBuf,
+    #[arg(long, default_value_t = 10_000)]
+    devices: usize,
+    /// Devices polling at once.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Seconds the edge serves a cached pointer before it revalidates it with the origin.
+    #[arg(long, default_value_t = 10)]
+    max_age: u64,
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +110,16 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Floor { root, url } => floor::run(&root, &url),
         Cmd::Run(args) => run(args),
+        Cmd::Scale(a) => scale::run(
+            &a.tend.canonicalize().context("--tend")?,
+            &scale::ScaleOpts {
+                devices: a.devices,
+                workers: a.workers,
+                max_age: std::time::Duration::from_secs(a.max_age),
+                timeout: std::time::Duration::from_secs(120),
+            },
+            &a.out,
+        ),
         Cmd::Plot { csv } => {
             let res = Results::read_csv(&csv)?;
             let dir = csv.parent().unwrap_or(std::path::Path::new("."));

@@ -117,6 +117,29 @@ fn listens_on(pid: u32, port: u16) -> bool {
     })
 }
 
+impl Daemon {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// The CPU time of process `pid` and of its children it has reaped (a CGI server's
+/// `git-upload-pack`s), from /proc/<pid>/stat; zero if it is gone.
+pub(crate) fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11) // state … cmajflt: utime is field 14 of the line, the 12th after ')'
+        .take(4) // utime, stime, cutime, cstime
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(f.iter().sum::<u64>() * 1000 / hz)
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Err(e) = self.child.kill() {

@@ -11,6 +11,7 @@
 
 pub mod aptrepo;
 pub mod cache;
+pub mod cdn;
 pub mod chroot;
 pub mod deb;
 pub mod device;

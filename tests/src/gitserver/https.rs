@@ -119,6 +119,11 @@ impl HttpsGitServer {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("lighttpd did not start")))
     }
 
+    /// lighttpd's CPU time so far, with the git processes it ran and reaped.
+    pub fn cpu(&self) -> Duration {
+        super::cpu_of(self._daemon.pid())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
