@@ -18,7 +18,10 @@
 //! 6. power cut (SIGKILL of qemu) in the middle of an apply that rewrites a large file and
 //!    installs a package, proven from the serial console; after the next boot no managed file is
 //!    partial, `dpkg --audit` is clean and the next run converges;
-//! 7. `journalctl -u tend -o json` holds the runs with tend's structured fields.
+//! 7. `journalctl -u tend -o json` holds the runs with tend's structured fields;
+//! 8. the device follows production through the signed stage pointer, fetched from a caching
+//!    proxy (nginx `proxy_cache`) in front of the git server's static files: its no-op polls
+//!    are `304`s at the proxy, and the origin's log shows no request for them.
 //!
 //! Run alone (as root, after `scripts/build-debs amd64`):
 //! `cargo test -p tend-tests --test e2e -- --nocapture` (docs/testing.md). The console log's path
@@ -31,16 +34,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tend_tests::cdn::Cdn;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::mender::MenderServer;
 use tend_tests::publisher::{git, keygen, Publisher};
 use tend_tests::rollout;
 use tend_tests::vm::{self, Forward, Vm};
-use tend_tests::AptRepo;
+use tend_tests::{tend_binary, AptRepo};
 
 /// Guest ports of the host services (proxied in the guest from 127.0.0.1/localhost).
 const GIT_PORT: u16 = 8443;
 const MENDER_PORT: u16 = 9443;
+const CDN_PORT: u16 = 8444;
+const POINTER: &str = "production.pointer";
 const STAGES: [(&str, u16); 3] = [
     ("development", 8081),
     ("canary", 8082),
@@ -68,7 +74,8 @@ struct Bed {
     mender: MenderServer,
     publisher: Publisher,
     stranger: std::path::PathBuf,
-    _git: HttpsGitServer,
+    git: HttpsGitServer,
+    cdn: Cdn,
     _repo: FleetRepo,
     _apt: Vec<AptRepo>,
     _keys: tempfile::TempDir,
@@ -83,6 +90,7 @@ impl Bed {
         let repo = FleetRepo::new()?;
         let ca = TestCa::new("tend-e2e")?;
         let git_server = HttpsGitServer::start(repo.root(), &ca)?;
+        let cdn = Cdn::start(git_server.port(), &ca, Duration::from_secs(300))?;
         let mender = MenderServer::start()?;
         let apt = vec![
             AptRepo::with_packages(&[rollout::hello("3.0-1"), rollout::tool()])?,
@@ -99,6 +107,10 @@ impl Bed {
             Forward {
                 guest_port: MENDER_PORT,
                 host_port: rollout::port_of(&mender.url())?,
+            },
+            Forward {
+                guest_port: CDN_PORT,
+                host_port: rollout::port_of(&cdn.file_url(POINTER))?,
             },
         ];
         for ((_, guest_port), repo) in STAGES.iter().zip(&apt) {
@@ -121,7 +133,8 @@ impl Bed {
             mender,
             publisher,
             stranger,
-            _git: git_server,
+            git: git_server,
+            cdn,
             _repo: repo,
             _apt: apt,
             _keys: keys,
@@ -313,6 +326,7 @@ fn scenario(bed: &mut Bed, canary: &str, production: &str) -> Result<()> {
     step3_forged(bed, &merged)?;
     let good = step4_revert(bed, &merged)?;
     step5_production(bed, &good, production)?;
+    step8_pointer(bed, production)?;
     // Before the power cut: the journal is only sure to hold this boot's runs.
     step7_journal(bed)?;
     step6_power_cut(bed)
@@ -509,6 +523,80 @@ fn step5_production(bed: &mut Bed, _bad: &str, production: &str) -> Result<()> {
             == "1"
     );
     bed.wait_mender(&[("tend_branch", "production"), ("tend_commit", production)])?;
+    Ok(())
+}
+
+/// The report's start time (Unix seconds), which every finished run moves.
+fn started(r: &Value) -> u64 {
+    r["started"].as_u64().unwrap_or(0)
+}
+
+fn step8_pointer(bed: &mut Bed, production: &str) -> Result<()> {
+    // The fleet's CI publishes production's pointer next to the git server's files.
+    let out = std::process::Command::new(tend_binary()?)
+        .args([
+            "publish",
+            "pointer",
+            "--stage",
+            "production",
+            "--expires",
+            "1d",
+        ])
+        .args(["--sequence", "1", "--key"])
+        .arg(bed.publisher.key())
+        .arg("--out")
+        .arg(bed.git.docroot().join(POINTER))
+        .arg(bed.publisher.work())
+        .output()?;
+    ensure!(out.status.success(), "tend publish pointer: {out:?}");
+    bed.sh(&format!(
+        "printf 'source:\\n  branch: production\\n  pointer: https://localhost:{CDN_PORT}/{POINTER}\\n' \
+         > /etc/tend/tend.d/60-pointer.yaml"
+    ))?;
+    let r = bed.wait_report(
+        "the production pointer accepted",
+        |r| r["git"]["pointer"]["sequence"].as_u64() == Some(1),
+        |_| Ok(()),
+    )?;
+    ensure!(
+        git_field(&r, "commit") == production && r["git"]["pointer"]["stale"] == false,
+        "{r:#}"
+    );
+    // Two more timer runs with nothing new: each is one conditional GET at the proxy.
+    let (origin_seen, edge_seen) = (bed.git.requests()?.len(), bed.cdn.requests()?.len());
+    let mut last = started(&r);
+    for n in 1..=2 {
+        let r = bed.wait_report(
+            &format!("no-op poll {n} through the pointer"),
+            |r| started(r) > last,
+            |_| Ok(()),
+        )?;
+        ensure!(git_field(&r, "commit") == production, "{r:#}");
+        last = started(&r);
+    }
+    let origin = bed.git.requests()?;
+    let git_requests: Vec<_> = origin[origin_seen..]
+        .iter()
+        .filter(|e| e.path.starts_with("/git/"))
+        .collect();
+    ensure!(
+        git_requests.is_empty(),
+        "no-op polls through the pointer reached git: {git_requests:?}"
+    );
+    let edge = bed.cdn.requests()?;
+    let polls = &edge[edge_seen..];
+    ensure!(
+        polls.len() >= 2
+            && polls
+                .iter()
+                .all(|e| e.path == format!("/{POINTER}") && e.status == 304),
+        "the proxy saw {polls:?}"
+    );
+    eprintln!(
+        "e2e: {} no-op polls were 304s at the proxy; the origin saw {} requests, none to git",
+        polls.len(),
+        origin.len() - origin_seen
+    );
     Ok(())
 }
 
