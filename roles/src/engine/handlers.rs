@@ -122,7 +122,11 @@ pub(super) fn run_handlers(
             handler: true,
             cause: None,
         };
-        let held = if run_failed { None } else { hold(&handler.name) };
+        let held = if run_failed {
+            None
+        } else {
+            hold(&handler.name)
+        };
         if run_failed {
             report.summary =
                 Some("deferred: the run had failures; the handler stays pending".into());
