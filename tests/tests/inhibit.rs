@@ -17,6 +17,7 @@ use tend_tests::skip_chroot_tests;
 const RESTARTS: &str = "/var/tmp/restarts";
 const REBOOTS: &str = "/var/tmp/reboots";
 const LOCK: &str = "/run/tend/inhibit.d/app-update.lock";
+const METRICS_DIR: &str = "/var/lib/prometheus/node-exporter";
 const DEFERRED: &str = "/var/lib/tend/deferred.json";
 
 fn bed(extra: &str) -> Result<PullBed> {
@@ -81,6 +82,8 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
         return Ok(());
     }
     let bed = bed("")?;
+    // node_exporter's textfile directory: its presence turns the metrics on.
+    bed.dev.write(&format!("{METRICS_DIR}/.keep"), "")?;
     app_role(&bed, "1")?;
     bed.run()?.expect_code(2)?;
     ensure!(count(&bed, RESTARTS) == 1, "first install restarts");
@@ -90,7 +93,9 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
     app_role(&bed, "2")?;
     let out = bed.run()?;
     ensure!(
-        bed.dev.read_string("/etc/systemd/system/app.service")?.contains("app 2"),
+        bed.dev
+            .read_string("/etc/systemd/system/app.service")?
+            .contains("app 2"),
         "the file still converges\n{out}"
     );
     ensure!(count(&bed, RESTARTS) == 1, "deferred\n{out}");
@@ -102,7 +107,8 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
     ensure!(deferred(&r) == want, "{r:#}");
     ensure!(r["pending_handlers"][0] == "restart app", "{r:#}");
     ensure!(
-        out.stdout.contains("deferred: held off by app-update (flashing the modem)"),
+        out.stdout
+            .contains("deferred: held off by app-update (flashing the modem)"),
         "{out}"
     );
     let since = r["deferred"][0]["since"].as_u64().unwrap_or(0);
@@ -112,7 +118,7 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
         status.contains("deferred:   handler 'restart app' by app-update"),
         "{status}"
     );
-    let prom = bed.dev.read_string("/run/tend/tend.prom")?;
+    let prom = bed.dev.read_string(&format!("{METRICS_DIR}/tend.prom"))?;
     ensure!(prom.contains("tend_deferred_actions 1\n"), "{prom}");
 
     // Still held on a run that changes nothing: still deferred, the first time kept.
@@ -125,7 +131,10 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
     let out = bed.run()?;
     ensure!(count(&bed, RESTARTS) == 2, "runs after release\n{out}");
     let r = bed.report()?;
-    ensure!(deferred(&r).is_empty() && r["pending_handlers"] == serde_json::json!([]), "{r:#}");
+    ensure!(
+        deferred(&r).is_empty() && r["pending_handlers"] == serde_json::json!([]),
+        "{r:#}"
+    );
     ensure!(!bed.dev.path(DEFERRED)?.exists(), "nothing left deferred");
     bed.run()?.expect_code(0)?;
     ensure!(count(&bed, RESTARTS) == 2, "exactly once");
@@ -155,8 +164,8 @@ fn a_held_inhibitor_defers_a_restart_which_runs_once_after_release_or_past_max_d
 }
 
 #[test]
-fn a_reboot_inside_the_window_waits_for_the_inhibitor_and_happens_once_after_release(
-) -> Result<()> {
+fn a_reboot_inside_the_window_waits_for_the_inhibitor_and_happens_once_after_release() -> Result<()>
+{
     if skip_chroot_tests(
         "a_reboot_inside_the_window_waits_for_the_inhibitor_and_happens_once_after_release",
     ) {
@@ -175,7 +184,10 @@ fn a_reboot_inside_the_window_waits_for_the_inhibitor_and_happens_once_after_rel
     bed.publisher.signed("main", "boot config")?;
     let out = bed.run()?;
     out.expect_code(2)?;
-    ensure!(count(&bed, REBOOTS) == 0, "held off inside the window\n{out}");
+    ensure!(
+        count(&bed, REBOOTS) == 0,
+        "held off inside the window\n{out}"
+    );
     let r = bed.report()?;
     ensure!(
         r["reboot"]["pending"] == true && r["reboot"]["deferred_by"] == "app-update",
@@ -192,7 +204,10 @@ fn a_reboot_inside_the_window_waits_for_the_inhibitor_and_happens_once_after_rel
     let out = bed.run()?;
     ensure!(count(&bed, REBOOTS) == 1, "reboots after release\n{out}");
     let r = bed.report()?;
-    ensure!(r["reboot"]["action"] == "rebooting" && deferred(&r).is_empty(), "{r:#}");
+    ensure!(
+        r["reboot"]["action"] == "rebooting" && deferred(&r).is_empty(),
+        "{r:#}"
+    );
     bed.run()?;
     ensure!(count(&bed, REBOOTS) == 1, "once");
     Ok(())

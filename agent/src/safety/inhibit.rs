@@ -265,7 +265,7 @@ fn unescape(s: &str, c: bool) -> String {
 /// "24h", "90m", "45s": a deferral's length for messages.
 pub fn human(secs: u64) -> String {
     match secs {
-        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 3600 && (s % 3600) / 60 == 0 => format!("{}h", s / 3600),
         s if s >= 3600 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         s if s >= 60 => format!("{}m", s / 60),
         s => format!("{s}s"),

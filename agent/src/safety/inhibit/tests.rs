@@ -138,6 +138,7 @@ fn a_logind_shutdown_block_defers_reboots_only_and_delay_or_sleep_does_not() {
 #[test]
 fn deferral_lengths_read_as_hours_minutes_or_seconds() {
     assert_eq!(human(86400), "24h");
+    assert_eq!(human(90_007), "25h", "seconds past the hour are not shown");
     assert_eq!(human(5400), "1h30m");
     assert_eq!(human(120), "2m");
     assert_eq!(human(7), "7s");
