@@ -39,7 +39,7 @@ fn a_held_lock_file_defers_restarts_and_reboots_under_its_name_and_first_line() 
         name: "app-update".into(),
         why: Some("flashing the modem".into()),
     };
-    assert_eq!(found.restarts, [app.clone()]);
+    assert_eq!(found.restarts, std::slice::from_ref(&app));
     assert_eq!(found.reboots, [app]);
     assert_eq!(
         found.restart_holder().as_deref(),
