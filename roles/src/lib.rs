@@ -21,7 +21,8 @@ pub mod statefile;
 pub mod types;
 
 pub use engine::{
-    converge, converge_with, Desired, Handler, Item, Outcome, ResourceReport, RolePlan, RunSummary,
+    converge, converge_held, converge_with, Desired, Handler, Hold, Item, Outcome, ResourceReport,
+    RolePlan, RunSummary,
 };
 pub use error::{ResourceError, SpecError};
 pub use host::Host;

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tend_roles::printable::printable;
-use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport};
+use tend_roles::{converge_held, DynResource, Host, Outcome, ResourceReport};
 
 use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
+use crate::converge::held::Held;
 use crate::converge::output::{print_check, print_summary};
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
@@ -348,7 +349,27 @@ pub fn converge_tree(
     };
     let (pass, unreadable) =
         crate::converge::prune::prepare(&s.state.path, &v.desired, &v.prune, &host);
-    let mut summary = converge_with(&v.desired, &host, Some(&pending), &mut progress, &mut keep);
+    let mut held = Held::probe(
+        &s.root,
+        &s.state.file(crate::safety::defer::FILE),
+        unix_seconds(SystemTime::now()),
+        s.config.inhibit.max_deferral.as_secs(),
+        s.check,
+    );
+    let mut summary = converge_held(
+        &v.desired,
+        &host,
+        Some(&pending),
+        &mut progress,
+        &mut keep,
+        &mut |name| held.handler(name),
+    );
+    let deferred = held.after_handlers(&summary.deferred, summary.failed() > 0);
+    if let Err(e) = held.save() {
+        summary
+            .errors
+            .push(format!("cannot persist deferred actions: {e}"));
+    }
     let mut orphans = Vec::new();
     match pass.finish(
         &s.state.path,
@@ -392,6 +413,11 @@ pub fn converge_tree(
     s.notifier.status("reporting");
     let mut report = Report::from_summary(s.run_facts(&source, device), &mut summary, &causes);
     report.orphans = orphans;
+    report.deferred = deferred;
+    for m in held.overdue.iter().chain(&held.inhibitors.warnings) {
+        let _ = writeln!(out, "inhibit  {m}");
+        report.warnings.push(m.clone());
+    }
     if let Some(w) = unreadable {
         report.warnings.push(format!(
             "the record of what tend manages was unreadable, so nothing was pruned: {w}"
@@ -516,6 +542,14 @@ pub fn finish(
     let required = report.reboot.take().map(|r| r.required).unwrap_or_default();
     let now = SystemTime::now();
     let id = crate::safety::reboot::boot_id(&s.root);
+    let mut held = Held::probe(
+        &s.root,
+        &s.state.file(crate::safety::defer::FILE),
+        unix_seconds(now),
+        s.config.inhibit.max_deferral.as_secs(),
+        s.check,
+    );
+    let held_by = held.reboot();
     let (summary, reboot_now) = crate::safety::reboot::decide(
         &mut s.run_state.reboot,
         crate::safety::reboot::Decision {
@@ -528,8 +562,25 @@ pub fn finish(
             now: unix_seconds(now),
             boot_id: id.as_deref(),
             happened,
+            held_by: held_by.as_deref(),
         },
     );
+    let deferred_by = summary.as_ref().and_then(|r| r.deferred_by.clone());
+    let owed = s.run_state.reboot.pending.is_some();
+    if let Some(d) = held.after_reboot(deferred_by.as_deref(), reboot_now || !owed) {
+        report.deferred.push(d);
+    }
+    if reboot_now {
+        for m in &held.overdue {
+            let _ = writeln!(out, "inhibit  {m}");
+            report.warnings.push(m.clone());
+        }
+    }
+    if let Err(e) = held.save() {
+        report
+            .errors
+            .push(format!("cannot persist deferred actions: {e}"));
+    }
     if let Some(r) = &summary {
         if let Some(h) = &r.happened {
             let _ = writeln!(out, "tend: rebooted for commit {} as requested", h.commit);

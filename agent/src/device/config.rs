@@ -35,6 +35,7 @@ struct Fragment {
     guard: Option<GuardFragment>,
     reboot: Option<RebootFragment>,
     apply: Option<ApplyFragment>,
+    inhibit: Option<inhibit::InhibitFragment>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,6 +315,7 @@ pub struct Config {
     pub history: usize,
     pub guard: Guard,
     pub reboot: Reboot,
+    pub inhibit: Inhibit,
     /// A commit whose desired state needs more memory than this is invalid (docs/device.md).
     pub max_desired_bytes: u64,
     /// The fragments that were read, in order.
@@ -336,6 +338,7 @@ impl Default for Config {
             history: 20,
             guard: Guard::default(),
             reboot: Reboot::default(),
+            inhibit: Inhibit::default(),
             max_desired_bytes: crate::device::config::DEFAULT_MAX_DESIRED_BYTES,
             fragments: Vec::new(),
         }
@@ -551,6 +554,9 @@ impl Config {
                 self.reboot.command = c;
             }
         }
+        if let Some(i) = f.inhibit {
+            self.inhibit.merge(i);
+        }
         if let Some(m) = f.apply.and_then(|a| a.max_desired_bytes) {
             self.max_desired_bytes = m;
         }
@@ -593,7 +599,10 @@ pub fn expand_globs(root: &Path, patterns: &[String]) -> Vec<String> {
     out
 }
 
+mod inhibit;
 mod mirrors;
+
+pub use inhibit::Inhibit;
 
 #[cfg(test)]
 mod tests;

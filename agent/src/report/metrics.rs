@@ -61,6 +61,11 @@ pub fn render(report: &Report, suspended: bool) -> String {
         report.counts.failed.to_string(),
     );
     gauge(
+        "deferred_actions",
+        "Restarts and reboots an application's inhibitor holds off.",
+        report.deferred.len().to_string(),
+    );
+    gauge(
         "suspended",
         "1 when tend is suspended.",
         u8::from(suspended).to_string(),

@@ -314,6 +314,9 @@ pub struct Report {
     /// Reboots: required by this run, pending, done (docs/safety.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootReport>,
+    /// Restarts and reboots an application's inhibitor holds off (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<crate::safety::defer::Deferred>,
 }
 
 /// An orphan that stays on the device, for the report.
@@ -372,6 +375,7 @@ impl Report {
             guard: None,
             orphans: Vec::new(),
             reboot: None,
+            deferred: Vec::new(),
         }
     }
 

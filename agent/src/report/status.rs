@@ -90,6 +90,8 @@ pub struct Status {
     pub applied: Option<Applied>,
     pub last_run: Option<LastRun>,
     pub pending_handlers: Vec<String>,
+    /// What an application's inhibitor held off in the last run.
+    pub deferred: Vec<crate::safety::defer::Deferred>,
     pub suspended: Option<Suspension>,
     /// The branch head seen last is newer than the applied commit.
     pub lagging: Option<Lag>,
@@ -172,6 +174,7 @@ pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTi
             .and_then(|r| r.git.as_ref())
             .and_then(|g| g.pointer.clone()),
         pending_handlers: pending,
+        deferred: report.map(|r| r.deferred).unwrap_or_default(),
         suspended: suspension(state_dir),
         lagging,
     }
@@ -243,6 +246,15 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
     }
     if !s.pending_handlers.is_empty() {
         writeln!(out, "pending:    {}", s.pending_handlers.join(", "))?;
+    }
+    for d in &s.deferred {
+        writeln!(
+            out,
+            "deferred:   {} by {} (since {})",
+            d.action,
+            d.holder,
+            age(now.saturating_sub(d.since))
+        )?;
     }
     match &s.suspended {
         Some(x) => writeln!(

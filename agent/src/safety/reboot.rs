@@ -100,6 +100,8 @@ pub struct Decision<'a> {
     pub now: u64,
     pub boot_id: Option<&'a str>,
     pub happened: Option<Happened>,
+    /// An application's inhibitor holds reboots off now (its holder).
+    pub held_by: Option<&'a str>,
 }
 
 /// Updates the reboot state for this run; returns the report and whether to reboot now.
@@ -148,6 +150,11 @@ pub fn decide(state: &mut State, d: Decision) -> (Option<RebootReport>, bool) {
             None if !d.window.contains(d.minute) => {
                 format!("waiting for the maintenance window {}", d.window.describe())
             }
+            None if d.held_by.is_some() => {
+                let h = d.held_by.unwrap_or_default();
+                report.deferred_by = Some(h.to_string());
+                format!("deferred: held off by {h}; tend reboots on the first run after it lets go")
+            }
             None => {
                 p.requested = Some(Requested {
                     at: d.now,
@@ -189,6 +196,9 @@ pub struct RebootReport {
     /// The reboot that happened before this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub happened: Option<Happened>,
+    /// Who held the reboot off in this run (an application's inhibitor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_by: Option<String>,
 }
 
 #[cfg(test)]
@@ -234,6 +244,7 @@ mod tests {
             now: 1000,
             boot_id: Some("boot-1"),
             happened: None,
+            held_by: None,
         }
     }
 
@@ -305,5 +316,27 @@ mod tests {
         assert!(!decide(&mut State::default(), path).1);
         let (r, _) = decide(&mut State::default(), decision("c", &[], at(3, 0)));
         assert_eq!(r, None, "nothing to say");
+    }
+
+    #[test]
+    fn a_held_reboot_inside_the_window_is_deferred_and_happens_after_release() {
+        let mut s = State::default();
+        let kernel = vec!["package linux-image-arm64".to_string()];
+        let held = Decision {
+            held_by: Some("app-update"),
+            ..decision("c1", &kernel, at(2, 30))
+        };
+        let (r, now) = decide(&mut s, held);
+        let r = r.unwrap();
+        assert!(!now && r.pending, "{r:?}");
+        assert_eq!(r.deferred_by.as_deref(), Some("app-update"));
+        assert!(r
+            .action
+            .unwrap()
+            .starts_with("deferred: held off by app-update"));
+        assert!(s.pending.as_ref().unwrap().requested.is_none(), "not asked");
+
+        let (r, now) = decide(&mut s, decision("c1", &[], at(2, 40)));
+        assert!(now && r.unwrap().deferred_by.is_none(), "released: reboots");
     }
 }

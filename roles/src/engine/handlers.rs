@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::{step, BeforeApply, Desired, Outcome, ResourceReport, RunSummary, Step};
+use super::{step, BeforeApply, Desired, Hold, Outcome, ResourceReport, RunSummary, Step};
 use crate::host::Host;
 use crate::statefile;
 
@@ -90,6 +90,7 @@ pub(super) fn run_handlers(
     would_notify: &BTreeSet<String>,
     summary: &mut RunSummary,
     before_apply: BeforeApply,
+    hold: Hold,
 ) {
     let known: BTreeSet<&str> = desired.handlers.iter().map(|h| h.name.as_str()).collect();
     for stale in pending.names() {
@@ -121,9 +122,24 @@ pub(super) fn run_handlers(
             handler: true,
             cause: None,
         };
+        let held = if run_failed {
+            None
+        } else {
+            hold(&handler.name)
+        };
         if run_failed {
             report.summary =
                 Some("deferred: the run had failures; the handler stays pending".into());
+        } else if let Some(who) = held {
+            report.summary = Some(format!(
+                "deferred: held off by {}; the handler stays pending",
+                host.redact(&who)
+            ));
+            if host.check {
+                // Nothing was persisted: make the pending list say what a real run would keep.
+                pending.names.insert(handler.name.clone());
+            }
+            summary.deferred.push(handler.name.clone());
         } else {
             match step(handler.resource.as_ref(), host, before_apply) {
                 Step::Unchanged => report.outcome = Outcome::Unchanged,

@@ -4,7 +4,8 @@
 //! order; a failure skips the rest of its role and every role that depends on it; other roles go
 //! on. Notifications are persisted the moment they happen, so a crash or a failed run never loses
 //! a restart; a handler leaves the pending list only after it succeeded. Handlers do not run after
-//! a run with failures (the configuration may be half-applied); they stay pending for the next run.
+//! a run with failures (the configuration may be half-applied), nor while the caller's hold says an
+//! application holds them off; they stay pending for the next run.
 //! An item with `enforce: false` is only audited: read and diffed, reported drifted, never applied,
 //! and it notifies nothing.
 
@@ -115,6 +116,9 @@ pub struct RunSummary {
     /// would change).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reboot: Vec<String>,
+    /// Handlers notified and held off by the caller's [`Hold`] (they stay pending), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deferred: Vec<String>,
 }
 
 impl RunSummary {
@@ -142,6 +146,10 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize, &ResourceReport);
 /// applying it. The agent keeps what the resource is about to replace here.
 pub type BeforeApply<'a> = &'a mut dyn FnMut(&dyn DynResource) -> Result<(), String>;
 
+/// Asked before a notified handler runs, with its name: Some(who) holds it off (an application's
+/// inhibitor); it stays pending and is reported as deferred by who.
+pub type Hold<'a> = &'a mut dyn FnMut(&str) -> Option<String>;
+
 /// Plans and (unless `host.check`) applies `desired`. `pending_path` is where notifications persist.
 pub fn converge(
     desired: &Desired,
@@ -159,6 +167,25 @@ pub fn converge_with(
     pending_path: Option<&Path>,
     progress: Progress,
     before_apply: BeforeApply,
+) -> RunSummary {
+    converge_held(
+        desired,
+        host,
+        pending_path,
+        progress,
+        before_apply,
+        &mut |_| None,
+    )
+}
+
+/// [`converge_with`], asking `hold` before each notified handler runs.
+pub fn converge_held(
+    desired: &Desired,
+    host: &Host,
+    pending_path: Option<&Path>,
+    progress: Progress,
+    before_apply: BeforeApply,
+    hold: Hold,
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     let persist = if host.check { None } else { pending_path };
@@ -283,6 +310,7 @@ pub fn converge_with(
         &would_notify,
         &mut summary,
         before_apply,
+        hold,
     );
     summary.pending_handlers = pending.names();
     summary

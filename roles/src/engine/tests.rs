@@ -259,6 +259,61 @@ fn handler_notified_in_a_failed_run_runs_on_the_next_run() {
     assert_eq!(pending_names(&pending), Vec::<String>::new());
 }
 
+/// An application's inhibitor holds a restart off: the files still converge, the handler stays
+/// pending (on disk) and is reported deferred by its holder; released, it runs exactly once.
+#[test]
+fn a_held_handler_is_deferred_and_pending_and_runs_once_after_release() {
+    let d = tempfile::tempdir().unwrap();
+    let pending = d.path().join("pending.json");
+    let desired = Desired {
+        roles: vec![role("r", &[], vec![item("/1", "x", &["restart"])])],
+        handlers: vec![handler("restart", "/h")],
+    };
+    let host = Host::new(d.path());
+    let mut asked = Vec::new();
+    let s = converge_held(
+        &desired,
+        &host,
+        Some(&pending),
+        &mut |_, _, _| {},
+        &mut |_| Ok(()),
+        &mut |name| {
+            asked.push(name.to_string());
+            Some("app-update".into())
+        },
+    );
+    assert_eq!(fs::read_to_string(d.path().join("1")).unwrap(), "x");
+    assert_eq!(runs(d.path(), "h"), 0, "held off");
+    assert_eq!(asked, ["restart"]);
+    assert_eq!(s.deferred, ["restart"]);
+    assert_eq!(s.pending_handlers, ["restart"]);
+    assert_eq!(pending_names(&pending), ["restart"]);
+    let h = s.resources.iter().find(|r| r.handler).unwrap();
+    assert_eq!(h.outcome, Outcome::Skipped);
+    assert_eq!(
+        h.summary.as_deref(),
+        Some("deferred: held off by app-update; the handler stays pending")
+    );
+
+    // Still held on a run that changes nothing: still deferred, still pending.
+    let s = converge_held(
+        &desired,
+        &host,
+        Some(&pending),
+        &mut |_, _, _| {},
+        &mut |_| Ok(()),
+        &mut |_| Some("app-update".into()),
+    );
+    assert_eq!((runs(d.path(), "h"), s.deferred.len()), (0, 1));
+
+    // Released: the next run restarts once, and the one after that not again.
+    let s = converge(&desired, &host, Some(&pending), &mut |_, _, _| {});
+    assert_eq!(runs(d.path(), "h"), 1);
+    assert!(s.deferred.is_empty() && s.pending_handlers.is_empty());
+    converge(&desired, &host, Some(&pending), &mut |_, _, _| {});
+    assert_eq!(runs(d.path(), "h"), 1, "exactly once");
+}
+
 #[test]
 fn only_changed_resources_and_handlers_marked_reboot_require_one() {
     let d = tempfile::tempdir().unwrap();

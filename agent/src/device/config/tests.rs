@@ -253,3 +253,24 @@ fn globs_expand_in_the_root() {
     );
     assert_eq!(v, ["/etc/tend/vars.d/a.yaml", "/etc/tend/vars.d/b.yaml"]);
 }
+
+#[test]
+fn inhibit_max_deferral_is_a_day_unless_configured() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc/tend")).unwrap();
+    let c = Config::load(d.path()).unwrap();
+    assert_eq!(c.inhibit.max_deferral, Duration::from_secs(86_400));
+    std::fs::write(
+        d.path().join(ADMIN_CONFIG),
+        "inhibit:\n  max_deferral: 3600\n",
+    )
+    .unwrap();
+    let c = Config::load(d.path()).unwrap();
+    assert_eq!(c.inhibit.max_deferral, Duration::from_secs(3600));
+    std::fs::write(
+        d.path().join(ADMIN_CONFIG),
+        "inhibit:\n  max_deferal: 3600\n",
+    )
+    .unwrap();
+    assert!(Config::load(d.path()).is_err(), "a misspelt key");
+}
