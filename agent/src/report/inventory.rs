@@ -79,6 +79,10 @@ pub fn attributes(
         if let Some(p) = &g.pointer {
             a.push(("tend_stale", p.stale.to_string()));
         }
+        if let Some(w) = &g.rollout {
+            a.push(("tend_wave", format!("{}/{}", w.wave, w.waves)));
+            a.push(("tend_wave_applies_at", w.applies_at.clone()));
+        }
     }
     a.push(("tend_last_run", rfc3339(r.finished)));
     if let Some(good) = &run_state.last_good {
@@ -108,6 +112,15 @@ pub fn attributes(
         a.push(("tend_revert_cause", rv.cause.clone()));
     }
     a
+}
+
+/// The wave attributes as one string, for telling whether Mender must hear of a change.
+pub fn wave(r: &Report) -> Option<String> {
+    let w = r.git.as_ref()?.rollout.as_ref()?;
+    Some(format!(
+        "{}/{} {} {}",
+        w.wave, w.waves, w.applies_at, w.waiting
+    ))
 }
 
 /// The run's first error: a run-level one, else the first failed resource's, named.

@@ -78,6 +78,28 @@ pub fn render(report: &Report, suspended: bool) -> String {
             u8::from(p.stale).to_string(),
         );
     }
+    if let Some(w) = report.git.as_ref().and_then(|g| g.rollout.as_ref()) {
+        gauge(
+            "rollout_wave",
+            "This device's wave of its stage's rollout for the head.",
+            w.wave.to_string(),
+        );
+        gauge(
+            "rollout_waves",
+            "The number of waves of the stage's rollout.",
+            w.waves.to_string(),
+        );
+        gauge(
+            "rollout_applies_at_seconds",
+            "When the head applies on this device (Unix seconds): its time plus (wave - 1) x spacing.",
+            w.applies_at_seconds.to_string(),
+        );
+        gauge(
+            "rollout_waiting",
+            "1 while the head waits for this device's wave (the device stays on its last good commit).",
+            u8::from(w.waiting).to_string(),
+        );
+    }
     if let Some(secs) = throttled.and_then(|t| t.retry_after_seconds) {
         gauge(
             "fetch_retry_after_seconds",
