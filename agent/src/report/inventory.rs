@@ -269,6 +269,25 @@ mod tests {
     }
 
     #[test]
+    fn a_wave_is_the_tend_wave_and_tend_wave_applies_at_attributes() {
+        let mut r = blank("run", "git");
+        r.git = Some(crate::report::GitInfo::default());
+        let get = |r: &Report, k: &str| {
+            attributes(Some(r), &RunState::default(), None)
+                .into_iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(&r, "tend_wave"), None, "no rollout: no attribute");
+        r.git.as_mut().unwrap().rollout = Some(crate::report::RolloutInfo::waiting_example());
+        assert_eq!(get(&r, "tend_wave").as_deref(), Some("3/10"));
+        assert_eq!(
+            get(&r, "tend_wave_applies_at").as_deref(),
+            Some("2026-12-07T15:00:00Z")
+        );
+    }
+
+    #[test]
     fn a_stale_pointer_is_the_tend_stale_attribute() {
         let mut r = blank("run", "git");
         r.git = Some(crate::report::GitInfo::default());

@@ -240,4 +240,25 @@ mod tests {
         r.git.as_mut().unwrap().pointer.as_mut().unwrap().stale = false;
         assert!(render(&r, false).contains("tend_pointer_stale 0"));
     }
+
+    #[test]
+    fn a_rollout_is_its_wave_waves_and_applies_at_gauges() {
+        let mut r =
+            crate::report::blank(std::time::SystemTime::UNIX_EPOCH, std::time::Duration::ZERO);
+        r.git = Some(GitInfo::default());
+        assert!(
+            !render(&r, false).contains("tend_rollout_"),
+            "no rollout: no gauges"
+        );
+        r.git.as_mut().unwrap().rollout = Some(crate::report::RolloutInfo::waiting_example());
+        let text = render(&r, false);
+        for line in [
+            "tend_rollout_wave 3\n",
+            "tend_rollout_waves 10\n",
+            "tend_rollout_applies_at_seconds 1765119600\n",
+            "tend_rollout_waiting 1\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
+    }
 }

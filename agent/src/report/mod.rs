@@ -15,6 +15,9 @@ pub mod notify;
 pub mod publish;
 pub mod runstate;
 pub mod status;
+mod wave;
+
+pub use wave::RolloutInfo;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -130,35 +133,6 @@ pub struct GitInfo {
     /// The head's wave, when the repo gives its stage a `rollout:` (see `run::waves`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutInfo>,
-}
-
-/// This device's wave for the head, and when the head applies on it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RolloutInfo {
-    /// 1..=waves.
-    pub wave: u32,
-    pub waves: u32,
-    /// RFC 3339: the head's time plus (wave - 1) × spacing, or the head's time when urgent.
-    pub applies_at: String,
-    /// The same, Unix seconds.
-    pub applies_at_seconds: i64,
-    /// The head is not applied yet: the device stays on its last good commit until then.
-    pub waiting: bool,
-    /// The head carries `Tend-Urgent: yes` and skipped the waves.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub urgent: bool,
-}
-
-impl RolloutInfo {
-    /// "wave 3 of 10, applies at 2026-12-07T13:00:00Z" (the summary and status lines).
-    pub fn describe(&self) -> String {
-        let verb = if self.waiting { "applies" } else { "applied" };
-        let urgent = if self.urgent { " (urgent)" } else { "" };
-        format!(
-            "wave {} of {}, {verb} at {}{urgent}",
-            self.wave, self.waves, self.applies_at
-        )
-    }
 }
 
 /// The newest valid stage pointer as a run judged it (see `source::pointer`).
