@@ -92,6 +92,27 @@ impl Publisher {
     /// Commits everything on `branch`, signed with `key` (or unsigned), pushes it, and returns
     /// the commit id.
     pub fn publish(&self, branch: &str, message: &str, key: Option<&Path>) -> Result<String> {
+        self.publish_with_env(branch, message, key, &[])
+    }
+
+    /// [`Publisher::signed`] with the committer date `date` (`GIT_COMMITTER_DATE`, e.g.
+    /// `1765100000 +0000`): the signed time a device's rollout waves count from.
+    pub fn signed_at(&self, branch: &str, message: &str, date: &str) -> Result<String> {
+        self.publish_with_env(
+            branch,
+            message,
+            Some(&self.key),
+            &[("GIT_COMMITTER_DATE", date)],
+        )
+    }
+
+    fn publish_with_env(
+        &self,
+        branch: &str,
+        message: &str,
+        key: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Result<String> {
         let dir = self.work.path();
         if git(dir, &["symbolic-ref", "--short", "HEAD"])? != branch {
             let exists = git(dir, &["rev-parse", "--verify", "-q", branch]).is_ok();
@@ -112,7 +133,11 @@ impl Publisher {
             args.push("-S".into());
         }
         args.extend(["--allow-empty".into(), "-m".into(), message.into()]);
-        git(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        git_with_env(
+            dir,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            env,
+        )?;
         let bare = self.bare.display().to_string();
         git(
             dir,

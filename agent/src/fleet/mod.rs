@@ -9,6 +9,7 @@ pub mod load;
 pub mod model;
 pub mod render;
 pub mod resolve;
+pub mod rollout;
 mod sources;
 pub mod validate;
 pub mod vars;

@@ -75,7 +75,21 @@ pub struct FleetFile {
     /// own `prune` wins). See docs/safety.md.
     #[serde(default)]
     pub prune: Option<Spanned<Value>>,
+    /// Waves per stage (see `fleet::rollout`).
+    #[serde(default)]
+    pub rollout: Option<RolloutBlock>,
 }
+
+/// One stage's entry of `rollout:`, as written (checked by `fleet::rollout`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutEntry {
+    pub waves: Spanned<Value>,
+    pub spacing: Spanned<Value>,
+}
+
+/// `rollout:` as written: stage → its entry.
+pub type RolloutBlock = Keyed<Spanned<RolloutEntry>>;
 
 /// `groups/<name>.yaml`
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +99,9 @@ pub struct GroupFile {
     pub vars: Vars,
     #[serde(default)]
     pub roles: Names,
+    /// Replaces fleet.yaml's rollout of a stage for the devices in this group.
+    #[serde(default)]
+    pub rollout: Option<RolloutBlock>,
 }
 
 /// `devices/<id>.yaml`

@@ -64,6 +64,43 @@ pub fn resolve(
         None
     });
 
+    let groups = groups(fleet, device_id, device.as_ref(), device_type, diags);
+
+    let mut wanted = refs(&fleet.file.roles, FLEET_FILE);
+    for g in &groups {
+        wanted.extend(refs(&g.file.roles, &Fleet::group_path(&g.name)));
+    }
+    if let Some(d) = &device {
+        wanted.extend(refs(&d.roles, &device_path));
+    }
+
+    let mut order = Order {
+        fleet,
+        roles: Vec::new(),
+        visiting: Vec::new(),
+        failed: BTreeSet::new(),
+    };
+    for r in wanted {
+        order.visit(r, diags);
+    }
+    Resolved {
+        device_id: device_id.to_string(),
+        device,
+        groups,
+        roles: order.roles,
+    }
+}
+
+/// The groups of device `device_id` (its file `device`), lowest precedence first: its
+/// device-type group, if the repo has one, then those its file lists.
+pub fn groups(
+    fleet: &Fleet,
+    device_id: &str,
+    device: Option<&DeviceFile>,
+    device_type: Option<&str>,
+    diags: &mut Diagnostics,
+) -> Vec<LoadedGroup> {
+    let device_path = Fleet::device_path(device_id);
     let mut groups = Vec::new();
     if let Some(t) = device_type.filter(|t| check_name("group", t).is_ok()) {
         match fleet.group(t) {
@@ -103,30 +140,7 @@ pub fn resolve(
             Err(d) => diags.push(d),
         }
     }
-
-    let mut wanted = refs(&fleet.file.roles, FLEET_FILE);
-    for g in &groups {
-        wanted.extend(refs(&g.file.roles, &Fleet::group_path(&g.name)));
-    }
-    if let Some(d) = &device {
-        wanted.extend(refs(&d.roles, &device_path));
-    }
-
-    let mut order = Order {
-        fleet,
-        roles: Vec::new(),
-        visiting: Vec::new(),
-        failed: BTreeSet::new(),
-    };
-    for r in wanted {
-        order.visit(r, diags);
-    }
-    Resolved {
-        device_id: device_id.to_string(),
-        device,
-        groups,
-        roles: order.roles,
-    }
+    groups
 }
 
 struct Order<'a, 't> {

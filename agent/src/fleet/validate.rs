@@ -74,6 +74,8 @@ pub struct Validated {
     pub checks: Vec<crate::safety::health::Check>,
     /// `prune:` of fleet.yaml and of each role of this device.
     pub prune: crate::fleet::validate::Settings,
+    /// `rollout:` for this device, per stage.
+    pub rollout: crate::fleet::rollout::Rollouts,
 }
 
 /// `prune:` as the fleet repo sets it for this device.
@@ -123,6 +125,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         let flag = prune_flag(&role.path(), role.file.prune.as_ref(), &mut diags);
         prune.roles.insert(role.name.clone(), flag);
     }
+    let rollout = crate::fleet::rollout::for_device(&fleet, &resolved.groups, &mut diags);
 
     let budget = Budget::new(inputs.max_desired_bytes);
     let mut desired = Desired::default();
@@ -268,6 +271,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         redactor,
         checks,
         prune,
+        rollout,
     })
 }
 

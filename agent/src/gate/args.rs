@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::verdict::parse_duration;
 use super::{default_max_age, GateOptions};
+use crate::clock::parse_duration;
 use crate::exit;
 
 /// Environment variables holding the Mender personal access token, in order of preference.

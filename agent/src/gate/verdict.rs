@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use super::head::Match;
 use super::mender::Device;
+#[cfg(test)]
+use crate::clock::parse_duration;
 
 /// Statuses that mean the last run did not converge (see `inventory::status_word`).
 const FAILED_STATUSES: &[&str] = &["failed", "invalid", "error"];
@@ -148,30 +150,6 @@ pub fn parse_time(text: &str) -> Option<i64> {
         .parse::<jiff::Timestamp>()
         .ok()
         .map(|t| t.as_second())
-}
-
-/// `90m`, `2h`, `45s`, `1d`, or plain seconds; for `--max-age`, `--wait` and `--interval`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 90m, 2h, 45s or 1d"))?;
-    let factor = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}`; use s, m, h or d"
-            ))
-        }
-    };
-    n.checked_mul(factor)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{text}` is too long"))
 }
 
 /// A duration the way it was likely typed: `90 min`, `2 h`, `45 s`.

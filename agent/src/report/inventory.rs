@@ -79,6 +79,10 @@ pub fn attributes(
         if let Some(p) = &g.pointer {
             a.push(("tend_stale", p.stale.to_string()));
         }
+        if let Some(w) = &g.rollout {
+            a.push(("tend_wave", format!("{}/{}", w.wave, w.waves)));
+            a.push(("tend_wave_applies_at", w.applies_at.clone()));
+        }
     }
     a.push(("tend_last_run", rfc3339(r.finished)));
     if let Some(good) = &run_state.last_good {
@@ -108,6 +112,15 @@ pub fn attributes(
         a.push(("tend_revert_cause", rv.cause.clone()));
     }
     a
+}
+
+/// The wave attributes as one string, for telling whether Mender must hear of a change.
+pub fn wave(r: &Report) -> Option<String> {
+    let w = r.git.as_ref()?.rollout.as_ref()?;
+    Some(format!(
+        "{}/{} {} {}",
+        w.wave, w.waves, w.applies_at, w.waiting
+    ))
 }
 
 /// The run's first error: a run-level one, else the first failed resource's, named.
@@ -253,6 +266,25 @@ mod tests {
         assert_eq!(get("tend_reverted_commit"), Some("abc"));
         assert_eq!(get("tend_failed_check"), Some("web: web answers"));
         assert!(get("tend_revert_cause").unwrap().contains("web answers"));
+    }
+
+    #[test]
+    fn a_wave_is_the_tend_wave_and_tend_wave_applies_at_attributes() {
+        let mut r = blank("run", "git");
+        r.git = Some(crate::report::GitInfo::default());
+        let get = |r: &Report, k: &str| {
+            attributes(Some(r), &RunState::default(), None)
+                .into_iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v)
+        };
+        assert_eq!(get(&r, "tend_wave"), None, "no rollout: no attribute");
+        r.git.as_mut().unwrap().rollout = Some(crate::report::RolloutInfo::waiting_example());
+        assert_eq!(get(&r, "tend_wave").as_deref(), Some("3/10"));
+        assert_eq!(
+            get(&r, "tend_wave_applies_at").as_deref(),
+            Some("2026-12-07T15:00:00Z")
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Shown {
     /// learns at once that something on the device fights the config (the counts follow).
     #[serde(default)]
     pub drift: bool,
+    /// `tend_wave` and `tend_wave_applies_at`: a rollout gate reads them, so a device that
+    /// starts or stops waiting tells Mender at once.
+    #[serde(default)]
+    pub wave: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -100,6 +104,7 @@ mod tests {
             error: String::new(),
             suspended: false,
             drift: false,
+            wave: String::new(),
         }
     }
 

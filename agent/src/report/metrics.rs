@@ -83,6 +83,28 @@ pub fn render(report: &Report, suspended: bool) -> String {
             u8::from(p.stale).to_string(),
         );
     }
+    if let Some(w) = report.git.as_ref().and_then(|g| g.rollout.as_ref()) {
+        gauge(
+            "rollout_wave",
+            "This device's wave of its stage's rollout for the head.",
+            w.wave.to_string(),
+        );
+        gauge(
+            "rollout_waves",
+            "The number of waves of the stage's rollout.",
+            w.waves.to_string(),
+        );
+        gauge(
+            "rollout_applies_at_seconds",
+            "When the head applies on this device (Unix seconds): its time plus (wave - 1) x spacing.",
+            w.applies_at_seconds.to_string(),
+        );
+        gauge(
+            "rollout_waiting",
+            "1 while the head waits for this device's wave (the device stays on its last good commit).",
+            u8::from(w.waiting).to_string(),
+        );
+    }
     if let Some(secs) = throttled.and_then(|t| t.retry_after_seconds) {
         gauge(
             "fetch_retry_after_seconds",
@@ -222,5 +244,26 @@ mod tests {
         assert!(render(&r, false).contains("tend_pointer_stale 1"));
         r.git.as_mut().unwrap().pointer.as_mut().unwrap().stale = false;
         assert!(render(&r, false).contains("tend_pointer_stale 0"));
+    }
+
+    #[test]
+    fn a_rollout_is_its_wave_waves_and_applies_at_gauges() {
+        let mut r =
+            crate::report::blank(std::time::SystemTime::UNIX_EPOCH, std::time::Duration::ZERO);
+        r.git = Some(GitInfo::default());
+        assert!(
+            !render(&r, false).contains("tend_rollout_"),
+            "no rollout: no gauges"
+        );
+        r.git.as_mut().unwrap().rollout = Some(crate::report::RolloutInfo::waiting_example());
+        let text = render(&r, false);
+        for line in [
+            "tend_rollout_wave 3\n",
+            "tend_rollout_waves 10\n",
+            "tend_rollout_applies_at_seconds 1765119600\n",
+            "tend_rollout_waiting 1\n",
+        ] {
+            assert!(text.contains(line), "{line}{text}");
+        }
     }
 }

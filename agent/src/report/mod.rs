@@ -15,6 +15,9 @@ pub mod notify;
 pub mod publish;
 pub mod runstate;
 pub mod status;
+mod wave;
+
+pub use wave::RolloutInfo;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -127,6 +130,9 @@ pub struct GitInfo {
     /// With `source.pointer`: the newest valid pointer, and whether it is stale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pointer: Option<PointerInfo>,
+    /// The head's wave, when the repo gives its stage a `rollout:` (see `run::waves`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutInfo>,
 }
 
 /// The newest valid stage pointer as a run judged it (see `source::pointer`).
@@ -470,6 +476,14 @@ pub fn corrective_note(r: &Report) -> String {
     match r.counts.corrective {
         0 => String::new(),
         n => format!(" ({n} corrective)"),
+    }
+}
+
+/// "; wave 3 of 10, applies at …" at the end of the summary line, when the stage has waves.
+pub fn rollout_note(r: &Report) -> String {
+    match r.git.as_ref().and_then(|g| g.rollout.as_ref()) {
+        Some(w) => format!("; {}", w.describe()),
+        None => String::new(),
     }
 }
 

@@ -15,7 +15,8 @@ use crate::device::state::{StateDir, REPORT_FILE};
 use crate::report::notify::Notifier;
 use crate::report::runstate::RunState;
 use crate::report::{
-    corrective_note, drifted_note, inventory, lastrun, mender, metrics, status, Report, RunResult,
+    corrective_note, drifted_note, inventory, lastrun, mender, metrics, rollout_note, status,
+    Report, RunResult,
 };
 
 /// Where a report goes, borrowed from the run that made it.
@@ -82,12 +83,13 @@ fn journal_line(report: &Report) {
         corrective = report.counts.corrective,
         drifted = report.counts.drifted,
         failed = report.counts.failed,
-        "run finished: {}, {} changed{}, {} failed{}",
+        "run finished: {}, {} changed{}, {} failed{}{}",
         report.result.as_str(),
         report.counts.changed,
         corrective_note(report),
         report.counts.failed,
-        drifted_note(report)
+        drifted_note(report),
+        rollout_note(report)
     );
 }
 
@@ -101,6 +103,7 @@ fn tell_mender(report: &Report, suspended: bool, heartbeat: Duration, run_state:
         error: inventory::first_error(report).unwrap_or_default(),
         suspended,
         drift: report.counts.corrective + report.counts.drifted > 0,
+        wave: inventory::wave(report).unwrap_or_default(),
     };
     let now = unix_seconds(SystemTime::now());
     if !mender::due(run_state.inventory.as_ref(), &shown, now, heartbeat) {

@@ -98,6 +98,9 @@ pub struct Status {
     /// With `source.pointer`: the newest valid pointer, and whether it is stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<crate::report::PointerInfo>,
+    /// When the stage has waves: this device's wave for the head, and when it applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::report::RolloutInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,7 +155,12 @@ pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTi
         (g.fell_back || head != good.commit).then(|| Lag {
             applied: good.commit.clone(),
             head,
-            reason: g.refused.clone(),
+            reason: g.refused.clone().or_else(|| {
+                g.rollout
+                    .as_ref()
+                    .filter(|w| w.waiting)
+                    .map(|w| w.describe())
+            }),
         })
     });
     Status {
@@ -173,6 +181,10 @@ pub fn status(root: &Path, state_dir: &Path, run_state: &RunState, now: SystemTi
             .as_ref()
             .and_then(|r| r.git.as_ref())
             .and_then(|g| g.pointer.clone()),
+        rollout: report
+            .as_ref()
+            .and_then(|r| r.git.as_ref())
+            .and_then(|g| g.rollout.clone()),
         pending_handlers: pending,
         deferred: report.map(|r| r.deferred).unwrap_or_default(),
         suspended: suspension(state_dir),
@@ -243,6 +255,9 @@ pub fn print(out: &mut dyn Write, s: &Status, now: SystemTime) -> std::io::Resul
             )?,
             _ => writeln!(out, "pointer:    none accepted yet (stale)")?,
         }
+    }
+    if let Some(w) = &s.rollout {
+        writeln!(out, "rollout:    {}", w.describe())?;
     }
     if !s.pending_handlers.is_empty() {
         writeln!(out, "pending:    {}", s.pending_handlers.join(", "))?;

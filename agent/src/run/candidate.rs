@@ -68,6 +68,8 @@ pub(super) struct Candidate {
     /// Read from the image's seed bundle because the server was unreachable: the connectivity
     /// guard cannot blame the commit for what was already unreachable before it applied.
     pub(super) from_seed: bool,
+    /// The signed committer (or tagger) time it was verified with: where its waves start.
+    pub(super) signed_time: Option<i64>,
 }
 
 /// Follows the subscription: the current branch, moved by `subscribed_branch` in the device file.
@@ -249,6 +251,7 @@ fn verified_branch_head(
         }
         None => None,
     };
+    let signed_time = dated.as_ref().map(|(_, t)| *t);
     if !s.check {
         s.run_state
             .last_verified
@@ -270,6 +273,7 @@ fn verified_branch_head(
         tree: Arc::new(tree),
         cycle: None,
         from_seed,
+        signed_time,
     })
 }
 
@@ -390,6 +394,7 @@ fn verified_stage_tag(
         tree: Arc::new(tree),
         cycle: None,
         from_seed: false,
+        signed_time: time,
     })
 }
 
@@ -473,5 +478,6 @@ pub(super) fn one_shot(
         tree: Arc::new(tree),
         cycle: None,
         from_seed: false,
+        signed_time: None,
     })
 }

@@ -23,6 +23,7 @@ use crate::source::verify::TrustRoots;
 mod candidate;
 mod pointer;
 mod sources;
+pub mod waves;
 
 use candidate::{follow, one_shot, Refused};
 
@@ -210,6 +211,23 @@ pub fn run(o: &RunOptions, out: &mut dyn Write) -> Result<Converged, RunError> {
                 converged.report.result = crate::report::RunResult::Reverted;
                 break 'head converged;
             }
+            git.rollout = waves::consider(&s, &repo, &c, o.reference.is_some());
+            if let (Some(w), Some(good)) = (
+                git.rollout.as_ref().filter(|w| w.waiting),
+                s.run_state.last_good.clone(),
+            ) {
+                // Not this device's wave yet: stay on the last good commit, not a failure.
+                let _ = writeln!(
+                    out,
+                    "tend: {}: commit {} of {} waits; staying on the last good commit",
+                    w.describe(),
+                    short(&c.commit),
+                    c.branch
+                );
+                tracing::info!(wave = w.wave, waves = w.waves, applies_at = %w.applies_at, "waiting for this device's wave");
+                git.head = Some(c.commit.to_string());
+                break 'head last_good(&s, &repo, &good, &mut git, out)?;
+            }
             let cycle = c.cycle.clone();
             let commit = c.commit.to_string();
             let mut converged = converge_tree(&s, c.tree, source, Some(&commit), out)?;
@@ -344,6 +362,21 @@ fn fall_back(
             handlers_run: Vec::new(),
         });
     };
+    let mut converged = last_good(s, repo, &good, git, out)?;
+    converged.report.errors.splice(0..0, errors);
+    converged.report.result = crate::report::RunResult::Failed;
+    converged.exit |= exit::FAILED;
+    Ok(converged)
+}
+
+/// Converges to the last good commit `good`, filling `git` with it.
+fn last_good(
+    s: &Session,
+    repo: &LocalRepo,
+    good: &crate::report::runstate::GoodCommit,
+    git: &mut GitInfo,
+    out: &mut dyn Write,
+) -> Result<Converged, RunError> {
     let commit = gix::ObjectId::from_hex(good.commit.as_bytes()).map_err(|e| RunError::State {
         path: "state.json".into(),
         source: std::io::Error::other(e.to_string()),
@@ -371,9 +404,5 @@ fn fall_back(
             &good.commit[..12.min(good.commit.len())]
         ),
     };
-    let mut converged = converge_tree(s, Arc::new(tree), source, Some(&good.commit), out)?;
-    converged.report.errors.splice(0..0, errors);
-    converged.report.result = crate::report::RunResult::Failed;
-    converged.exit |= exit::FAILED;
-    Ok(converged)
+    converge_tree(s, Arc::new(tree), source, Some(&good.commit), out)
 }
