@@ -56,6 +56,7 @@ fn doc(stage: &str, commit: &str, sequence: u64, issued: i64, expires: i64) -> D
         sequence,
         issued: crate::clock::rfc3339(issued as u64),
         expires: crate::clock::rfc3339(expires as u64),
+        bundles: Vec::new(),
     }
 }
 
@@ -71,6 +72,7 @@ fn state_with(stage: &str, commit: &str, sequence: u64) -> State {
             sequence,
             issued: T0,
             expires: T0 + 86_400,
+            bundles: Vec::new(),
         }),
         ..Default::default()
     }
@@ -89,7 +91,8 @@ fn a_signed_fresh_pointer_for_the_stage_is_accepted() {
             commit: A.into(),
             sequence: 7,
             issued: T0,
-            expires: T0 + 3600
+            expires: T0 + 3600,
+            bundles: Vec::new(),
         }
     );
     assert_eq!(signer.principal, "ci@example.com");
@@ -269,6 +272,7 @@ fn stale_is_expired_or_older_than_max_staleness() {
         sequence: 1,
         issued: T0,
         expires: T0 + 7200,
+        bundles: Vec::new(),
     };
     assert!(!is_stale(&p, T0 + 3600, None));
     assert!(!is_stale(&p, T0 + 3600, Some(3600)));
