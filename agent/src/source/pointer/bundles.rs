@@ -79,11 +79,7 @@ fn plain_name(name: &str) -> bool {
 
 /// The bundle to fetch: the smallest whose prerequisite `has` says the device has, else the full
 /// one; a bundle larger than `max_bytes` is never chosen.
-pub fn pick<'a>(
-    list: &'a [Bundle],
-    max_bytes: u64,
-    has: impl Fn(&ObjectId) -> bool,
-) -> Option<&'a Bundle> {
+pub fn pick(list: &[Bundle], max_bytes: u64, has: impl Fn(&ObjectId) -> bool) -> Option<&Bundle> {
     let fits = |b: &&Bundle| b.size <= max_bytes;
     let connects = list
         .iter()
