@@ -199,11 +199,17 @@ fn an_incremental_bundle_is_used_when_it_connects_the_full_one_otherwise_and_a_b
         );
     }
 
-    // The same size of change through git, for the comparison.
+    // No bundle listed: git, as without bundles; and the same size of change through git, for
+    // the comparison.
     let c8 = note(&bed, 8)?;
     publish(&bed, &[])?;
     reaches(&bed, &c8)?;
-    let by_git = wire(&since(&bed, &mut seen)?);
+    let plain = since(&bed, &mut seen)?;
+    ensure!(
+        git_requests(&plain) > 0 && bundle_requests(&plain).is_empty(),
+        "no bundle listed: git serves: {plain:?}"
+    );
+    let by_git = wire(&plain);
     eprintln!(
         "bytes on the wire to reach a new commit (one line of one file changed): \
          pointer + incremental bundle {by_bundle}, pointer + git fetch {by_git}"
