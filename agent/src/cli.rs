@@ -163,6 +163,12 @@ pub enum PublishWhat {
         /// Write the pointer here (atomically); default: standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Also write git bundles of the head beside --out and list them in the pointer.
+        #[arg(long, requires = "out")]
+        bundles: bool,
+        /// With --bundles: incremental bundles from this many of the last pointers' commits.
+        #[arg(long, value_name = "N", default_value_t = 5, requires = "bundles")]
+        incremental: usize,
         /// The fleet repo.
         #[arg(default_value = ".")]
         dir: PathBuf,
@@ -327,14 +333,29 @@ fn run_publish(what: PublishWhat) -> u8 {
         expires,
         key,
         out: file,
+        bundles,
+        incremental,
         dir,
     } = what;
+    let bundles = match file.as_deref().filter(|_| bundles) {
+        Some(out) => {
+            match crate::source::pointer::publish_bundles::BundleOut::beside(out, incremental) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    errln(format_args!("tend publish pointer: {e}"));
+                    return exit::COULD_NOT_RUN;
+                }
+            }
+        }
+        None => None,
+    };
     let p = crate::source::pointer::publish::Publish {
         repo: dir,
         stage,
         sequence,
         expires,
         key,
+        bundles,
     };
     let now = jiff::Timestamp::now().as_second();
     let bytes = match crate::source::pointer::publish::pointer(&p, now) {
@@ -355,14 +376,22 @@ fn run_publish(what: PublishWhat) -> u8 {
         ),
         None => std::io::stdout().lock().write_all(&bytes),
     };
-    match written {
-        Ok(()) => exit::OK,
-        Err(e) => {
-            let to = file.map_or("standard output".into(), |f| f.display().to_string());
-            errln(format_args!("tend publish pointer: writing {to}: {e}"));
-            exit::COULD_NOT_RUN
+    if let Err(e) = written {
+        let to = file.map_or("standard output".into(), |f| f.display().to_string());
+        errln(format_args!("tend publish pointer: writing {to}: {e}"));
+        return exit::COULD_NOT_RUN;
+    }
+    // Bundles no pointer lists any more go once the new pointer is in place.
+    if let Some(b) = &p.bundles {
+        let listed = crate::source::pointer::split(&bytes)
+            .and_then(|(payload, _)| crate::source::pointer::parse(payload))
+            .map(|(doc, _, _)| doc.bundles);
+        if let Err(e) = listed.map(|l| b.prune(&l)).unwrap_or(Ok(())) {
+            errln(format_args!("tend publish pointer: {e}"));
+            return exit::COULD_NOT_RUN;
         }
     }
+    exit::OK
 }
 
 /// The state dir and run state from the device config, for the commands that only read them.

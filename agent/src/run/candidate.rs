@@ -163,7 +163,13 @@ fn verified_branch_head(
     } else {
         s.notifier.status(&format!("fetching {branch}"));
     }
-    let fetched = match known {
+    let bundled = match (&pointed, known) {
+        (Some(p), None) if !p.bundles.is_empty() => {
+            super::pointer::from_bundle(sources.current(), repo, branch, p, warnings)
+        }
+        _ => None,
+    };
+    let fetched = match known.or(bundled) {
         Some(c) => Ok(c),
         None => sources
             .fetch(&format!("fetching {branch}"), |src| {

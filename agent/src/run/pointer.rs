@@ -17,6 +17,10 @@ pub(super) struct Pointed {
     pub(super) unchanged: bool,
     /// That kept pointer has expired: it vouches for nothing new, so git is not asked.
     pub(super) expired: bool,
+    /// The URL that served the pointer: its bundles are beside it.
+    pub(super) url: String,
+    /// The pointer's signed bundle list.
+    pub(super) bundles: Vec<pointer::Bundle>,
 }
 
 /// Polls and checks the pointer for `branch`; None when no pointer applies to it. An error is
@@ -100,7 +104,49 @@ pub(super) fn consult(
         commit,
         unchanged,
         expired,
+        url,
+        bundles: accepted.bundles,
     }))
+}
+
+/// Brings the pointer's commit from its bundles (`source::pointer::bundles`): the smallest that
+/// connects to what `repo` has, else the full one. None when no bundle fits or the one chosen
+/// was refused (a warning in the report says why); git then serves the run.
+pub(super) fn from_bundle(
+    src: &SourceConfig,
+    repo: &crate::source::fetch::LocalRepo,
+    branch: &str,
+    p: &Pointed,
+    warnings: &mut Vec<String>,
+) -> Option<gix::ObjectId> {
+    let has = |id: &gix::ObjectId| repo.raw_commit(id).is_ok();
+    let chosen = pointer::bundles::pick(&p.bundles, src.max_fetch_bytes, has)?;
+    let client = match crate::source::fetch::http_client(src) {
+        Ok(c) => c,
+        Err(e) => {
+            warnings.push(format!("bundle {}: {e}; fetching with git", chosen.file));
+            return None;
+        }
+    };
+    let part = repo.path().join("tend-bundle.part");
+    match pointer::bundles::fetch_and_import(&client, &p.url, chosen, &part, repo, branch, p.commit)
+    {
+        Ok(()) => {
+            tracing::info!(
+                bundle = %chosen.file,
+                bytes = chosen.size,
+                incremental = chosen.prerequisite.is_some(),
+                "objects from the pointer's bundle: no git request"
+            );
+            Some(p.commit)
+        }
+        Err(why) => {
+            let line = format!("{why}; fetching with git");
+            tracing::warn!("{line}");
+            warnings.push(line);
+            None
+        }
+    }
 }
 
 /// Polls each URL in order until one answers; a URL that cannot be reached or fails as a

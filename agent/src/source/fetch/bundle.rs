@@ -6,6 +6,10 @@
 //! from the git server. It is read in-process (git's bundle format: a header naming the refs,
 //! then a pack) and its pack is indexed into the local repo with gix, so no `git` binary is
 //! needed on the device.
+//!
+//! The same reader imports the bundles CI publishes beside the stage pointer
+//! (`source::pointer::bundles`): the pointer's signed list vouches for their bytes, and the head
+//! they carry is then verified like a fetched one.
 
 use std::io::{BufRead, Read};
 use std::path::Path;
@@ -50,17 +54,71 @@ impl LocalRepo {
         else {
             return Ok(None);
         };
+        self.unpack(
+            &mut reader,
+            &header,
+            head,
+            branch,
+            "tend: seeded from the image's bundle",
+        )
+        .map_err(bad)?;
+        Ok(Some(head))
+    }
+
+    /// Imports a bundle fetched from static hosting (`source.pointer`'s bundle list), whose
+    /// size and sha256 the signed pointer vouched for: its refs must name `commit` as
+    /// `refs/heads/<branch>`, which then becomes `refs/remotes/origin/<branch>` as after a fetch.
+    /// The error is the reason, for the caller to report before it falls back to git.
+    pub fn import_fetched_bundle(
+        &self,
+        bundle: &Path,
+        branch: &str,
+        commit: ObjectId,
+    ) -> Result<(), String> {
+        let file = std::fs::File::open(bundle)
+            .map_err(|e| format!("opening {}: {e}", bundle.display()))?;
+        let mut reader = std::io::BufReader::new(file);
+        let header = read_header(&mut reader)?;
+        let wanted = format!("refs/heads/{branch}");
+        if !header
+            .refs
+            .iter()
+            .any(|(name, id)| *name == wanted && *id == commit)
+        {
+            return Err(format!(
+                "it does not carry {wanted} at {commit}, the commit the pointer names"
+            ));
+        }
+        self.unpack(
+            &mut reader,
+            &header,
+            commit,
+            branch,
+            "tend: from the pointer's bundle",
+        )
+    }
+
+    /// Indexes the pack that follows a bundle's header into the local repo and points
+    /// `refs/remotes/origin/<branch>` at `head`.
+    fn unpack(
+        &self,
+        reader: &mut impl BufRead,
+        header: &Header,
+        head: ObjectId,
+        branch: &str,
+        log: &str,
+    ) -> Result<(), String> {
         let repo = self.local();
         if let Some(missing) = header.prerequisites.iter().find(|id| !repo.has_object(*id)) {
-            return Err(bad(format!(
+            return Err(format!(
                 "it builds on commit {missing}, which this device does not have (an incremental bundle)"
-            )));
+            ));
         }
         let pack_dir = repo.objects.store_ref().path().join("pack");
         std::fs::create_dir_all(&pack_dir)
-            .map_err(|e| FetchError::other(format!("creating {}", pack_dir.display()), e))?;
+            .map_err(|e| format!("creating {}: {e}", pack_dir.display()))?;
         gix::odb::pack::Bundle::write_to_directory(
-            &mut reader,
+            reader,
             Some(&pack_dir),
             &mut gix::progress::Discard,
             &AtomicBool::new(false),
@@ -68,20 +126,20 @@ impl LocalRepo {
             gix::hash::Kind::Sha1,
             gix::odb::pack::bundle::write::Options::default(),
         )
-        .map_err(|e| bad(format!("its pack does not read: {e}")))?;
+        .map_err(|e| format!("its pack does not read: {e}"))?;
         if !repo.has_object(head) {
-            return Err(bad(format!(
-                "its pack lacks the commit {head} that {wanted} names"
-            )));
+            return Err(format!(
+                "its pack lacks the commit {head} that refs/heads/{branch} names"
+            ));
         }
         repo.reference(
             format!("refs/remotes/origin/{branch}"),
             head,
             gix::refs::transaction::PreviousValue::Any,
-            "tend: seeded from the image's bundle",
+            log,
         )
-        .map_err(|e| FetchError::other(format!("setting refs/remotes/origin/{branch}"), e))?;
-        Ok(Some(head))
+        .map_err(|e| format!("setting refs/remotes/origin/{branch}: {e}"))?;
+        Ok(())
     }
 }
 

@@ -24,13 +24,16 @@
 //! `verify.openpgp_keyring`. A pointer's payload opens with `{`, a commit's with `tree `, so a
 //! signature over one can never pass as a signature over the other.
 
+pub mod bundles;
 mod clock;
 mod poll;
 pub mod publish;
+pub mod publish_bundles;
 
 #[cfg(test)]
 mod tests;
 
+pub use bundles::Bundle;
 pub use clock::{synchronized, TrustedClock, TIMESYNC_SYNCHRONIZED};
 pub use poll::{poll, Polled};
 
@@ -56,6 +59,9 @@ pub struct Document {
     pub issued: String,
     /// RFC 3339; after it, the pointer no longer says anything about the present.
     pub expires: String,
+    /// The bundles beside the pointer that bring the commit's objects (`bundles`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<Bundle>,
 }
 
 /// A pointer that verified and passed every rule, in the form the run state keeps.
@@ -68,6 +74,9 @@ pub struct Accepted {
     pub issued: i64,
     /// Unix seconds.
     pub expires: i64,
+    /// The pointer's bundle list, kept so a run after a `304` can still use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<Bundle>,
 }
 
 /// What the device keeps between runs about the pointer (inside the run state, written
@@ -180,7 +189,7 @@ pub fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
     Err("no signature block (`-----BEGIN SSH SIGNATURE-----` or `-----BEGIN PGP SIGNATURE-----`) after the document".into())
 }
 
-/// Parses the payload: a JSON document with exactly the five fields.
+/// Parses the payload: a JSON document with exactly the five fields, and the bundle list.
 pub fn parse(payload: &[u8]) -> Result<(Document, i64, i64), String> {
     let doc: Document =
         serde_json::from_slice(payload).map_err(|e| format!("not a pointer document: {e}"))?;
@@ -200,6 +209,7 @@ pub fn parse(payload: &[u8]) -> Result<(Document, i64, i64), String> {
                 )
             })
     };
+    bundles::check_list(&doc.bundles)?;
     let issued = time("issued", &doc.issued)?;
     let expires = time("expires", &doc.expires)?;
     if expires <= issued {
@@ -264,6 +274,7 @@ pub fn accept(
         sequence: doc.sequence,
         issued,
         expires,
+        bundles: doc.bundles,
     };
     check_expiry(url, &accepted, now)?;
     Ok((accepted, signer))

@@ -23,6 +23,8 @@ pub struct Publish {
     pub expires: String,
     /// The private SSH key; default: the repo's `user.signingkey`.
     pub key: Option<PathBuf>,
+    /// Bundles to write beside the pointer and list in it (`--bundles`).
+    pub bundles: Option<super::publish_bundles::BundleOut>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,8 @@ pub enum PublishError {
         "--expires `{value}`: {why}; give a duration such as 24h, 7d, 90m, or an RFC 3339 time"
     )]
     Expires { value: String, why: String },
+    #[error("bundles in {dir}: {why}")]
+    Bundles { dir: String, why: String },
     #[error("signing the pointer with {key}: {why}")]
     Sign { key: String, why: String },
 }
@@ -67,12 +71,17 @@ pub fn pointer(p: &Publish, now: i64) -> Result<Vec<u8>, PublishError> {
             why: "it is not in the future".into(),
         });
     }
+    let bundles = match &p.bundles {
+        Some(b) => b.write(&p.repo, &p.stage, &commit.to_string())?,
+        None => Vec::new(),
+    };
     let doc = Document {
         stage: p.stage.clone(),
         commit: commit.to_string(),
         sequence: p.sequence.unwrap_or(now.max(0) as u64),
         issued: rfc3339(now),
         expires: rfc3339(expires),
+        bundles,
     };
     sign(&doc, &key)
 }

@@ -56,6 +56,7 @@ fn doc(stage: &str, commit: &str, sequence: u64, issued: i64, expires: i64) -> D
         sequence,
         issued: crate::clock::rfc3339(issued as u64),
         expires: crate::clock::rfc3339(expires as u64),
+        bundles: Vec::new(),
     }
 }
 
@@ -71,6 +72,7 @@ fn state_with(stage: &str, commit: &str, sequence: u64) -> State {
             sequence,
             issued: T0,
             expires: T0 + 86_400,
+            bundles: Vec::new(),
         }),
         ..Default::default()
     }
@@ -89,7 +91,8 @@ fn a_signed_fresh_pointer_for_the_stage_is_accepted() {
             commit: A.into(),
             sequence: 7,
             issued: T0,
-            expires: T0 + 3600
+            expires: T0 + 3600,
+            bundles: Vec::new(),
         }
     );
     assert_eq!(signer.principal, "ci@example.com");
@@ -269,6 +272,7 @@ fn stale_is_expired_or_older_than_max_staleness() {
         sequence: 1,
         issued: T0,
         expires: T0 + 7200,
+        bundles: Vec::new(),
     };
     assert!(!is_stale(&p, T0 + 3600, None));
     assert!(!is_stale(&p, T0 + 3600, Some(3600)));
@@ -316,6 +320,7 @@ fn publish_signs_the_head_of_the_stage_and_the_device_accepts_it() {
         sequence: None,
         expires: "24h".into(),
         key: Some(keys.key("ci")),
+        bundles: None,
     };
     let file = publish::pointer(&p, T0).unwrap();
     let (ok, _) = accept("u", &file, "production", &trust, &State::default(), T0).unwrap();
@@ -334,6 +339,7 @@ fn publish_signs_the_head_of_the_stage_and_the_device_accepts_it() {
         sequence: Some(1),
         expires: "1h".into(),
         key: Some(keys.key("ci")),
+        bundles: None,
     };
     assert!(publish::pointer(&missing, T0)
         .unwrap_err()
@@ -366,4 +372,76 @@ fn only_an_unreachable_or_failing_pointer_server_hands_over_to_a_pointer_mirror(
         why: "x".into(),
     };
     assert!(!malformed.falls_through());
+}
+
+#[test]
+fn publish_with_bundles_chains_the_last_pointers_commits_and_prunes_what_no_pointer_lists() {
+    let keys = Keys::new();
+    let trust = keys.trust("ci");
+    let repo = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let pointer = out.path().join("production.pointer");
+    git(repo.path(), &["init", "-q", "-b", "production"]);
+    let mut heads = Vec::new();
+    let mut lists = Vec::new();
+    for n in 0..4 {
+        git(
+            repo.path(),
+            &[
+                "-c",
+                "user.name=ci",
+                "-c",
+                "user.email=ci@example.com",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!("c{n}"),
+            ],
+        );
+        heads.push(git(repo.path(), &["rev-parse", "HEAD"]));
+        let b = super::publish_bundles::BundleOut::beside(&pointer, 2).unwrap();
+        let p = Publish {
+            repo: repo.path().to_path_buf(),
+            stage: "production".into(),
+            sequence: Some(n + 1),
+            expires: "24h".into(),
+            key: Some(keys.key("ci")),
+            bundles: Some(b),
+        };
+        let file = publish::pointer(&p, T0).unwrap();
+        std::fs::write(&pointer, &file).unwrap();
+        let (ok, _) = accept("u", &file, "production", &trust, &State::default(), T0).unwrap();
+        p.bundles.as_ref().unwrap().prune(&ok.bundles).unwrap();
+        lists.push(ok.bundles);
+    }
+    let from = |l: &Vec<Bundle>| -> Vec<Option<String>> {
+        l.iter().map(|b| b.prerequisite.clone()).collect()
+    };
+    assert_eq!(from(&lists[0]), vec![None]);
+    assert_eq!(from(&lists[1]), vec![None, Some(heads[0].clone())]);
+    // Two at most, newest first.
+    assert_eq!(
+        from(&lists[3]),
+        vec![None, Some(heads[2].clone()), Some(heads[1].clone())]
+    );
+    for b in &lists[3] {
+        let bytes = std::fs::read(out.path().join(&b.file)).unwrap();
+        assert_eq!(bytes.len() as u64, b.size);
+    }
+    // The bundles of the last two pointers stay, the older ones are gone.
+    let mut kept: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".bundle"))
+        .collect();
+    kept.sort();
+    let mut want: Vec<String> = lists[2]
+        .iter()
+        .chain(&lists[3])
+        .map(|b| b.file.clone())
+        .collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(kept, want);
 }
