@@ -29,7 +29,8 @@ use crate::report::cause::{self, Classifier, LastApplied};
 use crate::report::publish::{self, clean};
 use crate::report::runstate::{RunState, STATE_FILE};
 use crate::report::{
-    corrective_note, drifted_note, DeviceInfo, Report, RunFacts, RunResult, SourceInfo,
+    corrective_note, downloaded_note, drifted_note, DeviceInfo, Report, RunFacts, RunResult,
+    SourceInfo,
 };
 use crate::safety::reboot::Happened;
 use crate::source::tree::{DirTree, Tree};
@@ -349,6 +350,9 @@ pub fn converge_tree(
     let (pass, unreadable) =
         crate::converge::prune::prepare(&s.state.path, &v.desired, &v.prune, &host);
     let mut summary = converge_with(&v.desired, &host, Some(&pending), &mut progress, &mut keep);
+    if let Some(f) = summary.download_failed.take() {
+        summary.errors.push(download_failed(s, &f, &source, commit));
+    }
     let mut orphans = Vec::new();
     match pass.finish(
         &s.state.path,
@@ -421,11 +425,12 @@ pub fn converge_tree(
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
-        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{} (device {}, {})",
+        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{}{} (device {}, {})",
         corrective_note(&report),
         report.counts.unchanged,
         report.counts.skipped,
         drifted_note(&report),
+        downloaded_note(&report),
         report.device.id,
         report.source.location
     );
@@ -436,6 +441,36 @@ pub fn converge_tree(
         handlers_run: summary.handlers_run,
         applied: Some(LastApplied::of(commit, &v.desired, &v.fingerprints)),
     })
+}
+
+/// "downloading 3 packages for commit abc1234 failed: …; nothing was changed, the device stays
+/// on 9f8e7d6": the download before the first change failed, so the run applied nothing.
+fn download_failed(
+    s: &Session,
+    f: &tend_roles::prefetch::FetchFailure,
+    source: &SourceInfo,
+    commit: Option<&str>,
+) -> String {
+    let short = |c: &str| c.chars().take(7).collect::<String>();
+    let of = match commit {
+        Some(c) => format!("commit {}", short(c)),
+        None => source.location.clone(),
+    };
+    let old = s
+        .run_state
+        .last_good
+        .as_ref()
+        .map(|g| g.commit.as_str())
+        .or_else(|| s.run_state.last_applied.as_ref()?.commit.as_deref())
+        .filter(|_| commit.is_some())
+        .map_or_else(
+            || "its current state".to_string(),
+            |c| format!("commit {}", short(c)),
+        );
+    format!(
+        "downloading {} for {of} failed: {}; nothing was changed, the device stays on {old} (tend tries again on its next run)",
+        f.what, f.error
+    )
 }
 
 pub struct ApplyOptions {
