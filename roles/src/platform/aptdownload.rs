@@ -197,7 +197,7 @@ fn debs(dir: &Path) -> BTreeSet<(String, u64)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let meta = e.metadata().ok()?;
-            (name.ends_with(".deb") && meta.is_file()).then(|| (name, meta.len()))
+            (name.ends_with(".deb") && meta.is_file()).then_some((name, meta.len()))
         })
         .collect()
 }
