@@ -344,7 +344,7 @@ impl Resource for Package {
     }
 
     /// What it will install, so that the .debs are downloaded before the run's first change. An
-    /// installed `latest` package is left out: its candidate is only known once the lists are
+    /// interrupted dpkg leaves nothing named (see below); an installed `latest` package is left out: its candidate is only known once the lists are
     /// refreshed, so an upgrade of it is downloaded by its own install.
     fn prefetch(&self, host: &Host, prefetch: &mut Prefetch) {
         if !matches!(self.state, State::Present | State::Latest) {
@@ -354,6 +354,11 @@ impl Resource for Package {
             // Unreadable: `read` reports it when the resource runs.
             return;
         };
+        if status.interruption().is_some() {
+            // apt downloads nothing while dpkg is half-way ("dpkg was interrupted"): the
+            // repair comes first, in `apply`, and this run installs as it did before.
+            return;
+        }
         let specs = self
             .plan(&status)
             .installs
