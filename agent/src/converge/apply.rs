@@ -16,7 +16,7 @@ use tend_roles::{converge_with, DynResource, Host, Outcome, ResourceReport};
 
 use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
-use crate::converge::output::{print_check, print_summary};
+use crate::converge::output::{download_failed, print_check, print_summary};
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
 use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE};
@@ -351,7 +351,11 @@ pub fn converge_tree(
         crate::converge::prune::prepare(&s.state.path, &v.desired, &v.prune, &host);
     let mut summary = converge_with(&v.desired, &host, Some(&pending), &mut progress, &mut keep);
     if let Some(f) = summary.download_failed.take() {
-        summary.errors.push(download_failed(s, &f, &source, commit));
+        let old = s.run_state.last_good.as_ref().map(|g| g.commit.as_str());
+        let old = old.or_else(|| s.run_state.last_applied.as_ref()?.commit.as_deref());
+        summary
+            .errors
+            .push(download_failed(&f, &source.location, commit, old));
     }
     let mut orphans = Vec::new();
     match pass.finish(
@@ -441,36 +445,6 @@ pub fn converge_tree(
         handlers_run: summary.handlers_run,
         applied: Some(LastApplied::of(commit, &v.desired, &v.fingerprints)),
     })
-}
-
-/// "downloading 3 packages for commit abc1234 failed: …; nothing was changed, the device stays
-/// on 9f8e7d6": the download before the first change failed, so the run applied nothing.
-fn download_failed(
-    s: &Session,
-    f: &tend_roles::prefetch::FetchFailure,
-    source: &SourceInfo,
-    commit: Option<&str>,
-) -> String {
-    let short = |c: &str| c.chars().take(7).collect::<String>();
-    let of = match commit {
-        Some(c) => format!("commit {}", short(c)),
-        None => source.location.clone(),
-    };
-    let old = s
-        .run_state
-        .last_good
-        .as_ref()
-        .map(|g| g.commit.as_str())
-        .or_else(|| s.run_state.last_applied.as_ref()?.commit.as_deref())
-        .filter(|_| commit.is_some())
-        .map_or_else(
-            || "its current state".to_string(),
-            |c| format!("commit {}", short(c)),
-        );
-    format!(
-        "downloading {} for {of} failed: {}; nothing was changed, the device stays on {old} (tend tries again on its next run)",
-        f.what, f.error
-    )
 }
 
 pub struct ApplyOptions {
