@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod host;
 pub mod passwd;
 pub mod platform;
+pub mod prefetch;
 pub mod printable;
 pub mod redact;
 pub mod registry;

@@ -6,6 +6,7 @@
 
 use crate::error::ResourceError;
 use crate::host::Host;
+use crate::prefetch::Prefetch;
 
 /// What applying would change, in words an operator reads in a report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,6 +95,10 @@ pub trait Resource: Send + Sync {
     fn content(&self) -> Option<std::sync::Arc<[u8]>> {
         None
     }
+    /// Names, before the run's first change, what `apply` will fetch from the network, so that
+    /// it is all on the device before anything changes (`crate::prefetch`). Cheap: it must not
+    /// touch the network itself, and a resource with nothing to fetch adds nothing.
+    fn prefetch(&self, _host: &Host, _prefetch: &mut Prefetch) {}
 }
 
 type ApplyFn<'a> = Box<dyn FnOnce(&Host) -> Result<Applied, ResourceError> + 'a>;
@@ -118,6 +123,7 @@ pub trait DynResource: Send + Sync {
     fn managed(&self) -> Vec<Managed>;
     fn announce(&self, host: &Host);
     fn content(&self) -> Option<std::sync::Arc<[u8]>>;
+    fn prefetch(&self, host: &Host, prefetch: &mut Prefetch);
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError>;
 }
 
@@ -143,6 +149,9 @@ where
     }
     fn content(&self) -> Option<std::sync::Arc<[u8]>> {
         Resource::content(self)
+    }
+    fn prefetch(&self, host: &Host, prefetch: &mut Prefetch) {
+        Resource::prefetch(self, host, prefetch)
     }
     fn plan<'a>(&'a self, host: &Host) -> Result<Plan<'a>, ResourceError> {
         let actual = self.read(host)?;

@@ -17,7 +17,7 @@ use tend_roles::{converge_held, DynResource, Host, Outcome, ResourceReport};
 use crate::clock::unix_seconds;
 use crate::converge::backup::Backup;
 use crate::converge::held::Held;
-use crate::converge::output::{print_check, print_summary};
+use crate::converge::output::{download_failed, print_check, print_summary};
 use crate::device::config::{expand_globs, Config};
 use crate::device::identity::{self, IdSource, IdentityError};
 use crate::device::state::{Lock, LockError, StateDir, PENDING_HANDLERS_FILE};
@@ -30,7 +30,8 @@ use crate::report::cause::{self, Classifier, LastApplied};
 use crate::report::publish::{self, clean};
 use crate::report::runstate::{RunState, STATE_FILE};
 use crate::report::{
-    corrective_note, drifted_note, DeviceInfo, Report, RunFacts, RunResult, SourceInfo,
+    corrective_note, downloaded_note, drifted_note, DeviceInfo, Report, RunFacts, RunResult,
+    SourceInfo,
 };
 use crate::safety::reboot::Happened;
 use crate::source::tree::{DirTree, Tree};
@@ -370,6 +371,13 @@ pub fn converge_tree(
             .errors
             .push(format!("cannot persist deferred actions: {e}"));
     }
+    if let Some(f) = summary.download_failed.take() {
+        let old = s.run_state.last_good.as_ref().map(|g| g.commit.as_str());
+        let old = old.or_else(|| s.run_state.last_applied.as_ref()?.commit.as_deref());
+        summary
+            .errors
+            .push(download_failed(&f, &source.location, commit, old));
+    }
     let mut orphans = Vec::new();
     match pass.finish(
         &s.state.path,
@@ -447,11 +455,12 @@ pub fn converge_tree(
     let verb = if s.check { "would change" } else { "changed" };
     let _ = writeln!(
         out,
-        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{} (device {}, {})",
+        "tend: {changed} {verb}{}, {failed} failed, {} unchanged, {} skipped{}{} (device {}, {})",
         corrective_note(&report),
         report.counts.unchanged,
         report.counts.skipped,
         drifted_note(&report),
+        downloaded_note(&report),
         report.device.id,
         report.source.location
     );

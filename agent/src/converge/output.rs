@@ -67,3 +67,46 @@ pub(super) fn print_summary(
         );
     }
 }
+
+/// "downloading 3 packages for commit abc1234 failed: …; nothing was changed, the device stays
+/// on commit 9f8e7d6": the download before the first change failed, so the run applied nothing.
+/// `location` names the tree without a commit (`apply --path`); `old` is the commit the device
+/// is on.
+pub fn download_failed(
+    f: &tend_roles::prefetch::FetchFailure,
+    location: &str,
+    commit: Option<&str>,
+    old: Option<&str>,
+) -> String {
+    let short = |c: &str| c.chars().take(7).collect::<String>();
+    let of = commit.map_or_else(|| location.to_string(), |c| format!("commit {}", short(c)));
+    let old = old.filter(|_| commit.is_some()).map_or_else(
+        || "its current state".to_string(),
+        |c| format!("commit {}", short(c)),
+    );
+    format!(
+        "downloading {} for {of} failed: {}; nothing was changed, the device stays on {old} (tend tries again on its next run)",
+        f.what, f.error
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_download_names_the_new_commit_and_the_one_the_device_stays_on() {
+        let f = tend_roles::prefetch::FetchFailure {
+            what: "3 packages".into(),
+            error: "E: Failed to fetch http://x/a.deb".into(),
+        };
+        assert_eq!(
+            download_failed(&f, "git", Some("abc1234ffff"), Some("9f8e7d6aaaa")),
+            "downloading 3 packages for commit abc1234 failed: E: Failed to fetch http://x/a.deb; nothing was changed, the device stays on commit 9f8e7d6 (tend tries again on its next run)"
+        );
+        assert!(download_failed(&f, "/srv/fleet", None, Some("9f8e7d6"))
+            .starts_with("downloading 3 packages for /srv/fleet failed"));
+        assert!(download_failed(&f, "/srv/fleet", None, Some("9f8e7d6"))
+            .contains("the device stays on its current state"));
+    }
+}

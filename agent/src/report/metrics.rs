@@ -51,6 +51,11 @@ pub fn render(report: &Report, suspended: bool) -> String {
         report.counts.corrective.to_string(),
     );
     gauge(
+        "downloaded_bytes",
+        "Bytes the last run downloaded before its first change (packages).",
+        report.downloaded_bytes.to_string(),
+    );
+    gauge(
         "resources_drifted",
         "Audit-only resources (enforce: false) that differ from the desired state.",
         report.counts.drifted.to_string(),
@@ -199,6 +204,9 @@ mod tests {
         let drift = render(&r, true);
         assert!(drift.contains("tend_corrective_changes 2\n"), "{drift}");
         assert!(drift.contains("tend_resources_drifted 1\n"), "{drift}");
+        assert!(text.contains("tend_downloaded_bytes 0\n"), "{text}");
+        r.downloaded_bytes = 123_456;
+        assert!(render(&r, true).contains("tend_downloaded_bytes 123456\n"));
         assert!(!text.contains("tend_signer_info"), "unsigned: {text}");
         r.git.as_mut().unwrap().signer = Some(crate::report::Signer {
             method: "openpgp".into(),

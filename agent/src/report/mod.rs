@@ -297,6 +297,9 @@ pub struct Report {
     pub duration_ms: u64,
     pub result: RunResult,
     pub counts: Counts,
+    /// Bytes downloaded before the first change (packages: docs/reliability.md); 0 for a no-op.
+    #[serde(default)]
+    pub downloaded_bytes: u64,
     pub resources: Vec<ResourceReport>,
     pub errors: Vec<String>,
     #[serde(default)]
@@ -371,6 +374,7 @@ impl Report {
             duration_ms: run.elapsed.as_millis() as u64,
             result,
             counts: Counts::default(),
+            downloaded_bytes: 0,
             resources: Vec::new(),
             errors: Vec::new(),
             diagnostics: Vec::new(),
@@ -405,6 +409,7 @@ impl Report {
         };
         Self {
             counts,
+            downloaded_bytes: summary.downloaded_bytes,
             resources,
             errors: summary.errors.clone(),
             pending_handlers: summary.pending_handlers.clone(),
@@ -487,6 +492,29 @@ pub fn rollout_note(r: &Report) -> String {
     }
 }
 
+/// ", 1.5 MiB downloaded" after the skipped count, when the run downloaded before its changes.
+pub fn downloaded_note(r: &Report) -> String {
+    match r.downloaded_bytes {
+        0 => String::new(),
+        n => format!(", {} downloaded", human_bytes(n)),
+    }
+}
+
+/// 512 B, 12.0 KiB, 3.4 MiB, 1.0 GiB.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// ", N drifted" after the skipped count, when audit-only resources differ.
 pub fn drifted_note(r: &Report) -> String {
     match r.counts.drifted {
@@ -513,6 +541,17 @@ pub(crate) fn blank(started: SystemTime, elapsed: Duration) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloaded_bytes_show_in_the_summary_line_only_when_there_were_some() {
+        let mut r = blank(SystemTime::UNIX_EPOCH, Duration::ZERO);
+        assert_eq!(downloaded_note(&r), "");
+        r.downloaded_bytes = 512;
+        assert_eq!(downloaded_note(&r), ", 512 B downloaded");
+        r.downloaded_bytes = 3 * 1024 * 1024 + 400 * 1024;
+        assert_eq!(downloaded_note(&r), ", 3.4 MiB downloaded");
+        assert_eq!(human_bytes(5 << 40), "5120.0 GiB");
+    }
 
     #[test]
     fn report_round_trips_through_disk() {

@@ -20,6 +20,7 @@ use handlers::run_handlers;
 pub use handlers::PendingHandlers;
 
 use crate::host::Host;
+use crate::prefetch::{FetchFailure, Prefetch};
 use crate::resource::{Applied, DynResource};
 
 pub struct Item {
@@ -119,6 +120,11 @@ pub struct RunSummary {
     /// Handlers notified and held off by the caller's [`Hold`] (they stay pending), by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deferred: Vec<String>,
+    /// Bytes downloaded before the first change (`crate::prefetch`); 0 when nothing was needed.
+    pub downloaded_bytes: u64,
+    /// The download before the first change failed: nothing was applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_failed: Option<FetchFailure>,
 }
 
 impl RunSummary {
@@ -132,7 +138,9 @@ impl RunSummary {
         self.count(Outcome::Changed)
     }
     pub fn failed(&self) -> usize {
-        self.count(Outcome::Failed) + self.errors.len()
+        self.count(Outcome::Failed)
+            + self.errors.len()
+            + usize::from(self.download_failed.is_some())
     }
     pub fn drifted(&self) -> usize {
         self.count(Outcome::Drifted)
@@ -205,6 +213,17 @@ pub fn converge_held(
         .handlers
         .iter()
         .for_each(|h| h.resource.announce(host));
+    if !host.check {
+        match download(desired, host) {
+            Ok(bytes) => summary.downloaded_bytes = bytes,
+            Err(failure) => {
+                not_applied(desired, host, &failure, &mut summary);
+                summary.download_failed = Some(failure);
+                summary.pending_handlers = pending.names();
+                return summary;
+            }
+        }
+    }
 
     for role in &desired.roles {
         let blocked_by = role
@@ -314,6 +333,42 @@ pub fn converge_held(
     );
     summary.pending_handlers = pending.names();
     summary
+}
+
+/// Download, then apply: everything the enforced resources will fetch, before the first change.
+fn download(desired: &Desired, host: &Host) -> Result<u64, FetchFailure> {
+    let mut prefetch = Prefetch::default();
+    for item in desired.roles.iter().flat_map(|r| &r.items) {
+        if item.enforce {
+            item.resource.prefetch(host, &mut prefetch);
+        }
+    }
+    prefetch.run(host)
+}
+
+/// Every resource is reported skipped: the download before the first change failed, so none
+/// was applied (nor read: reading may refresh apt's lists).
+fn not_applied(desired: &Desired, host: &Host, failure: &FetchFailure, summary: &mut RunSummary) {
+    let reason = format!(
+        "not applied: downloading {} before the first change failed",
+        failure.what
+    );
+    for role in &desired.roles {
+        for item in &role.items {
+            summary.resources.push(ResourceReport {
+                role: role.name.clone(),
+                kind: item.resource.kind().to_string(),
+                id: host.redact(&item.resource.id()),
+                outcome: Outcome::Skipped,
+                summary: Some(reason.clone()),
+                diff: None,
+                error: None,
+                origin: Some(item.origin.clone()),
+                handler: false,
+                cause: None,
+            });
+        }
+    }
 }
 
 pub(super) enum Step {

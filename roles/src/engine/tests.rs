@@ -492,3 +492,130 @@ fn a_power_cut_after_a_change_cannot_lose_its_notification() {
 fn pending_names(path: &std::path::Path) -> Vec<String> {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
+
+/// A download that succeeds when `/link-up` exists under the root, bringing 42 bytes.
+#[derive(Default)]
+struct Link {
+    wanted: usize,
+    runs: usize,
+}
+
+impl crate::prefetch::Fetch for Link {
+    fn describe(&self) -> String {
+        if self.wanted == 0 {
+            String::new()
+        } else {
+            format!("{} things", self.wanted)
+        }
+    }
+    fn fetch(&mut self, host: &Host) -> Result<crate::prefetch::Fetched, ResourceError> {
+        self.runs += 1;
+        if host.path("/link-up")?.exists() {
+            Ok(crate::prefetch::Fetched { bytes: 42 })
+        } else {
+            Err(ResourceError::other("connection reset"))
+        }
+    }
+}
+
+/// A marker whose apply needs one thing downloaded first.
+struct Downloading(Marker);
+
+impl Resource for Downloading {
+    type Actual = Option<String>;
+    fn kind(&self) -> &'static str {
+        "downloading"
+    }
+    fn id(&self) -> String {
+        Resource::id(&self.0)
+    }
+    fn read(&self, host: &Host) -> Result<Self::Actual, ResourceError> {
+        Resource::read(&self.0, host)
+    }
+    fn diff(&self, actual: &Self::Actual, host: &Host) -> Option<Change> {
+        self.0.diff(actual, host)
+    }
+    fn apply(&self, actual: Self::Actual, host: &Host) -> Result<Applied, ResourceError> {
+        self.0.apply(actual, host)
+    }
+    fn prefetch(&self, _: &Host, prefetch: &mut crate::prefetch::Prefetch) {
+        prefetch.get::<Link>().wanted += 1;
+    }
+}
+
+fn downloading() -> Desired {
+    let fetching = Item {
+        resource: Box::new(Downloading(Marker {
+            path: "/pkg",
+            content: "installed",
+        })),
+        ..item("/unused", "x", &[])
+    };
+    Desired {
+        roles: vec![role(
+            "r",
+            &[],
+            vec![item("/first", "new", &["h"]), fetching],
+        )],
+        handlers: vec![handler("h", "/h")],
+    }
+}
+
+#[test]
+fn a_failed_download_before_the_first_change_applies_nothing_and_says_what_failed() {
+    let d = tempfile::tempdir().unwrap();
+    let pending = d.path().join("pending.json");
+    let desired = downloading();
+    let s = converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert!(!d.path().join("first").exists(), "a change was made");
+    assert!(!d.path().join("pkg").exists());
+    assert_eq!(runs(d.path(), "h"), 0);
+    let failure = s.download_failed.as_ref().expect("the failure is reported");
+    assert_eq!(failure.what, "1 things");
+    assert_eq!(failure.error, "connection reset");
+    assert_eq!(s.failed(), 1);
+    assert_eq!(s.count(Outcome::Skipped), 2);
+    assert_eq!(
+        s.resources[0].summary.as_deref(),
+        Some("not applied: downloading 1 things before the first change failed")
+    );
+    assert_eq!(s.downloaded_bytes, 0);
+
+    fs::write(d.path().join("link-up"), "").unwrap();
+    let s = converge(
+        &desired,
+        &Host::new(d.path()),
+        Some(&pending),
+        &mut |_, _, _| {},
+    );
+    assert!(s.download_failed.is_none());
+    assert_eq!(s.downloaded_bytes, 42);
+    assert_eq!(s.changed(), 3, "both resources and the handler");
+    assert_eq!(
+        fs::read_to_string(d.path().join("pkg")).unwrap(),
+        "installed"
+    );
+    assert_eq!(runs(d.path(), "h"), 1);
+}
+
+#[test]
+fn check_mode_and_unenforced_items_download_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let mut host = Host::new(d.path());
+    host.check = true;
+    let s = converge(&downloading(), &host, None, &mut |_, _, _| {});
+    assert!(s.download_failed.is_none(), "check mode fetched");
+    assert_eq!(s.changed(), 3, "both resources and the handler");
+
+    let mut desired = downloading();
+    desired.roles[0].items[1].enforce = false;
+    let s = converge(&desired, &Host::new(d.path()), None, &mut |_, _, _| {});
+    assert!(s.download_failed.is_none(), "an audited item fetched");
+    assert_eq!(s.downloaded_bytes, 0);
+    assert_eq!(s.drifted(), 1);
+}

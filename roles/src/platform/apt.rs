@@ -32,7 +32,7 @@ const DAILY_STAMP: &str = "/var/lib/apt/periodic/update-stamp";
 const PARTIAL_STAMP: &str = "/var/lib/apt/periodic/tend-source-update-stamp";
 
 /// The options every apt-get call gets, after `apt-get <subcommand>`.
-fn common_options(host: &Host, recommends: bool) -> Vec<String> {
+pub(crate) fn common_options(host: &Host, recommends: bool) -> Vec<String> {
     [
         "-y".to_string(),
         "-q".to_string(),
@@ -68,7 +68,7 @@ fn apt_get(
     run(host, &argv, &shown)
 }
 
-fn run(host: &Host, argv: &[String], shown: &str) -> Result<Output, ResourceError> {
+pub(crate) fn run(host: &Host, argv: &[String], shown: &str) -> Result<Output, ResourceError> {
     let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
     tracing::debug!(command = %host.redact(&refs.join(" ")), "running apt");
     let out = host

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod apt;
+pub mod aptdownload;
 pub mod deb822;
 pub mod diff;
 pub mod dpkg;

@@ -28,7 +28,9 @@ use serde::Deserialize;
 use crate::error::{ResourceError, SpecError};
 use crate::fsutil::{self, Meta};
 use crate::host::Host;
+use crate::platform::aptdownload::{AptDownload, SourceFiles};
 use crate::platform::{apt, deb822, diff};
+use crate::prefetch::Prefetch;
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 use crate::spec::{parse_spec, ResourceType, Sources};
 
@@ -442,6 +444,17 @@ impl Resource for AptSource {
             undo: serde_json::json!({"name": self.name, "state": "absent"}),
             only_if_created: false,
         }]
+    }
+
+    /// The packages downloaded before the run's first change come from the sources as this
+    /// commit declares them.
+    fn prefetch(&self, _: &Host, prefetch: &mut Prefetch) {
+        let files = self.desired.as_ref().map(|d| SourceFiles {
+            sources: d.sources.clone(),
+            keyring: d.keyring.clone(),
+            keyring_path: keyring_path(&self.name, d.armored),
+        });
+        prefetch.get::<AptDownload>().source(&self.name, files);
     }
 
     fn read(&self, host: &Host) -> Result<Actual, ResourceError> {

@@ -15,7 +15,9 @@
 //! install) is finished with `dpkg --configure -a` (and a package cut during its unpack is
 //! reinstalled) before anything else, and the repair is reported
 //! as part of the resource's change; while another process holds dpkg's lock, a resource with work
-//! to do fails with "retry on the next run" instead.
+//! to do fails with "retry on the next run" instead. Before the run's first change, what a
+//! resource will install is downloaded (`platform::aptdownload`), so a link that drops leaves
+//! nothing half-way.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -24,7 +26,9 @@ use serde::Deserialize;
 
 use crate::error::{ResourceError, SpecError};
 use crate::host::Host;
+use crate::platform::aptdownload::AptDownload;
 use crate::platform::{apt, dpkg, version};
+use crate::prefetch::Prefetch;
 use crate::resource::{Applied, Change, DynResource, Managed, Resource};
 use crate::spec::{parse_spec, ResourceType, Sources};
 
@@ -337,6 +341,34 @@ impl Resource for Package {
                 only_if_created: true,
             })
             .collect()
+    }
+
+    /// What it will install, so that the .debs are downloaded before the run's first change. An
+    /// interrupted dpkg leaves nothing named (see below); an installed `latest` package is left out: its candidate is only known once the lists are
+    /// refreshed, so an upgrade of it is downloaded by its own install.
+    fn prefetch(&self, host: &Host, prefetch: &mut Prefetch) {
+        if !matches!(self.state, State::Present | State::Latest) {
+            return;
+        }
+        let Ok(status) = dpkg::read_shared(host) else {
+            // Unreadable: `read` reports it when the resource runs.
+            return;
+        };
+        if status.interruption().is_some() {
+            // apt downloads nothing while dpkg is half-way ("dpkg was interrupted"): the
+            // repair comes first, in `apply`, and this run installs as it did before.
+            return;
+        }
+        let specs = self
+            .plan(&status)
+            .installs
+            .into_iter()
+            .filter(|o| self.state == State::Present || o.from.is_none())
+            .map(|o| o.arg)
+            .collect();
+        prefetch
+            .get::<AptDownload>()
+            .install(specs, self.recommends);
     }
 
     fn read(&self, host: &Host) -> Result<Todo, ResourceError> {

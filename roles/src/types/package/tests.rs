@@ -264,3 +264,46 @@ fn a_held_dpkg_lock_fails_only_when_there_is_work() {
         "{err}"
     );
 }
+
+fn prefetched(p: &Package, host: &Host) -> String {
+    let mut prefetch = Prefetch::default();
+    Resource::prefetch(p, host, &mut prefetch);
+    crate::prefetch::Fetch::describe(prefetch.get::<AptDownload>())
+}
+
+#[test]
+fn what_will_be_installed_is_named_for_the_download_before_the_first_change() {
+    let (_d, host) = root(STATUS);
+    assert_eq!(
+        prefetched(&pkg(json!({"names": ["curl", "hello"]})), &host),
+        ""
+    );
+    assert_eq!(
+        prefetched(
+            &pkg(json!({"names": ["curl", "jq", "hello=1:2.1-1"]})),
+            &host
+        ),
+        "2 packages"
+    );
+    assert_eq!(
+        prefetched(
+            &pkg(json!({"names": ["curl", "jq"], "state": "latest"})),
+            &host
+        ),
+        "1 package",
+        "an installed latest package's candidate is not known yet"
+    );
+    assert_eq!(
+        prefetched(&pkg(json!({"names": "jq", "state": "absent"})), &host),
+        ""
+    );
+}
+
+/// Bug: after a power cut during an install, `apt-get install --download-only` refused ("dpkg
+/// was interrupted") and failed the whole run, so dpkg's repair never ran.
+#[test]
+fn an_interrupted_dpkg_names_no_download_so_its_repair_runs() {
+    let half = format!("{STATUS}\nPackage: jq\nStatus: install ok half-configured\nArchitecture: arm64\nVersion: 1.6-2\n");
+    let (_d, host) = root(&half);
+    assert_eq!(prefetched(&pkg(json!({"names": ["nano"]})), &host), "");
+}
