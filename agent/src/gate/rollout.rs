@@ -120,8 +120,8 @@ impl Answer<'_> {
         if t.reverted > 0 {
             line.push_str(&format!("; {} reverted", t.reverted));
         }
-        if let Some(at) = applies_at(t).filter(|_| t.took_head < t.devices) {
-            line.push_str(&format!("; applies at {at}"));
+        if let Some(at) = applies_at(t) {
+            line.push_str(&format!("; next applies at {at}"));
         }
         line.push(')');
         line

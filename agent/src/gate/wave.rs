@@ -178,7 +178,7 @@ pub struct Tally {
     /// Of `failed`: reverted the head.
     pub reverted: usize,
     pub rate: Rate,
-    /// The earliest `tend_wave_applies_at` in the wave (Unix seconds).
+    /// The earliest `tend_wave_applies_at` of a device not on the head yet (Unix seconds).
     pub applies_at: Option<i64>,
     pub decision: Decision,
 }
@@ -204,7 +204,9 @@ impl Tally {
             tally.took_head += usize::from(m.took_head);
             tally.failed += usize::from(m.failure.is_some());
             tally.reverted += usize::from(m.reverted);
-            tally.applies_at = match (tally.applies_at, m.applies_at) {
+            // What is still to come: the devices that took the head applied already.
+            let pending = m.applies_at.filter(|_| !m.took_head);
+            tally.applies_at = match (tally.applies_at, pending) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -400,6 +402,9 @@ mod tests {
             ]
         );
         assert_eq!(r.waves[2].applies_at, parse_time("2027-01-15T10:00:00Z"));
+        // A device on the head applied already: its time is not what comes next.
+        let done = device("d", &[("tend_wave_applies_at", "2027-01-15T09:00:00Z")]);
+        assert_eq!(Rollout::of(&[done], FIVE).waves[0].applies_at, None);
         assert_eq!(
             (r.overall.devices, r.overall.took_head, r.overall.failed),
             (35, 30, 1)
