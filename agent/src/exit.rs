@@ -23,6 +23,9 @@ pub const LOCKED: u8 = 12;
 /// older than `source.max_staleness`. The device keeps its last good commit; failures (4, 6)
 /// take precedence.
 pub const STALE: u8 = 13;
+/// `tend gate --rollout`: a wave's failures passed `--max-failure-rate`; the rollout must halt
+/// (a signed revert of the merge, docs/fleet-workflow.md).
+pub const HALT: u8 = 14;
 /// The command line was wrong.
 pub const USAGE: u8 = 64;
 
@@ -46,7 +49,15 @@ mod tests {
         assert_eq!(for_counts(3, 0), 2);
         assert_eq!(for_counts(0, 1), 4);
         assert_eq!(for_counts(1, 1), 6);
-        for distinct in [COULD_NOT_RUN, INVALID_REPO, SUSPENDED, LOCKED, STALE, USAGE] {
+        for distinct in [
+            COULD_NOT_RUN,
+            INVALID_REPO,
+            SUSPENDED,
+            LOCKED,
+            STALE,
+            HALT,
+            USAGE,
+        ] {
             assert!(![OK, CHANGED, FAILED, CHANGED_AND_FAILED].contains(&distinct));
         }
     }

@@ -5,6 +5,9 @@
 //! The fleet is a git repo made here (branch `canary` with an old and a head commit, and a
 //! `production` merge of canary whose tree equals canary's head); the devices are inventories
 //! set on the double, as their Mender clients would have sent them. No root or chroot needed.
+//!
+//! `--rollout` (issue 16): devices report their wave (`tend_wave` = `W/N`) and the gate answers
+//! halt (exit 14) or continue per wave from the failures and reverts among those on the head.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,6 +23,8 @@ use tend_tests::{run, tend_binary, Outcome};
 const FAILED: i32 = 4;
 const COULD_NOT_RUN: i32 = 1;
 const USAGE: i32 = 64;
+/// `tend gate --rollout`: a wave passed the failure threshold.
+const HALT: i32 = 14;
 
 struct Bed {
     server: MenderServer,
@@ -377,6 +382,237 @@ fn wait_polls_until_the_laggard_catches_up_and_stops_at_a_failure_on_the_head() 
     ensure!(
         started.elapsed() < Duration::from_secs(20),
         "it kept waiting:\n{out}"
+    );
+    Ok(())
+}
+
+/// `n` devices of wave `wave` on canary's head, the first `failed` of them failed there.
+fn wave(bed: &Bed, wave: &str, n: usize, failed: usize) {
+    for i in 0..n {
+        let id = format!("pi-{}-{i:02}", wave.replace('/', "of"));
+        if i < failed {
+            bed.device(
+                &id,
+                "canary",
+                &[
+                    ("tend_wave", wave),
+                    ("tend_status", "failed"),
+                    ("tend_error", "service kiosk: failed to start"),
+                ],
+            );
+        } else {
+            bed.device(&id, "canary", &[("tend_wave", wave)]);
+        }
+    }
+}
+
+#[test]
+fn wave_one_failures_above_the_threshold_halt_the_rollout() -> Result<()> {
+    let bed = Bed::new()?;
+    wave(&bed, "1/3", 20, 2);
+    // Wave 2 has not applied the head yet: it still runs the old commit.
+    let later = rfc3339(now() + 3600);
+    for i in 0..5 {
+        bed.device(
+            &format!("pi-2of3-{i:02}"),
+            "canary",
+            &[
+                ("tend_wave", "2/3"),
+                ("tend_commit", &bed.old),
+                ("tend_wave_applies_at", &later),
+            ],
+        );
+    }
+    let out = bed.gate(&["--rollout", "--max-failure-rate", "5%"])?;
+    expect(
+        &out,
+        HALT,
+        &[
+            "wave 1 of 3: 20 took the head, 2 failed (10 %) > 5 %: halt (of 20 devices)",
+            &format!(
+                "wave 2 of 3: none took the head yet: continue (of 5 devices; next applies at {later})"
+            ),
+            &format!("overall: 20 took the head, 2 failed (10 %) > 5 %: halt (of 25 devices; next applies at {later})"),
+            "tend gate --rollout HALT: branch canary at",
+            "wave 1 of 3 passed --max-failure-rate 5 %",
+            "git revert -m 1",
+        ],
+    )?;
+    let line = row(&out, "pi-1of3-00");
+    ensure!(
+        line.contains("1/3") && line.contains("failed") && line.contains("kiosk: failed to start"),
+        "{out}"
+    );
+    ensure!(
+        row(&out, "pi-1of3-05").is_empty(),
+        "good devices are not listed:\n{out}"
+    );
+
+    // The default threshold is 5 % too; the answer as JSON.
+    let out = bed.gate(&["--rollout", "--json"])?;
+    expect(&out, HALT, &[])?;
+    let doc: Value = serde_json::from_str(&out.stdout)?;
+    ensure!(
+        doc["verdict"] == "halt" && doc["head"] == bed.head.as_str(),
+        "{doc:#}"
+    );
+    ensure!(doc["max_failure_rate_percent"] == 5.0, "{doc:#}");
+    let w1 = &doc["waves"][0];
+    ensure!(
+        w1["wave"] == "1/3"
+            && w1["took_head"] == 20
+            && w1["failed"] == 2
+            && w1["failure_rate_percent"] == 10.0
+            && w1["decision"] == "halt",
+        "{doc:#}"
+    );
+    ensure!(
+        doc["waves"][1]["decision"] == "not_judged"
+            && doc["waves"][1]["applies_at"] == later.as_str(),
+        "{doc:#}"
+    );
+    ensure!(
+        doc["failures"].as_array().map(Vec::len) == Some(2),
+        "{doc:#}"
+    );
+
+    // A wider threshold lets the same wave continue.
+    let out = bed.gate(&["--rollout", "--max-failure-rate", "10%"])?;
+    expect(
+        &out,
+        0,
+        &[
+            "wave 1 of 3: 20 took the head, 2 failed (10 %) <= 10 %: continue",
+            "tend gate --rollout CONTINUE",
+        ],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn failures_below_the_threshold_continue_the_rollout() -> Result<()> {
+    let bed = Bed::new()?;
+    wave(&bed, "1/10", 40, 1);
+    wave(&bed, "2/10", 10, 0);
+    let out = bed.gate(&["--rollout", "--max-failure-rate", "5%"])?;
+    expect(
+        &out,
+        0,
+        &[
+            "wave 1 of 10: 40 took the head, 1 failed (2.5 %) <= 5 %: continue",
+            "wave 2 of 10: 10 took the head, 0 failed (0 %) <= 5 %: continue",
+            "overall: 50 took the head, 1 failed (2 %) <= 5 %: continue",
+            "tend gate --rollout CONTINUE",
+        ],
+    )?;
+    // 1 of 10 devices on the head is too few to judge with --min-devices 20: wave 2 continues,
+    // and wave 1's 40 are still judged.
+    wave(&bed, "2/10", 10, 1);
+    let out = bed.gate(&["--rollout", "--min-devices", "20"])?;
+    expect(
+        &out,
+        0,
+        &["wave 2 of 10: 10 took the head, 1 failed (10 %); fewer than --min-devices 20, not judged: continue"],
+    )?;
+    let out = bed.gate(&["--rollout"])?;
+    expect(
+        &out,
+        HALT,
+        &["wave 2 of 10: 10 took the head, 1 failed (10 %) > 5 %: halt"],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_device_that_reverted_the_head_counts_as_a_failure() -> Result<()> {
+    let bed = Bed::new()?;
+    wave(&bed, "1/2", 10, 0);
+    // After a revert the device reports the last good commit, and names the head it left.
+    bed.device(
+        "pi-reverted",
+        "canary",
+        &[
+            ("tend_wave", "1/2"),
+            ("tend_status", "reverted"),
+            ("tend_commit", &bed.old),
+            ("tend_reverted_commit", &bed.head),
+            (
+                "tend_revert_cause",
+                "role web: health check 'web answers' failed",
+            ),
+        ],
+    );
+    let out = bed.gate(&["--rollout", "--max-failure-rate", "5%"])?;
+    expect(
+        &out,
+        HALT,
+        &["wave 1 of 2: 11 took the head, 1 failed (9.09 %) > 5 %: halt (of 11 devices; 1 reverted)"],
+    )?;
+    let line = row(&out, "pi-reverted");
+    ensure!(
+        line.contains("reverted") && line.contains("reverted the head: role web: health check"),
+        "{out}"
+    );
+    // The search asked for the attributes a revert is read from.
+    let asked = &bed.server.searches()[0]["attributes"];
+    for a in ["tend_wave", "tend_wave_applies_at", "tend_reverted_commit"] {
+        ensure!(
+            asked
+                .as_array()
+                .is_some_and(|l| l.contains(&json!({"scope": "inventory", "attribute": a}))),
+            "{a} not asked for: {asked}"
+        );
+    }
+    // Without --rollout the promotion gate sees a device that is not on the head.
+    let out = bed.gate(&["--min-devices", "1"])?;
+    expect(&out, 0, &["10 passed, 0 failed, 1 not yet"])?;
+    Ok(())
+}
+
+#[test]
+fn devices_without_tend_wave_are_wave_1_of_1() -> Result<()> {
+    let bed = Bed::new()?;
+    bed.device("pi3-a", "canary", &[]);
+    bed.device("pi3-b", "canary", &[("tend_commit", &bed.merge)]);
+    bed.device("pi3-c", "canary", &[]);
+    let out = bed.gate(&["--rollout"])?;
+    expect(
+        &out,
+        0,
+        &["wave 1 of 1: 3 took the head, 0 failed (0 %) <= 5 %: continue (of 3 devices)"],
+    )?;
+    ensure!(!out.stdout.contains("DEVICE"), "nothing to list:\n{out}");
+    bed.device(
+        "pi3-c",
+        "canary",
+        &[("tend_status", "error"), ("tend_error", "fetch: 503")],
+    );
+    let out = bed.gate(&["--rollout"])?;
+    expect(
+        &out,
+        HALT,
+        &["wave 1 of 1: 3 took the head, 1 failed (33.33 %) > 5 %: halt"],
+    )?;
+    ensure!(row(&out, "pi3-c").contains("1/1"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn rollout_options_are_checked_before_asking() -> Result<()> {
+    let bed = Bed::new()?;
+    bed.device("pi3-a", "canary", &[]);
+    for args in [
+        &["--max-failure-rate", "5%"][..],
+        &["--rollout", "--wait", "10m"][..],
+        &["--rollout", "--max-failure-rate", "150%"][..],
+        &["--rollout", "--max-failure-rate", "some"][..],
+    ] {
+        let out = bed.gate(args)?;
+        ensure!(out.code() == Some(USAGE), "{args:?}: {out}");
+    }
+    ensure!(
+        bed.server.searches().is_empty(),
+        "a usage error asked Mender"
     );
     Ok(())
 }

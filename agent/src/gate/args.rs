@@ -6,18 +6,22 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::wave::{parse_rate, Rate};
 use super::{default_max_age, GateOptions};
 use crate::clock::parse_duration;
 use crate::exit;
 
 /// Environment variables holding the Mender personal access token, in order of preference.
 pub const TOKEN_VARS: &[&str] = &["TEND_MENDER_TOKEN", "MENDER_TOKEN"];
+/// `--max-failure-rate` when not given: 5 %.
+pub const DEFAULT_MAX_FAILURE_RATE: Rate = Rate(500);
 
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "The Mender personal access token is read from TEND_MENDER_TOKEN (or \
-MENDER_TOKEN). Exit codes: 0 the gate passed, 4 it did not (failures, laggards, or too few \
-devices), 1 could not ask (bad token, server, repo), 64 usage."
+MENDER_TOKEN). Exit codes: 0 the gate passed (with --rollout: continue), 4 it did not \
+(failures, laggards, or too few devices), 14 with --rollout: halt, 1 could not ask (bad token, \
+server, repo), 64 usage."
 )]
 pub struct GateArgs {
     /// The branch whose devices must pass, e.g. canary.
@@ -36,9 +40,18 @@ pub struct GateArgs {
     /// report heartbeat (1 h) plus the timer interval (30 min).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_age: Option<Duration>,
-    /// At least this many devices must pass.
+    /// At least this many devices must pass. With --rollout: a wave with fewer devices on the
+    /// head is not judged.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub min_devices: usize,
+    /// Judge a rollout in waves (the devices' tend_wave): halt (exit 14) when a wave's devices
+    /// on the head failed or reverted more often than --max-failure-rate, else continue.
+    #[arg(long, conflicts_with = "wait")]
+    pub rollout: bool,
+    /// With --rollout: the largest share of a wave's devices on the head that may fail or
+    /// revert, in percent (5%, 0.5%).
+    #[arg(long, value_parser = parse_rate, value_name = "PERCENT", requires = "rollout")]
+    pub max_failure_rate: Option<Rate>,
     /// Ask again until the gate passes, a device fails on the head, or DURATION is up.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub wait: Option<Duration>,
@@ -81,5 +94,9 @@ pub fn run(args: GateArgs, out: &mut dyn Write) -> u8 {
         interval: args.interval.max(Duration::from_secs(1)),
         json: args.json,
     };
+    if args.rollout {
+        let rate = args.max_failure_rate.unwrap_or(DEFAULT_MAX_FAILURE_RATE);
+        return super::rollout::run(&opts, rate, out);
+    }
     super::run(&opts, out)
 }

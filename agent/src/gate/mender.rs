@@ -29,6 +29,10 @@ pub const ATTRIBUTES: &[&str] = &[
     "tend_last_run",
     "tend_error",
     "tend_suspended",
+    "tend_wave",
+    "tend_wave_applies_at",
+    "tend_reverted_commit",
+    "tend_revert_cause",
 ];
 
 const TOKEN_FIX: &str = "create a personal access token in the Mender UI (your user menu → My \

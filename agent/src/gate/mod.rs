@@ -6,11 +6,16 @@
 //! the branch run its head (or a commit with the same tree), converged, and did so recently. The
 //! gate passes when at least `--min-devices` devices pass and none failed; `--wait` polls until
 //! that holds, a device fails on the head, or the time is up.
+//!
+//! `tend gate --rollout` (`rollout`, `wave`) asks the other question, of a stage rolling out in
+//! waves: has a wave that took the head failed too often, so the rollout must halt?
 
 pub mod args;
 pub mod head;
 pub mod mender;
+pub mod rollout;
 pub mod verdict;
+pub mod wave;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,20 +55,21 @@ pub struct GateOptions {
     pub json: bool,
 }
 
-pub fn run(opts: &GateOptions, out: &mut dyn Write) -> u8 {
-    let head = match Head::resolve(&opts.repo, &opts.branch) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("tend gate: {e}");
-            return exit::COULD_NOT_RUN;
-        }
-    };
-    let client = match Client::new(
+/// The branch head and a client for the server; the error is printed as it is.
+pub fn connect(opts: &GateOptions) -> Result<(Head, Client), String> {
+    let head = Head::resolve(&opts.repo, &opts.branch)?;
+    let client = Client::new(
         &opts.server,
         opts.token.clone(),
         opts.ca_file.as_deref(),
         REQUEST_TIMEOUT,
-    ) {
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((head, client))
+}
+
+pub fn run(opts: &GateOptions, out: &mut dyn Write) -> u8 {
+    let (head, client) = match connect(opts) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tend gate: {e}");

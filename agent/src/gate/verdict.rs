@@ -13,7 +13,7 @@ use super::mender::Device;
 use crate::clock::parse_duration;
 
 /// Statuses that mean the last run did not converge (see `inventory::status_word`).
-const FAILED_STATUSES: &[&str] = &["failed", "invalid", "error"];
+pub const FAILED_STATUSES: &[&str] = &["failed", "invalid", "error"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
