@@ -78,6 +78,11 @@ impl Cdn {
         format!("https://127.0.0.1:{}/{name}", self.port)
     }
 
+    /// The edge's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// nginx's CPU time so far (its single process does the work: `master_process off`).
     pub fn cpu(&self) -> Duration {
         crate::gitserver::cpu_of(self.daemon.pid())

@@ -110,7 +110,7 @@ impl Bed {
             },
             Forward {
                 guest_port: CDN_PORT,
-                host_port: rollout::port_of(&cdn.file_url(POINTER))?,
+                host_port: cdn.port(),
             },
         ];
         for ((_, guest_port), repo) in STAGES.iter().zip(&apt) {
@@ -597,6 +597,9 @@ fn step8_pointer(bed: &mut Bed, production: &str) -> Result<()> {
         polls.len(),
         origin.len() - origin_seen
     );
+    // The steps after this one push commits without publishing a pointer for them: back to
+    // polling git, as a device without a pointer does.
+    bed.sh("rm /etc/tend/tend.d/60-pointer.yaml")?;
     Ok(())
 }
 
