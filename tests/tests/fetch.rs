@@ -15,91 +15,12 @@ use tend_agent::source::tree::{DirTree, EntryKind, Tree};
 use tend_tests::gitserver::{AccessEntry, Change, FleetRepo, HttpsGitServer, SshGitServer, TestCa};
 use tend_tests::proxy::{ConnectProxy, StallServer, SynDropServer};
 
+#[path = "fetch/bed.rs"]
+mod bed;
+use bed::*;
+
 /// No failure case may take longer than this (the configured timeouts are a few seconds).
 const HANG: Duration = Duration::from_secs(60);
-
-fn oid(hex: &str) -> ObjectId {
-    ObjectId::from_hex(hex.as_bytes()).expect("a commit id")
-}
-
-fn source(url: &str) -> SourceConfig {
-    let mut s = SourceConfig::new(url);
-    s.retries = 0;
-    s.connect_timeout = Duration::from_secs(5);
-    s.timeout = Duration::from_secs(30);
-    s
-}
-
-/// A fleet with two commits on main, so a depth-1 clone visibly leaves history out.
-fn fleet() -> Result<(FleetRepo, String, String)> {
-    let f = FleetRepo::new()?;
-    let c1 = f.commit(
-        "main",
-        "first",
-        &[
-            Change::file("fleet.yaml", "version: 1\nroles: [base]\n"),
-            Change::file(
-                "roles/base/role.yaml",
-                "resources:\n  - file: /etc/motd\n    source: motd\n",
-            ),
-            Change::file("roles/base/files/motd", "hello\n"),
-            Change::Link("roles/base/files/motd-link".into(), "motd".into()),
-            Change::file("devices/dev-1.yaml", "groups: [kiosk]\n"),
-            Change::file("groups/kiosk.yaml", "vars: {}\n"),
-        ],
-    )?;
-    let c2 = f.commit_files(
-        "main",
-        "second",
-        &[("roles/base/files/motd", "hello again\n")],
-    )?;
-    Ok((f, c1, c2))
-}
-
-fn state() -> Result<(tempfile::TempDir, LocalRepo)> {
-    let d = tempfile::tempdir()?;
-    let repo = LocalRepo::open(&d.path().join("repo.git"))?;
-    assert!(repo.recovered().is_none());
-    Ok((d, repo))
-}
-
-/// The GitTree of `commit` reads and lists exactly what a DirTree of its checkout does.
-fn assert_same_as_checkout(repo: &LocalRepo, fleet: &FleetRepo, commit: &str) -> Result<()> {
-    let checkout = tempfile::tempdir()?;
-    fleet.checkout(commit, checkout.path())?;
-    let dir = DirTree::new(checkout.path())?;
-    let git = repo.tree(&oid(commit))?;
-    assert_eq!(git.describe(), format!("commit {}", &commit[..12]));
-    assert_eq!(git.read("fleet.yaml")?, dir.read("fleet.yaml")?);
-    let mut todo = vec!["roles".to_string(), "groups".into(), "devices".into()];
-    let mut files = 0;
-    while let Some(d) = todo.pop() {
-        let listed = git.list(&d)?;
-        assert_eq!(listed, dir.list(&d)?, "listing {d}");
-        for (name, kind) in listed {
-            let path = format!("{d}/{name}");
-            match kind {
-                EntryKind::Dir => todo.push(path),
-                EntryKind::File => {
-                    assert_eq!(git.read(&path)?, dir.read(&path)?, "{path}");
-                    files += 1;
-                }
-            }
-        }
-    }
-    assert!(files >= 4, "only {files} files compared");
-    Ok(())
-}
-
-fn upload_pack_posts(entries: &[AccessEntry]) -> usize {
-    entries.iter().filter(|e| e.is_upload_pack_post()).count()
-}
-
-fn measure(what: &str, value: impl std::fmt::Display) {
-    // Straight to the stream so the figure shows with or without --nocapture.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measure: {what}: {value}");
-}
 
 #[test]
 fn file_clone_is_shallow_then_polls_and_updates_incrementally() -> Result<()> {
@@ -227,33 +148,6 @@ fn tags_of_one_stage_are_fetched_with_their_targets() -> Result<()> {
     );
     assert!(repo.is_ancestor(&oid(&c2), &oid(&c3))?);
     Ok(())
-}
-
-struct Https {
-    fleet: FleetRepo,
-    ca: TestCa,
-    server: HttpsGitServer,
-    c2: String,
-}
-
-fn https() -> Result<Https> {
-    let (fleet, _c1, c2) = fleet()?;
-    let ca = TestCa::new("tend test CA")?;
-    let server = HttpsGitServer::start(fleet.root(), &ca)?;
-    Ok(Https {
-        fleet,
-        ca,
-        server,
-        c2,
-    })
-}
-
-impl Https {
-    fn source(&self) -> SourceConfig {
-        let mut s = source(&self.server.url("fleet.git"));
-        s.ca_file = Some(self.ca.cert().to_path_buf());
-        s
-    }
 }
 
 #[test]
@@ -446,13 +340,6 @@ fn a_connect_that_never_completes_hits_the_connect_timeout() -> Result<()> {
     Ok(())
 }
 
-fn ssh_source(server: &SshGitServer, fleet: &FleetRepo) -> SourceConfig {
-    let mut s = source(&server.url(fleet.path()));
-    s.ssh_key = Some(server.client_key());
-    s.known_hosts = Some(server.known_hosts());
-    s
-}
-
 #[test]
 fn ssh_clone_poll_and_update() -> Result<()> {
     let (fleet, _c1, c2) = fleet()?;
@@ -572,52 +459,6 @@ fn ssh_to_a_server_that_stalls_after_login_is_cut_by_the_overall_timeout() -> Re
     );
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     Ok(())
-}
-
-/// Damage done to a fetched local repo.
-type Damage = fn(&Path) -> Result<()>;
-
-/// The damages a device's storage can do, by name.
-fn damages() -> Vec<(&'static str, Damage)> {
-    fn pack(repo: &Path) -> Result<std::path::PathBuf> {
-        std::fs::read_dir(repo.join("objects/pack"))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|e| e == "pack"))
-            .ok_or_else(|| anyhow::anyhow!("no pack in {}", repo.display()))
-    }
-    vec![
-        ("truncated pack", |repo| {
-            let p = pack(repo)?;
-            let len = std::fs::metadata(&p)?.len();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&p)?
-                .set_len(len / 2)?;
-            Ok(())
-        }),
-        ("flipped byte in pack", |repo| {
-            let p = pack(repo)?;
-            let mut bytes = std::fs::read(&p)?;
-            let mid = bytes.len() / 2;
-            bytes[mid] ^= 0xff;
-            std::fs::write(&p, bytes)?;
-            Ok(())
-        }),
-        ("ref to a missing object", |repo| {
-            std::fs::write(
-                repo.join("refs/remotes/origin/main"),
-                "0123456789abcdef0123456789abcdef01234567\n",
-            )?;
-            let _ = std::fs::remove_file(repo.join("packed-refs"));
-            Ok(())
-        }),
-        ("not a repository", |repo| {
-            std::fs::remove_file(repo.join("HEAD"))?;
-            std::fs::remove_dir_all(repo.join("objects"))?;
-            Ok(())
-        }),
-    ]
 }
 
 #[test]

@@ -4,27 +4,29 @@
 //! Output is the desired state the engine converges to, plus the rendered specs that
 //! `tend render` shows.
 
+mod checks;
+mod expand;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tend_roles::{
-    find_type, resource_types, Desired, DynResource, Handler, Item, Redactor, RolePlan,
-};
+use tend_roles::{Desired, Handler, Item, Redactor, RolePlan};
 
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::fleet::budget::{spec_bytes, Budget, BUDGET_FIX};
+use crate::fleet::budget::Budget;
 use crate::fleet::facts::Facts;
-use crate::fleet::keys::{common, key_line, COMMON_KEYS};
 use crate::fleet::load::Fleet;
-use crate::fleet::model::Entry;
-use crate::fleet::render::{RenderError, RoleEnv};
+use crate::fleet::render::RoleEnv;
 use crate::fleet::resolve::{resolve, LoadedRole};
-use crate::fleet::sources::{spec_digest, Ctx, RoleSources};
+use crate::fleet::sources::Ctx;
 use crate::fleet::vars::{Mode, VarSet};
 use crate::source::tree::Tree;
+
+use checks::build_check;
+use expand::expand;
 
 pub struct Inputs<'a> {
     pub tree: Arc<dyn Tree>,
@@ -298,58 +300,8 @@ fn prune_flag(
     }
 }
 
-/// Renders one `checks:` entry (skipped when its `when:` is false) and builds it.
-fn build_check(
-    role: &str,
-    path: &str,
-    env: &RoleEnv,
-    ctx: &minijinja::Value,
-    entry: &Entry,
-    diags: &mut Diagnostics,
-) -> Option<crate::safety::health::Check> {
-    let entry_line = entry.referenced.line();
-    let keys = &entry.value.0;
-    let line_of = |key: &str| key_line(entry, key);
-    if let Some((_, w)) = keys.iter().find(|(k, _)| k.value == "when") {
-        match env.condition(&w.value, ctx) {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                diags.push(render_error(path, line_of("when"), "when", e));
-                return None;
-            }
-        }
-    }
-    let mut spec = Map::new();
-    for (k, v) in keys.iter().filter(|(k, _)| k.value != "when") {
-        match env.value(&v.value, ctx) {
-            Ok(r) => {
-                spec.insert(k.value.clone(), r);
-            }
-            Err(e) => {
-                diags.push(render_error(path, k.referenced.line(), &k.value, e));
-                return None;
-            }
-        }
-    }
-    let origin = format!("{path}:{entry_line}");
-    match crate::safety::health::spec::build(role, origin, Value::Object(spec)) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            let line = e.key.as_deref().map(line_of).unwrap_or(entry_line);
-            let mut d = Diagnostic::new(path, line, format!("check: {}", e.message));
-            if e.message.starts_with("unknown field") {
-                d = d.fix(format!(
-                    "a check takes the keys {} and when",
-                    crate::safety::health::spec::KEYS.join(", ")
-                ));
-            }
-            diags.push(d);
-            None
-        }
-    }
-}
-
+/// Every handler name of the device's roles → where it is first declared; handler names are
+/// fleet-wide, so a second declaration is an error.
 fn collect_handler_names(
     roles: &[LoadedRole],
     diags: &mut Diagnostics,
@@ -374,242 +326,4 @@ fn collect_handler_names(
         }
     }
     names
-}
-
-struct Built {
-    resource: Box<dyn DynResource>,
-    /// The rendered spec, when kept for `tend render`.
-    spec: Option<Value>,
-    notify: Vec<(String, u64)>,
-    origin: String,
-    line: u64,
-    reboot: bool,
-    enforce: bool,
-    /// See [`Validated::fingerprints`].
-    fingerprint: String,
-}
-
-impl RenderedSpec {
-    /// What `tend render` shows of a built resource or handler: its spec with secrets redacted.
-    fn of(
-        role: &str,
-        b: &Built,
-        redactor: &Redactor,
-        notify: Vec<String>,
-        handler: Option<String>,
-    ) -> Self {
-        RenderedSpec {
-            role: role.to_string(),
-            kind: b.resource.kind().to_string(),
-            spec: b
-                .spec
-                .as_ref()
-                .map(|v| redact_value(v, redactor))
-                .unwrap_or_default(),
-            notify,
-            origin: b.origin.clone(),
-            handler,
-        }
-    }
-}
-
-fn render_error(path: &str, line: u64, key: &str, e: RenderError) -> Diagnostic {
-    match e.file {
-        Some(_) => Diagnostic::new(path, line, format!("in `{key}`: {e}")),
-        None => Diagnostic::new(path, line, format!("in `{key}`: {}", e.message)),
-    }
-}
-
-/// Turns one role entry into zero (when: false), one, or many (loop:) built resources.
-fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Built> {
-    if c.budget.is_over() {
-        // Refused already; building more would only take more memory.
-        return Vec::new();
-    }
-    let path = c.path;
-    let entry_line = entry.referenced.line();
-    let keys = &entry.value.0;
-    let line_of = |key: &str| key_line(entry, key);
-
-    // The type is the entry's first key (other than tend's common keys): `group` is a type and
-    // also a key of `file` and `user`, so position, not membership, decides.
-    let first = keys
-        .iter()
-        .map(|(k, _)| k.value.as_str())
-        .find(|k| !COMMON_KEYS.contains(k));
-    let rtype = match first.and_then(find_type) {
-        Some(t) => t,
-        None => {
-            let names: Vec<&str> = resource_types().iter().map(|t| t.name).collect();
-            let what = match first {
-                Some(k) => format!("`{k}` is not a resource type"),
-                None => "this entry names no resource type".to_string(),
-            };
-            diags.push(Diagnostic::new(path, entry_line, what).fix(format!(
-                "start the entry with its type, one of: {}",
-                names.join(", ")
-            )));
-            return Vec::new();
-        }
-    };
-    if c.handler.is_some() {
-        for k in ["loop", "notify", "enforce"] {
-            if keys.iter().any(|(x, _)| x.value == k) {
-                diags.push(
-                    Diagnostic::new(
-                        path,
-                        line_of(k),
-                        format!("`{k}` is not allowed on a handler"),
-                    )
-                    .fix(format!("remove `{k}`")),
-                );
-                return Vec::new();
-            }
-        }
-    }
-
-    let get = |key: &str| {
-        keys.iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(_, v)| &v.value)
-    };
-    let Some(common) = common(path, entry, diags) else {
-        return Vec::new();
-    };
-
-    let items: Vec<Option<Value>> = match get("loop") {
-        None => vec![None],
-        Some(l) => match c.env.items(l, c.ctx) {
-            Ok(items) => items.into_iter().map(Some).collect(),
-            Err(e) => {
-                diags.push(render_error(path, line_of("loop"), "loop", e));
-                return Vec::new();
-            }
-        },
-    };
-
-    let mut out = Vec::new();
-    for item in items {
-        let ctx = match &item {
-            None => c.ctx.clone(),
-            Some(i) => {
-                minijinja::context! { item => minijinja::Value::from(minijinja::value::Serde(i)), ..c.ctx.clone() }
-            }
-        };
-        if let Some(w) = get("when") {
-            match c.env.condition(w, &ctx) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    diags.push(render_error(path, line_of("when"), "when", e));
-                    continue;
-                }
-            }
-        }
-        let mut spec = Map::new();
-        let mut failed = false;
-        for (k, v) in keys {
-            if COMMON_KEYS.contains(&k.value.as_str()) {
-                continue;
-            }
-            let field = if k.value == rtype.name {
-                rtype.primary
-            } else {
-                k.value.as_str()
-            };
-            match c.env.value(&v.value, &ctx) {
-                Ok(r) => {
-                    spec.insert(field.to_string(), r);
-                }
-                Err(e) => {
-                    diags.push(render_error(path, k.referenced.line(), &k.value, e));
-                    failed = true;
-                }
-            }
-        }
-        if failed {
-            continue;
-        }
-        let spec = Value::Object(spec);
-        let bytes = spec_bytes(&spec);
-        let sources = RoleSources::new(&c, &ctx);
-        let spec_digest = spec_digest(rtype.name, &spec);
-        // Device names are checked first, the same way for every type, before a type sees them.
-        let (built, spec) = match rtype.check_names(&spec) {
-            Err(e) => (Err(e), None),
-            Ok(()) if c.keep_spec => ((rtype.build)(spec.clone(), &sources), Some(spec)),
-            Ok(()) => ((rtype.build)(spec, &sources), None),
-        };
-        match built {
-            Ok(resource) => {
-                if let Err(m) = c.budget.charge(bytes) {
-                    diags.push(Diagnostic::new(path, entry_line, m).fix(BUDGET_FIX));
-                    return out;
-                }
-                let origin = match &item {
-                    None => format!("{path}:{entry_line}"),
-                    Some(i) => format!("{path}:{entry_line} (item {i})"),
-                };
-                let fingerprint = sources.fingerprint(&spec_digest);
-                out.push(Built {
-                    resource,
-                    spec,
-                    notify: common.notify.clone(),
-                    origin,
-                    line: entry_line,
-                    reboot: common.reboot,
-                    enforce: common.enforce,
-                    fingerprint,
-                });
-            }
-            Err(e) => {
-                let key = e
-                    .key
-                    .as_deref()
-                    .map(|k| if k == rtype.primary { rtype.name } else { k });
-                let line = key.map(line_of).unwrap_or(entry_line);
-                let d = match sources.failure.take() {
-                    // A template's own error: point at the template, say which entry used it.
-                    Some(d) if d.file != path => {
-                        let message = format!("{} (rendered for {path}:{line})", d.message);
-                        Diagnostic { message, ..d }
-                    }
-                    Some(d) => Diagnostic { line, message: format!("{}: {}", rtype.name, d.message), ..d },
-                    None if e.message.starts_with("unknown field") => {
-                        Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message))
-                            .fix("remove the key or correct its spelling; the keys this type takes are listed")
-                    }
-                    None => {
-                        let d = Diagnostic::new(path, line, format!("{}: {}", rtype.name, e.message));
-                        match e.fix {
-                            Some(fix) => d.fix(fix),
-                            None => d,
-                        }
-                    }
-                };
-                diags.push(d);
-                if c.budget.is_over() {
-                    return out;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Replaces secret values inside a rendered spec, for display.
-fn redact_value(v: &Value, r: &Redactor) -> Value {
-    if r.is_empty() {
-        return v.clone();
-    }
-    match v {
-        Value::String(s) => Value::String(r.redact(s)),
-        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(x, r)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (k.clone(), redact_value(x, r)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
