@@ -20,6 +20,7 @@ pub mod rootwalk;
 pub mod spec;
 pub mod statefile;
 pub mod types;
+pub mod undo;
 
 pub use engine::{
     converge, converge_held, converge_with, Desired, Handler, Hold, Item, Outcome, ResourceReport,
@@ -31,3 +32,4 @@ pub use redact::Redactor;
 pub use registry::{find_type, resource_types};
 pub use resource::{Applied, Change, DynResource, Managed, Plan, Resource};
 pub use spec::{NoSources, ResourceType, Sources};
+pub use undo::Undo;

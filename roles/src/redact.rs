@@ -63,18 +63,43 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
 /// [`scrub`] for serialized JSON, where a secret may stand escaped (`"` as `\"`); the replacement
 /// stays inside the string it was found in, so the document remains valid.
 pub fn scrub_json(json: &str) -> Cow<'_, str> {
-    let mut out = url_userinfo(json);
-    let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
-    for s in secrets.iter() {
-        let quoted = serde_json::to_string(s).unwrap_or_default();
-        let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
-        for form in [s.as_str(), escaped] {
-            if !form.is_empty() && out.contains(form) {
-                out = Cow::Owned(out.replace(form, HIDDEN));
+    JsonScrubber::new().scrub(json)
+}
+
+/// [`scrub_json`] for many pieces of one document (report.json compared line by line): the
+/// registered secrets and their escaped forms are looked up once, not once per piece.
+pub struct JsonScrubber {
+    /// Each secret as it is, then as it stands inside a JSON string.
+    forms: Vec<String>,
+}
+
+impl JsonScrubber {
+    pub fn new() -> Self {
+        let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+        let mut forms = Vec::new();
+        for s in secrets.iter() {
+            let quoted = serde_json::to_string(s).unwrap_or_default();
+            let escaped = &quoted[1..quoted.len().saturating_sub(1).max(1)];
+            forms.extend([s.clone(), escaped.to_string()]);
+        }
+        Self { forms }
+    }
+
+    pub fn scrub<'a>(&self, json: &'a str) -> Cow<'a, str> {
+        let mut out = url_userinfo(json);
+        for form in &self.forms {
+            if !form.is_empty() && out.contains(form.as_str()) {
+                out = Cow::Owned(out.replace(form.as_str(), HIDDEN));
             }
         }
+        out
     }
-    out
+}
+
+impl Default for JsonScrubber {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Hides the credential of every `scheme://userinfo@` in `text`: `user:pass` becomes

@@ -55,7 +55,7 @@ pub struct Managed {
     /// What is managed, unique per kind: a path, a source, unit, package or user name.
     pub key: String,
     /// A spec of the same type that removes it, e.g. `{"path": "/etc/x", "state": "absent"}`.
-    pub undo: serde_json::Value,
+    pub undo: crate::undo::Undo,
     /// Remove it only when tend created it (a package tend installed, not one that was there).
     #[serde(default)]
     pub only_if_created: bool,

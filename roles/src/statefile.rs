@@ -5,6 +5,7 @@
 //! already holds exactly these bytes with this mode: flash wears out, and a run with nothing new
 //! should not rewrite what it found.
 
+use std::borrow::Cow;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -38,7 +39,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> io::Result
 /// turns a new line into what the file would hold (scrubbed of credentials).
 pub struct Lines<'a> {
     pub skip: &'a dyn Fn(&[u8]) -> bool,
-    pub map: &'a dyn Fn(&[u8]) -> Vec<u8>,
+    pub map: &'a dyn Fn(&[u8]) -> Cow<'_, [u8]>,
+}
+
+/// A line as it is, for [`Lines::map`].
+fn as_it_is(line: &[u8]) -> Cow<'_, [u8]> {
+    Cow::Borrowed(line)
 }
 
 impl Lines<'static> {
@@ -46,7 +52,7 @@ impl Lines<'static> {
     pub fn exact() -> Self {
         Lines {
             skip: &|_| false,
-            map: &|l| l.to_vec(),
+            map: &as_it_is,
         }
     }
 }
@@ -64,10 +70,13 @@ pub fn reads_as<T: Serialize>(path: &Path, value: &T, lines: &Lines) -> bool {
         old_line: Vec::new(),
         lines,
     };
-    serde_json::to_writer_pretty(&mut cmp, value).is_ok()
-        && io::Write::write_all(&mut cmp, b"\n").is_ok()
-        && cmp.line.is_empty()
-        && cmp.next_old().is_ok_and(|more| !more)
+    // Buffered: the serializer writes a token at a time, the comparison wants whole lines.
+    let mut buffered = io::BufWriter::with_capacity(8 << 10, &mut cmp);
+    let same = serde_json::to_writer_pretty(&mut buffered, value).is_ok()
+        && io::Write::write_all(&mut buffered, b"\n").is_ok()
+        && io::Write::flush(&mut buffered).is_ok();
+    drop(buffered);
+    same && cmp.line.is_empty() && cmp.next_old().is_ok_and(|more| !more)
 }
 
 /// The writer behind [`reads_as`]: an error as soon as a line differs.
@@ -95,7 +104,7 @@ impl<R: io::BufRead> SameLines<'_, R> {
     fn compare(&mut self) -> io::Result<()> {
         let line = std::mem::take(&mut self.line);
         let same = (self.lines.skip)(&line)
-            || (self.next_old()? && (self.lines.map)(&line) == self.old_line);
+            || (self.next_old()? && *(self.lines.map)(&line) == *self.old_line);
         self.line = line;
         self.line.clear();
         if same {

@@ -8,7 +8,6 @@
 //! redaction and the revert backup work the same; without it, the report lists the orphan.
 //! A package is purged only when tend found it absent before it first managed it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::fleet::validate::Settings;
@@ -31,25 +30,67 @@ fn prunes(settings: &Settings, entry: &Entry) -> bool {
     own.or(settings.fleet).unwrap_or(false)
 }
 
-/// One managed thing, as recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One managed thing, as recorded: the fields of its [`Managed`], then the agent's own.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "Recorded")]
 pub struct Entry {
-    #[serde(flatten)]
     pub managed: Managed,
     /// The role that declared it last.
     pub role: String,
     /// That role's own `prune`, for when the device no longer has the role.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_prune: Option<bool>,
     /// Absent before tend first managed it (decides whether a package is purged).
-    #[serde(default)]
     pub created: bool,
 }
 
-impl Entry {
-    fn key(&self) -> (String, String) {
-        (self.managed.kind.clone(), self.managed.key.clone())
+/// An [`Entry`] as `managed.json` holds it, one flat object. Spelled out rather than
+/// `#[serde(flatten)]`, which buffers every entry as generic content before reading it.
+#[derive(Serialize, Deserialize)]
+struct Recorded<K = String, U = tend_roles::Undo> {
+    kind: K,
+    key: K,
+    undo: U,
+    #[serde(default)]
+    only_if_created: bool,
+    role: K,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role_prune: Option<bool>,
+    #[serde(default)]
+    created: bool,
+}
+
+impl From<Recorded> for Entry {
+    fn from(r: Recorded) -> Self {
+        Entry {
+            managed: Managed {
+                kind: r.kind,
+                key: r.key,
+                undo: r.undo,
+                only_if_created: r.only_if_created,
+            },
+            role: r.role,
+            role_prune: r.role_prune,
+            created: r.created,
+        }
     }
+}
+
+impl Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Recorded {
+            kind: self.managed.kind.as_str(),
+            key: self.managed.key.as_str(),
+            undo: &self.managed.undo,
+            only_if_created: self.managed.only_if_created,
+            role: self.role.as_str(),
+            role_prune: self.role_prune,
+            created: self.created,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Entry {
     fn key_ref(&self) -> (&str, &str) {
         (&self.managed.kind, &self.managed.key)
     }
@@ -80,7 +121,7 @@ pub struct Pruned {
 fn undo(entry: &Entry) -> Result<Box<dyn DynResource>, String> {
     let kind = &entry.managed.kind;
     let t = find_type(kind).ok_or_else(|| format!("this tend has no resource type {kind}"))?;
-    (t.build)(entry.managed.undo.clone(), &NoSources).map_err(|e| e.to_string())
+    (t.build)(entry.managed.undo.spec(), &NoSources).map_err(|e| e.to_string())
 }
 
 /// Services are disabled before their unit files go, packages before their sources.
@@ -104,36 +145,61 @@ pub fn prepare(
     host: &Host,
 ) -> (Pass, Option<String>) {
     let (previous, warning) = read_record(state_dir);
-    let known: BTreeMap<(&str, &str), &Entry> = previous.iter().map(|e| (e.key_ref(), e)).collect();
-    let mut seen = BTreeSet::new();
     let mut current = Vec::new();
     for role in &desired.roles {
+        let role_prune = settings.roles.get(&role.name).copied().flatten();
         for item in &role.items {
-            for managed in item.resource.managed() {
-                let mut entry = Entry {
-                    managed,
-                    role: role.name.clone(),
-                    role_prune: settings.roles.get(&role.name).copied().flatten(),
-                    created: false,
-                };
-                if !seen.insert(entry.key()) {
-                    continue;
-                }
-                entry.created = match known.get(&entry.key_ref()) {
-                    Some(before) => before.created,
-                    None => entry.managed.only_if_created && absent(&entry, host),
-                };
-                current.push(entry);
-            }
+            current.extend(item.resource.managed().into_iter().map(|managed| Entry {
+                managed,
+                role: role.name.clone(),
+                role_prune,
+                created: false,
+            }));
         }
     }
+    // The first declaration of a thing is the one recorded.
+    let by_key = sorted(&current);
+    let mut first = vec![true; current.len()];
+    for pair in by_key.windows(2) {
+        if current[pair[0]].key_ref() == current[pair[1]].key_ref() {
+            first[pair[1]] = false;
+        }
+    }
+    let mut at = 0;
+    current.retain(|_| {
+        at += 1;
+        first[at - 1]
+    });
+    let known = sorted(&previous);
+    for entry in &mut current {
+        entry.created = match find(&previous, &known, entry.key_ref()) {
+            Some(before) => before.created,
+            None => entry.managed.only_if_created && absent(entry, host),
+        };
+    }
+    let seen = sorted(&current);
     let mut orphans: Vec<Entry> = previous
-        .iter()
-        .filter(|e| !seen.contains(&e.key()))
-        .cloned()
+        .into_iter()
+        .filter(|e| find(&current, &seen, e.key_ref()).is_none())
         .collect();
     orphans.sort_by_key(|e| order(&e.managed.kind));
     (Pass { current, orphans }, warning)
+}
+
+/// The indices of `entries` in the order of their (kind, key), equal keys in list order: a
+/// lookup by key that copies no key.
+fn sorted(entries: &[Entry]) -> Vec<usize> {
+    let mut by_key: Vec<usize> = (0..entries.len()).collect();
+    by_key.sort_by(|a, b| entries[*a].key_ref().cmp(&entries[*b].key_ref()));
+    by_key
+}
+
+/// The entry with this (kind, key), through its [`sorted`] indices.
+fn find<'a>(entries: &'a [Entry], by_key: &[usize], key: (&str, &str)) -> Option<&'a Entry> {
+    by_key
+        .binary_search_by(|i| entries[*i].key_ref().cmp(&key))
+        .ok()
+        .map(|at| &entries[by_key[at]])
 }
 
 /// The record of what tend managed after the last apply; an unreadable one is empty, with why.
@@ -206,12 +272,13 @@ impl Pass {
             // Keep what was recorded, plus only what this run found absent and may have
             // created: a resource that never got applied must not become tend's to delete.
             let (mut merged, _) = read_record(state_dir);
-            let known: BTreeSet<_> = merged.iter().map(Entry::key).collect();
-            merged.extend(
-                self.current
-                    .into_iter()
-                    .filter(|e| e.created && !known.contains(&e.key())),
-            );
+            let known = sorted(&merged);
+            let new: Vec<Entry> = self
+                .current
+                .into_iter()
+                .filter(|e| e.created && find(&merged, &known, e.key_ref()).is_none())
+                .collect();
+            merged.extend(new);
             record = merged;
         } else {
             let kept = std::mem::replace(&mut record, self.current);
@@ -380,13 +447,90 @@ mod tests {
     }
 
     #[test]
+    fn the_managed_list_reads_and_writes_as_it_did_with_json_undo_specs() {
+        // As an earlier tend wrote it: the undo a JSON object, a package's `only_if_created`
+        // and `created`, a role's own prune, and a spec of a shape no type writes today.
+        let before = r#"{
+  "entries": [
+    {
+      "kind": "file",
+      "key": "/a",
+      "undo": {
+        "path": "/a",
+        "state": "absent"
+      },
+      "only_if_created": false,
+      "role": "r",
+      "role_prune": false,
+      "created": false
+    },
+    {
+      "kind": "service",
+      "key": "kiosk.service",
+      "undo": {
+        "enabled": false,
+        "name": "kiosk.service",
+        "state": "stopped"
+      },
+      "only_if_created": false,
+      "role": "old",
+      "created": false
+    },
+    {
+      "kind": "package",
+      "key": "curl",
+      "undo": {
+        "names": "curl",
+        "state": "purged"
+      },
+      "only_if_created": true,
+      "role": "old",
+      "created": true
+    },
+    {
+      "kind": "file",
+      "key": "/b",
+      "undo": {
+        "force": true,
+        "path": "/b",
+        "state": "absent"
+      },
+      "only_if_created": false,
+      "role": "old",
+      "created": false
+    }
+  ]
+}
+"#;
+        let (entries, warning) = {
+            let state = tempfile::tempdir().unwrap();
+            std::fs::write(state.path().join(FILE), before).unwrap();
+            read_record(state.path())
+        };
+        assert_eq!(warning, None);
+        assert_eq!(entries[0].managed.undo, tend_roles::Undo::path_absent("/a"));
+        assert_eq!(entries[0].role_prune, Some(false));
+        assert_eq!(
+            entries[1].managed.undo,
+            tend_roles::Undo::stopped("kiosk.service")
+        );
+        assert!(entries[2].managed.only_if_created && entries[2].created);
+        assert_eq!(
+            entries[3].managed.undo,
+            tend_roles::Undo::Spec(json!({"force": true, "path": "/b", "state": "absent"}))
+        );
+        let written = serde_json::to_string_pretty(&Record { entries }).unwrap() + "\n";
+        assert_eq!(written, before, "an unchanged list is not rewritten");
+    }
+
+    #[test]
     fn a_removed_role_keeps_its_own_prune_setting_and_else_the_fleets() {
         let s = settings(Some(true), &[("web", Some(false))]);
         let entry = |role: &str, role_prune| Entry {
             managed: Managed {
                 kind: "file".into(),
                 key: "/x".into(),
-                undo: json!({}),
+                undo: tend_roles::Undo::Spec(json!({})),
                 only_if_created: false,
             },
             role: role.into(),

@@ -19,6 +19,7 @@ mod wave;
 
 pub use wave::RolloutInfo;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -440,11 +441,15 @@ impl Report {
         // The comparison streams, line by line against the file, so a no-op over 10,000
         // resources holds neither report as text.
         let no_op = self.counts.changed == 0 && self.counts.failed == 0;
+        let scrubber = tend_roles::redact::JsonScrubber::new();
         let lines = statefile::Lines {
             skip: &is_time_line,
             map: &|line| match std::str::from_utf8(line) {
-                Ok(text) => tend_roles::redact::scrub_json(text).as_bytes().to_vec(),
-                Err(_) => line.to_vec(),
+                Ok(text) => match scrubber.scrub(text) {
+                    Cow::Borrowed(_) => Cow::Borrowed(line),
+                    Cow::Owned(scrubbed) => Cow::Owned(scrubbed.into_bytes()),
+                },
+                Err(_) => Cow::Borrowed(line),
             },
         };
         if no_op && statefile::reads_as(path, self, &lines) {

@@ -441,7 +441,7 @@ impl Resource for AptSource {
         vec![Managed {
             kind: "apt_source".into(),
             key: self.name.clone(),
-            undo: serde_json::json!({"name": self.name, "state": "absent"}),
+            undo: crate::undo::Undo::name_absent(&self.name),
             only_if_created: false,
         }]
     }

@@ -248,7 +248,7 @@ impl Resource for FileResource {
             Want::File(_) | Want::Link(_) => vec![Managed {
                 kind: "file".into(),
                 key: self.path.clone(),
-                undo: serde_json::json!({"path": self.path, "state": "absent"}),
+                undo: crate::undo::Undo::path_absent(&self.path),
                 only_if_created: false,
             }],
             Want::Directory | Want::Absent => Vec::new(),

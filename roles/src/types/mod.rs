@@ -56,7 +56,7 @@ mod tests {
             assert_eq!(got, keys, "{kind} {spec}");
             for one in &m {
                 assert_eq!(one.kind, kind);
-                let undo = (find_type(kind).unwrap().build)(one.undo.clone(), &NoSources)
+                let undo = (find_type(kind).unwrap().build)(one.undo.spec(), &NoSources)
                     .unwrap_or_else(|e| panic!("undo of {kind} {}: {e}", one.key));
                 assert_eq!(undo.kind(), kind);
                 assert!(undo.managed().is_empty(), "an undo manages nothing");

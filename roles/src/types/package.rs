@@ -337,7 +337,7 @@ impl Resource for Package {
             .map(|w| Managed {
                 kind: "package".into(),
                 key: w.name.clone(),
-                undo: serde_json::json!({"names": w.name, "state": "purged"}),
+                undo: crate::undo::Undo::names_purged(&w.name),
                 only_if_created: true,
             })
             .collect()

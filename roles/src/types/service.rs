@@ -362,7 +362,7 @@ impl Resource for Service {
         vec![Managed {
             kind: "service".into(),
             key: self.unit.clone(),
-            undo: serde_json::json!({"name": self.unit, "enabled": false, "state": "stopped"}),
+            undo: crate::undo::Undo::stopped(&self.unit),
             only_if_created: false,
         }]
     }

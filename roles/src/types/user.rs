@@ -339,7 +339,7 @@ impl Resource for User {
         vec![Managed {
             kind: "user".into(),
             key: self.name.clone(),
-            undo: serde_json::json!({"name": self.name, "state": "absent"}),
+            undo: crate::undo::Undo::name_absent(&self.name),
             only_if_created: false,
         }]
     }
