@@ -71,20 +71,11 @@ impl Undo {
         Undo::Named(Shape::Stopped, unit.to_string())
     }
 
-    /// The spec, for the type's `build`.
+    /// The spec, for the type's `build`: the JSON object [`Serialize`] writes.
     pub fn spec(&self) -> Value {
         match self {
-            Undo::Named(shape, name) => {
-                let (field, state) = shape.parts();
-                let mut map = serde_json::Map::new();
-                if shape.disables() {
-                    map.insert("enabled".into(), Value::Bool(false));
-                }
-                map.insert(field.into(), Value::String(name.clone()));
-                map.insert("state".into(), Value::String(state.into()));
-                Value::Object(map)
-            }
             Undo::Spec(spec) => spec.clone(),
+            named => serde_json::to_value(named).expect("an object of strings and a bool"),
         }
     }
 
