@@ -15,12 +15,7 @@ fn strict_tag_mode_refuses_another_stages_tag_and_older_numbers() -> Result<()> 
         "/etc/tend/tend.yaml",
         cfg.replace("branch: main", "branch: production\n  follow: tags"),
     )?;
-    bed.publisher
-        .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
-    let prod1 = bed.signed("main", "prod 1")?;
-    bed.publisher.signed_tag("production/1", &prod1)?;
-    bed.run()?.expect_code(2)?;
-    ensure!(bed.site() == "prod-1\n");
+    first_production_tag(&bed)?;
     ensure!(
         bed.report()?["git"]["signer"]["tag"] == "production/1",
         "{}",
@@ -107,12 +102,7 @@ fn signed_tag_far_ahead_is_not_a_fast_forward() -> Result<()> {
         "/etc/tend/tend.yaml",
         cfg.replace("branch: main", "branch: production"),
     )?;
-    bed.publisher
-        .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
-    let prod1 = bed.signed("main", "prod 1")?;
-    bed.publisher.signed_tag("production/1", &prod1)?;
-    bed.run()?.expect_code(2)?;
-    ensure!(bed.site() == "prod-1\n");
+    first_production_tag(&bed)?;
 
     bed.publisher
         .write("devices/dev1.yaml", "vars: {site: far-ahead}\n")?;
@@ -140,5 +130,16 @@ fn signed_tag_far_ahead_is_not_a_fast_forward() -> Result<()> {
     bed.publisher.signed_tag("production/3", &prod3)?;
     bed.run()?.expect_code(2)?;
     ensure!(bed.site() == "prod-3\n");
+    Ok(())
+}
+
+/// Publishes and applies `production/1`, a signed tag of a commit of `main`.
+fn first_production_tag(bed: &Bed) -> Result<()> {
+    bed.publisher
+        .write("devices/dev1.yaml", "vars: {site: prod-1}\n")?;
+    let prod1 = bed.signed("main", "prod 1")?;
+    bed.publisher.signed_tag("production/1", &prod1)?;
+    bed.run()?.expect_code(2)?;
+    ensure!(bed.site() == "prod-1\n");
     Ok(())
 }
