@@ -128,6 +128,8 @@ pub fn reference(bed: &Bed, opts: &Opts, tools: &[Tool], res: &mut Results) -> R
             &[w.bytes as f64],
         );
         res.add("noop", tool.name(), "30", "syncs", "", &[w.syncs as f64]);
+        let volatile = [w.volatile_syncs as f64];
+        res.add("noop", tool.name(), "30", "volatile syncs", "", &volatile);
         if tool != Tool::Rash {
             res.add(
                 "poll-no-commit",

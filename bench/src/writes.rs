@@ -5,7 +5,9 @@
 //! bytes) stays zero, and `wchar` counts pipes and terminals too. So one extra run per figure is
 //! traced with `strace -f -y`, which names each write's file: a write counts when its file is
 //! under the device root and outside the volatile trees (`/run`, `/proc`, `/sys`, `/dev`, `/tmp`
-//! are tmpfs or kernel filesystems on a device, not flash). A sync counts whatever it syncs. The
+//! are tmpfs or kernel filesystems on a device, not flash). Syncs are split the same way: one of
+//! a file in a volatile tree costs the flash nothing, while one of a persistent file, or one that
+//! names no file (`sync`, or an fd strace could not name), counts as a sync of the flash. The
 //! traced run is never timed.
 
 use std::collections::BTreeSet;
@@ -31,8 +33,11 @@ const VOLATILE: &[&str] = &["/run/", "/proc/", "/sys/", "/dev/", "/tmp/"];
 pub struct Writes {
     /// Bytes written to files on the device's persistent trees.
     pub bytes: u64,
-    /// fsync, fdatasync, syncfs, sync, sync_file_range and msync calls.
+    /// fsync, fdatasync, syncfs, sync, sync_file_range and msync calls of persistent files, or
+    /// of no file the trace names.
     pub syncs: u64,
+    /// The same calls on files in the volatile trees.
+    pub volatile_syncs: u64,
     /// The device paths written, for the log.
     pub files: BTreeSet<String>,
 }
@@ -78,28 +83,31 @@ pub fn count(log: &str, root: &str) -> Writes {
         let Some((name, args)) = call.split_once('(') else {
             continue;
         };
+        let path = args
+            .split_once('<')
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map(|(p, _)| p);
+        let on_device = path
+            .and_then(|p| p.strip_prefix(root))
+            .filter(|p| p.starts_with('/'));
+        let volatile = on_device.is_some_and(|p| {
+            VOLATILE
+                .iter()
+                .any(|v| p.starts_with(v) || p == v.trim_end_matches('/'))
+        });
         if SYNCS.contains(&name) {
             if result(call).is_none_or(|r| r >= 0) {
-                w.syncs += 1;
+                if volatile {
+                    w.volatile_syncs += 1;
+                } else {
+                    w.syncs += 1;
+                }
             }
             continue;
         }
-        if !WRITES.contains(&name) {
-            continue;
-        }
-        let Some(path) = args
-            .split_once('<')
-            .and_then(|(_, rest)| rest.split_once('>'))
-            .map(|(p, _)| p)
-        else {
+        let Some(on_device) = on_device.filter(|_| WRITES.contains(&name) && !volatile) else {
             continue;
         };
-        let Some(on_device) = path.strip_prefix(root).filter(|p| p.starts_with('/')) else {
-            continue;
-        };
-        if VOLATILE.iter().any(|v| on_device.starts_with(v)) {
-            continue;
-        }
         if let Some(n) = result(call).filter(|n| *n > 0) {
             w.bytes += n as u64;
             w.files.insert(on_device.to_string());
@@ -119,7 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_under_the_root_count_and_volatile_trees_pipes_and_failures_do_not() {
+    fn writes_and_syncs_split_by_tree_and_pipes_and_failures_do_not_count() {
         let log = "\
 101 write(3</d/root/var/lib/tend/report.json.tmp>, \"\"..., 512) = 512
 101 pwrite64(4</d/root/etc/motd>, \"\"..., 10, 0) = 10
@@ -130,11 +138,18 @@ mod tests {
 102 fsync(3</d/root/var/lib/tend/report.json.tmp>) = 0
 102 fdatasync(4</d/root/etc>) = 0
 102 fsync(9) = -1 EBADF (Bad file descriptor)
+102 fsync(5</d/root/run/tend/last-run.json>) = 0
+102 fsync(6</d/root/run>) = 0
+102 fsync(7</d/root/runner/state>) = 0
+102 fsync(8) = 0
+102 sync() = 0
 102 +++ exited with 0 +++
 ";
         let w = count(log, "/d/root");
         assert_eq!(w.bytes, 522);
-        assert_eq!(w.syncs, 2);
+        // report.json.tmp, /etc, /runner/state (not /run), the unnamed fd 8 and sync().
+        assert_eq!(w.syncs, 5);
+        assert_eq!(w.volatile_syncs, 2);
         assert_eq!(
             w.files.into_iter().collect::<Vec<_>>(),
             ["/etc/motd", "/var/lib/tend/report.json.tmp"]
