@@ -6,6 +6,7 @@
 mod acct;
 mod bed;
 mod floor;
+mod insn;
 mod measure;
 mod refstate;
 mod results;
@@ -93,7 +94,10 @@ struct RunArgs {
     fleet_devices: usize,
     #[arg(long, default_value_t = 10_000)]
     validate_devices: usize,
-    /// Only these figures: reference, scaling, fleet, validate, sizes.
+    /// Runs per architecture of the instruction counts (each on a fresh device).
+    #[arg(long, default_value_t = 1)]
+    insn_runs: usize,
+    /// Only these figures: reference, scaling, fleet, validate, sizes, instructions.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// After each of tend's no-op figures, run this shell command with $ROOT set to the device's
@@ -171,6 +175,9 @@ fn run(a: RunArgs) -> Result<()> {
     }
     if wants("sizes") {
         scenarios::sizes(&a.target_dir, &rash, &mut res)?;
+    }
+    if wants("instructions") {
+        insn::instructions(&bed, &a.target_dir, a.insn_runs, &mut res)?;
     }
     let names: Vec<&str> = tools
         .iter()

@@ -244,6 +244,7 @@ pub fn fmt(v: f64, unit: &str) -> String {
         "B" if v >= 1024.0 * 1024.0 => format!("{:.2} MiB", v / 1024.0 / 1024.0),
         "B" if v >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
         "B" => format!("{v:.0} B"),
+        "insns" => format!("{:.1} M", v / 1e6),
         "" => format!("{v}"),
         _ => format!("{v} {unit}"),
     }
