@@ -52,8 +52,9 @@ impl Plugin {
         Ok(Plugin { dir, so })
     }
 
-    /// Runs `argv` under `qemu` with the plugin; its exit code and the instructions it executed.
-    fn count(&self, qemu: &str, argv: &[&str]) -> Result<(i32, u64)> {
+    /// Runs `argv` under `qemu` with the plugin and checks its exit code; the instructions it
+    /// executed.
+    fn count(&self, qemu: &str, argv: &[&str], want: i32) -> Result<u64> {
         let out = self.dir.path().join("count");
         let _ = fs::remove_file(&out);
         let run = Command::new(qemu)
@@ -74,7 +75,13 @@ impl Plugin {
                 String::from_utf8_lossy(&run.stderr)
             )
         })?;
-        Ok((code, parse(&text)?))
+        ensure!(
+            code == want,
+            "{qemu} {argv:?} exited {code}, not {want}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        parse(&text)
     }
 }
 
@@ -90,11 +97,7 @@ fn parse(text: &str) -> Result<u64> {
 /// A first apply and a no-op of the reference device, per architecture, `runs` times each on a
 /// fresh device.
 pub fn instructions(bed: &Bed, target_dir: &Path, runs: usize, res: &mut Results) -> Result<()> {
-    let plugin = Plugin::build()?;
-    let state = RefState::new(30)?;
-    let tend_pub = bed.publisher("insn-fleet.git")?;
-    let ansible_pub = bed.publisher("insn-ansible.git")?;
-    bed.publish_state(&tend_pub, &ansible_pub, state, 0)?;
+    let mut bins = Vec::new();
     for (arch, triple, qemu) in ARCHES {
         let bin = target_dir.join(format!("cross/{triple}/release/tend"));
         ensure!(
@@ -102,7 +105,14 @@ pub fn instructions(bed: &Bed, target_dir: &Path, runs: usize, res: &mut Results
             "{} missing (scripts/cross-build {arch})",
             bin.display()
         );
-        let bin = bin.display().to_string();
+        bins.push((arch, qemu, bin.display().to_string()));
+    }
+    let plugin = Plugin::build()?;
+    let state = RefState::new(30)?;
+    let tend_pub = bed.publisher("insn-fleet.git")?;
+    let ansible_pub = bed.publisher("insn-ansible.git")?;
+    bed.publish_state(&tend_pub, &ansible_pub, state, 0)?;
+    for (arch, qemu, bin) in bins {
         eprintln!("instructions: {arch} under {qemu}");
         let (mut first, mut noop) = (Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -110,12 +120,8 @@ pub fn instructions(bed: &Bed, target_dir: &Path, runs: usize, res: &mut Results
             let root = dev.root().display().to_string();
             let argv = [bin.as_str(), "--root", root.as_str(), "run"];
             // tend's exit codes: 2 changed (a first apply), 0 converged (a no-op).
-            let (code, n) = plugin.count(qemu, &argv)?;
-            ensure!(code == 2, "{arch}: the first apply exited {code}");
-            first.push(n as f64);
-            let (code, n) = plugin.count(qemu, &argv)?;
-            ensure!(code == 0, "{arch}: the no-op exited {code}");
-            noop.push(n as f64);
+            first.push(plugin.count(qemu, &argv, 2)? as f64);
+            noop.push(plugin.count(qemu, &argv, 0)? as f64);
         }
         res.add("instructions", "tend", arch, "first apply", "insns", &first);
         res.add("instructions", "tend", arch, "no-op", "insns", &noop);
