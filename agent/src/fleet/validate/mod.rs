@@ -147,7 +147,8 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         let mut plan = RolePlan {
             name: role.name.clone(),
             depends: role.file.depends.iter().map(|d| d.value.clone()).collect(),
-            items: Vec::new(),
+            // At least one item an entry (more with `loop`): growing by doubling held up to twice.
+            items: Vec::with_capacity(role.file.resources.len()),
         };
         for entry in resources(&mut role.file) {
             let built = expand(
