@@ -185,6 +185,8 @@ pub fn prepare(
         .into_iter()
         .filter(|e| find(&current, &seen, e.key_ref()).is_none())
         .collect();
+    // Collected in place, the orphans keep the whole previous list's buffer through the run.
+    orphans.shrink_to_fit();
     orphans.sort_by_key(|e| order(&e.managed.kind));
     (Pass { current, orphans }, warning)
 }

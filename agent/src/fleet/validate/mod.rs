@@ -150,6 +150,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
             // At least one item an entry (more with `loop`): growing by doubling held up to twice.
             items: Vec::with_capacity(role.file.resources.len()),
         };
+        fingerprints.reserve_exact(role.file.resources.len());
         for entry in resources(&mut role.file) {
             let built = expand(
                 Ctx {
