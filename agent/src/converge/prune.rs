@@ -144,8 +144,11 @@ pub fn prepare(
     settings: &Settings,
     host: &Host,
 ) -> (Pass, Option<String>) {
-    let (previous, warning) = read_record(state_dir);
-    let mut current = Vec::new();
+    let (mut previous, warning) = read_record(state_dir);
+    // Read or built by growing, each list could hold room for twice its entries.
+    previous.shrink_to_fit();
+    let items = desired.roles.iter().map(|r| r.items.len()).sum();
+    let mut current = Vec::with_capacity(items);
     for role in &desired.roles {
         let role_prune = settings.roles.get(&role.name).copied().flatten();
         for item in &role.items {
@@ -182,6 +185,8 @@ pub fn prepare(
         .into_iter()
         .filter(|e| find(&current, &seen, e.key_ref()).is_none())
         .collect();
+    // Collected in place, the orphans keep the whole previous list's buffer through the run.
+    orphans.shrink_to_fit();
     orphans.sort_by_key(|e| order(&e.managed.kind));
     (Pass { current, orphans }, warning)
 }

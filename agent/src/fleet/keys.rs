@@ -21,22 +21,11 @@ pub(super) struct Common {
 
 /// The line of `key` in a role entry, else the entry's own line.
 pub(super) fn key_line(entry: &Entry, key: &str) -> u64 {
-    entry
-        .value
-        .0
-        .iter()
-        .find(|(k, _)| k.value == key)
-        .map(|(k, _)| k.referenced.line())
-        .unwrap_or(entry.referenced.line())
+    entry.get(key).map_or(entry.line, |k| k.line)
 }
 
 fn get<'e>(entry: &'e Entry, key: &str) -> Option<&'e Value> {
-    entry
-        .value
-        .0
-        .iter()
-        .find(|(k, _)| k.value == key)
-        .map(|(_, v)| &v.value)
+    entry.get(key).map(|k| &k.value)
 }
 
 /// Reads the common keys of `entry` (in `path`); None after a diagnostic.

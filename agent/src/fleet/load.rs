@@ -33,6 +33,11 @@ pub struct Parsed {
 }
 
 impl Parsed {
+    /// Drops the memo's copies of the role files (the resolved roles keep theirs).
+    pub fn forget_roles(&self) {
+        self.roles.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Role `role`'s template environment, which compiles each template file once.
     pub fn role_env(
         &self,

@@ -146,9 +146,47 @@ pub struct FixtureInterface {
     pub ipv6: Vec<String>,
 }
 
-/// One entry of `resources:` or one handler: the type key (`file: /etc/x`), its keys, and tend's
-/// common keys (`when`, `loop`, `notify`), each with its line.
-pub type Entry = Spanned<Keyed<Spanned<Value>>>;
+/// One key of a role entry as written: its name, its line, and its value.
+#[derive(Clone, Debug)]
+pub struct EntryKey {
+    pub name: String,
+    pub line: u64,
+    pub value: Value,
+}
+
+/// One entry of `resources:` or `checks:`, or one handler: the type key (`file: /etc/x`), its
+/// keys, and tend's common keys (`when`, `loop`, `notify`), each with its line. It is made from
+/// the spanned YAML as each entry is read: a spanned pair holds two locations for its key and two
+/// for its value (336 bytes), which a role of 10,000 resources held 6.7 MB of.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub line: u64,
+    pub keys: Vec<EntryKey>,
+}
+
+impl Entry {
+    pub fn get(&self, key: &str) -> Option<&EntryKey> {
+        self.keys.iter().find(|k| k.name == key)
+    }
+}
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<Keyed<Value>>::deserialize(d)?;
+        let pairs = spanned.value.0;
+        // A new vector of the exact size: collecting in place would keep the spanned one's.
+        let mut keys = Vec::with_capacity(pairs.len());
+        keys.extend(pairs.into_iter().map(|(k, value)| EntryKey {
+            line: k.referenced.line(),
+            name: k.value,
+            value,
+        }));
+        Ok(Entry {
+            line: spanned.referenced.line(),
+            keys,
+        })
+    }
+}
 
 /// `roles/<name>/role.yaml`
 #[derive(Debug, Default, Deserialize)]
@@ -211,9 +249,9 @@ mod tests {
         let y = b"resources:\n  - file: /etc/x\n    mode: 0644\nhandlers:\n  b: {command: x}\n  a: {command: y}\n";
         let r: RoleFile = crate::yaml::parse("role.yaml", y).unwrap();
         let e = &r.resources[0];
-        assert_eq!(e.referenced.line(), 2);
-        assert_eq!(e.value.0[1].0.value, "mode");
-        assert_eq!(e.value.0[1].1.value, serde_json::json!("0644"));
+        assert_eq!(e.line, 2);
+        assert_eq!((e.keys[1].name.as_str(), e.keys[1].line), ("mode", 3));
+        assert_eq!(e.keys[1].value, serde_json::json!("0644"));
         let names: Vec<_> = r.handlers.0.iter().map(|(k, _)| k.value.as_str()).collect();
         assert_eq!(names, ["b", "a"]);
     }

@@ -12,6 +12,7 @@ use tend_roles::{spec::Content, Sources};
 use crate::diag::Diagnostic;
 use crate::fleet::budget::{Budget, Read, BUDGET_FIX};
 use crate::fleet::render::RoleEnv;
+use crate::report::fingerprints::Fingerprint;
 use crate::source::tree::{check_relative, Tree, PATH_FIX};
 
 pub(super) struct Ctx<'a> {
@@ -55,13 +56,12 @@ impl<'a> RoleSources<'a> {
     /// What the resource built from a spec wants, as a hash: its type and rendered spec (secrets
     /// included: a new secret is a new desired state; [`spec_digest`], taken before the build
     /// consumes the spec) and every content it read.
-    pub(super) fn fingerprint(&self, spec_digest: &[u8]) -> String {
+    pub(super) fn fingerprint(&self, spec_digest: &[u8]) -> Fingerprint {
         let mut h = Sha256::new();
         h.update(spec_digest);
         h.update([0]);
         h.update(self.contents.borrow().clone().finalize());
-        let digest = h.finalize();
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        Fingerprint::of(&h.finalize())
     }
 
     fn seen(&self, content: Content) -> Content {

@@ -17,6 +17,7 @@ use similar::{ChangeTag, TextDiff};
 use tend_roles::spec::Content;
 
 use crate::fleet::validate::Validated;
+use crate::report::fingerprints::Fingerprint;
 
 pub type Hash = [u8; 32];
 
@@ -33,7 +34,7 @@ pub struct Entry {
     /// What the resource wants, as validation fingerprinted it (its type, rendered spec and every
     /// content it reads): the same fingerprint that tells a device's corrective change from an
     /// intentional one.
-    pub digest: String,
+    pub digest: Fingerprint,
 }
 
 /// A device's desired resources at one commit, by (kind, id).
@@ -65,7 +66,7 @@ pub fn snapshot(v: &Validated, contents: &Contents) -> Snapshot {
             Entry {
                 spec: spec.spec.clone(),
                 content,
-                digest: fingerprint.clone(),
+                digest: *fingerprint,
             },
         );
     }
@@ -283,7 +284,7 @@ mod tests {
         Entry {
             spec,
             content,
-            digest: format!("{:x}", h.finalize()),
+            digest: Fingerprint::of(&h.finalize()),
         }
     }
 
@@ -367,7 +368,7 @@ mod tests {
         let e = |c: &Content| Entry {
             spec: json!({"path": "/x", "source": "x.bin"}),
             content: Some((Sha256::digest(c).into(), c.clone())),
-            digest: format!("{:x}", Sha256::digest(c)),
+            digest: Fingerprint::of(&Sha256::digest(c)),
         };
         let before = snap(vec![("file", "/x", e(&c1))]);
         let after = snap(vec![("file", "/x", e(&c2))]);

@@ -10,12 +10,14 @@
 //! record (its first run) changes intentionally. `apply --path` has no commit: its fingerprints
 //! alone decide.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use tend_roles::{Desired, Outcome, RunSummary};
 
 pub use tend_roles::engine::Cause;
+
+use super::fingerprints::{Fingerprint, Fingerprints};
 
 /// What the last converge without failures applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,19 +27,20 @@ pub struct LastApplied {
     pub commit: Option<String>,
     /// "kind id" → the fingerprint of that resource's desired state.
     #[serde(default)]
-    pub fingerprints: BTreeMap<String, String>,
+    pub fingerprints: Fingerprints,
 }
 
 impl LastApplied {
     /// The record of converging `desired` (with its fingerprints, in item order) from `commit`.
-    pub fn of(commit: Option<&str>, desired: &Desired, fingerprints: &[String]) -> Self {
+    pub fn of(commit: Option<&str>, desired: &Desired, fingerprints: &[Fingerprint]) -> Self {
         let items = desired.roles.iter().flat_map(|r| &r.items);
         LastApplied {
             commit: commit.map(str::to_string),
-            fingerprints: items
-                .zip(fingerprints)
-                .map(|(i, f)| (key(i.resource.kind(), &i.resource.id()), f.clone()))
-                .collect(),
+            fingerprints: Fingerprints::collect(
+                items
+                    .zip(fingerprints)
+                    .map(|(i, f)| (key(i.resource.kind(), &i.resource.id()), *f)),
+            ),
         }
     }
 }
@@ -59,7 +62,7 @@ impl Classifier<'_> {
 
     /// The cause of a change to the resource `kind id`, whose desired state has `fingerprint`
     /// (none for what has none: a pruned leftover).
-    pub fn cause(&self, kind: &str, id: &str, fingerprint: Option<&str>) -> Cause {
+    pub fn cause(&self, kind: &str, id: &str, fingerprint: Option<Fingerprint>) -> Cause {
         let Some(last) = self.last else {
             return Cause::Intentional;
         };
@@ -67,9 +70,7 @@ impl Classifier<'_> {
             return Cause::Corrective;
         }
         match fingerprint {
-            Some(f) if last.fingerprints.get(&key(kind, id)).map(String::as_str) == Some(f) => {
-                Cause::Corrective
-            }
+            Some(f) if last.fingerprints.get(&key(kind, id)) == Some(f) => Cause::Corrective,
             _ => Cause::Intentional,
         }
     }
@@ -81,7 +82,7 @@ impl Classifier<'_> {
 pub fn classify(
     c: &Classifier,
     desired: &Desired,
-    fingerprints: &[String],
+    fingerprints: &[Fingerprint],
     summary: &RunSummary,
 ) -> Vec<Option<Cause>> {
     let items: Vec<_> = desired.roles.iter().flat_map(|r| &r.items).collect();
@@ -94,7 +95,7 @@ pub fn classify(
         }
         let cause = match items.get(n) {
             Some(item) if !r.handler => {
-                let fingerprint = fingerprints.get(n).map(String::as_str);
+                let fingerprint = fingerprints.get(n).copied();
                 let cause = c.cause(item.resource.kind(), &item.resource.id(), fingerprint);
                 if cause == Cause::Intentional {
                     intended.extend(item.notify.iter().map(|h| format!("handler '{h}'")));
@@ -119,11 +120,15 @@ mod tests {
     fn record(commit: Option<&str>, entries: &[(&str, &str)]) -> LastApplied {
         LastApplied {
             commit: commit.map(str::to_string),
-            fingerprints: entries
-                .iter()
-                .map(|(k, f)| (k.to_string(), f.to_string()))
-                .collect(),
+            fingerprints: Fingerprints::collect(entries.iter().map(|(k, f)| (k, fp(f)))),
         }
+    }
+
+    /// A stand-in fingerprint named by up to 16 bytes of text.
+    fn fp(name: &str) -> Fingerprint {
+        let mut b = [0; 16];
+        b[..name.len()].copy_from_slice(name.as_bytes());
+        Fingerprint(b)
     }
 
     #[test]
@@ -132,7 +137,10 @@ mod tests {
             last: None,
             commit: Some("a"),
         };
-        assert_eq!(c.cause("file", "/etc/x", Some("f1")), Cause::Intentional);
+        assert_eq!(
+            c.cause("file", "/etc/x", Some(fp("f1"))),
+            Cause::Intentional
+        );
     }
 
     #[test]
@@ -142,10 +150,13 @@ mod tests {
             last: Some(&last),
             commit: Some("a"),
         };
-        assert_eq!(c.cause("file", "/etc/x", Some("f1")), Cause::Corrective);
+        assert_eq!(c.cause("file", "/etc/x", Some(fp("f1"))), Cause::Corrective);
         // Device-local vars or facts changed under the same commit: the commit asked nothing new.
-        assert_eq!(c.cause("file", "/etc/x", Some("f2")), Cause::Corrective);
-        assert_eq!(c.cause("file", "/etc/new", Some("f3")), Cause::Corrective);
+        assert_eq!(c.cause("file", "/etc/x", Some(fp("f2"))), Cause::Corrective);
+        assert_eq!(
+            c.cause("file", "/etc/new", Some(fp("f3"))),
+            Cause::Corrective
+        );
     }
 
     #[test]
@@ -155,11 +166,17 @@ mod tests {
             last: Some(&last),
             commit: Some("b"),
         };
-        assert_eq!(c.cause("file", "/etc/x", Some("f2")), Cause::Intentional);
-        assert_eq!(c.cause("file", "/etc/y", Some("g1")), Cause::Corrective);
-        assert_eq!(c.cause("file", "/etc/new", Some("n1")), Cause::Intentional);
         assert_eq!(
-            c.cause("package", "/etc/x", Some("f1")),
+            c.cause("file", "/etc/x", Some(fp("f2"))),
+            Cause::Intentional
+        );
+        assert_eq!(c.cause("file", "/etc/y", Some(fp("g1"))), Cause::Corrective);
+        assert_eq!(
+            c.cause("file", "/etc/new", Some(fp("n1"))),
+            Cause::Intentional
+        );
+        assert_eq!(
+            c.cause("package", "/etc/x", Some(fp("f1"))),
             Cause::Intentional,
             "the key is kind and id"
         );
@@ -173,8 +190,11 @@ mod tests {
             last: Some(&last),
             commit: None,
         };
-        assert_eq!(c.cause("file", "/etc/x", Some("f1")), Cause::Corrective);
-        assert_eq!(c.cause("file", "/etc/x", Some("f2")), Cause::Intentional);
+        assert_eq!(c.cause("file", "/etc/x", Some(fp("f1"))), Cause::Corrective);
+        assert_eq!(
+            c.cause("file", "/etc/x", Some(fp("f2"))),
+            Cause::Intentional
+        );
     }
 
     fn file(path: &str, notify: &[&str]) -> tend_roles::Item {
@@ -220,7 +240,7 @@ mod tests {
             }],
             handlers: Vec::new(),
         };
-        let fingerprints: Vec<String> = ["n2", "s1", "q1"].map(String::from).to_vec();
+        let fingerprints = ["n2", "s1", "q1"].map(fp);
         let last = record(Some("a"), &[("file /new", "n1"), ("file /same", "s1")]);
         let summary = RunSummary {
             resources: vec![
@@ -259,7 +279,7 @@ mod tests {
             "{causes:?}"
         );
         let applied = LastApplied::of(Some("b"), &desired, &fingerprints);
-        assert_eq!(applied.fingerprints["file /new"], "n2");
+        assert_eq!(applied.fingerprints.get("file /new"), Some(fp("n2")));
         assert_eq!(applied.fingerprints.len(), 3);
     }
 

@@ -20,10 +20,10 @@ pub(super) fn build_check(
     entry: &Entry,
     diags: &mut Diagnostics,
 ) -> Option<crate::safety::health::Check> {
-    let entry_line = entry.referenced.line();
-    let keys = &entry.value.0;
+    let entry_line = entry.line;
+    let keys = &entry.keys;
     let line_of = |key: &str| key_line(entry, key);
-    if let Some((_, w)) = keys.iter().find(|(k, _)| k.value == "when") {
+    if let Some(w) = entry.get("when") {
         match env.condition(&w.value, ctx) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -34,13 +34,13 @@ pub(super) fn build_check(
         }
     }
     let mut spec = Map::new();
-    for (k, v) in keys.iter().filter(|(k, _)| k.value != "when") {
-        match env.value(&v.value, ctx) {
+    for k in keys.iter().filter(|k| k.name != "when") {
+        match env.value(&k.value, ctx) {
             Ok(r) => {
-                spec.insert(k.value.clone(), r);
+                spec.insert(k.name.clone(), r);
             }
             Err(e) => {
-                diags.push(render_error(path, k.referenced.line(), &k.value, e));
+                diags.push(render_error(path, k.line, &k.name, e));
                 return None;
             }
         }

@@ -24,7 +24,7 @@ pub(super) struct Built {
     pub(super) reboot: bool,
     pub(super) enforce: bool,
     /// See [`super::Validated::fingerprints`].
-    pub(super) fingerprint: String,
+    pub(super) fingerprint: crate::report::fingerprints::Fingerprint,
 }
 
 impl RenderedSpec {
@@ -65,15 +65,15 @@ pub(super) fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Buil
         return Vec::new();
     }
     let path = c.path;
-    let entry_line = entry.referenced.line();
-    let keys = &entry.value.0;
+    let entry_line = entry.line;
+    let keys = &entry.keys;
     let line_of = |key: &str| key_line(entry, key);
 
     // The type is the entry's first key (other than tend's common keys): `group` is a type and
     // also a key of `file` and `user`, so position, not membership, decides.
     let first = keys
         .iter()
-        .map(|(k, _)| k.value.as_str())
+        .map(|k| k.name.as_str())
         .find(|k| !COMMON_KEYS.contains(k));
     let rtype = match first.and_then(find_type) {
         Some(t) => t,
@@ -92,7 +92,7 @@ pub(super) fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Buil
     };
     if c.handler.is_some() {
         for k in ["loop", "notify", "enforce"] {
-            if keys.iter().any(|(x, _)| x.value == k) {
+            if entry.get(k).is_some() {
                 diags.push(
                     Diagnostic::new(
                         path,
@@ -106,11 +106,7 @@ pub(super) fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Buil
         }
     }
 
-    let get = |key: &str| {
-        keys.iter()
-            .find(|(k, _)| k.value == key)
-            .map(|(_, v)| &v.value)
-    };
+    let get = |key: &str| entry.get(key).map(|k| &k.value);
     let Some(common) = common(path, entry, diags) else {
         return Vec::new();
     };
@@ -146,21 +142,21 @@ pub(super) fn expand(c: Ctx, entry: &Entry, diags: &mut Diagnostics) -> Vec<Buil
         }
         let mut spec = Map::new();
         let mut failed = false;
-        for (k, v) in keys {
-            if COMMON_KEYS.contains(&k.value.as_str()) {
+        for k in keys {
+            if COMMON_KEYS.contains(&k.name.as_str()) {
                 continue;
             }
-            let field = if k.value == rtype.name {
+            let field = if k.name == rtype.name {
                 rtype.primary
             } else {
-                k.value.as_str()
+                k.name.as_str()
             };
-            match c.env.value(&v.value, &ctx) {
+            match c.env.value(&k.value, &ctx) {
                 Ok(r) => {
                     spec.insert(field.to_string(), r);
                 }
                 Err(e) => {
-                    diags.push(render_error(path, k.referenced.line(), &k.value, e));
+                    diags.push(render_error(path, k.line, &k.name, e));
                     failed = true;
                 }
             }

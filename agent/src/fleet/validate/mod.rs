@@ -7,6 +7,7 @@
 mod checks;
 mod expand;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::fleet::budget::Budget;
 use crate::fleet::facts::Facts;
 use crate::fleet::load::Fleet;
+use crate::fleet::model::{Entry, RoleFile};
 use crate::fleet::render::RoleEnv;
 use crate::fleet::resolve::{resolve, LoadedRole};
 use crate::fleet::sources::Ctx;
@@ -70,7 +72,7 @@ pub struct Validated {
     pub specs: Vec<RenderedSpec>,
     /// What each resource of `desired` wants, as a hash (in the order of its roles and items):
     /// the same fingerprint on a later commit means the commit did not change that resource.
-    pub fingerprints: Vec<String>,
+    pub fingerprints: Vec<crate::report::fingerprints::Fingerprint>,
     pub redactor: Redactor,
     /// The roles' health checks, in role order.
     pub checks: Vec<crate::safety::health::Check>,
@@ -97,12 +99,16 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let local = crate::fleet::load::Parsed::default();
     let parsed = inputs.parsed.unwrap_or(&local);
     let fleet = Fleet::open_parsed(tree.as_ref(), Some(parsed))?;
-    let resolved = resolve(
+    let mut resolved = resolve(
         &fleet,
         &inputs.device_id,
         inputs.facts.device_type.as_deref(),
         &mut diags,
     );
+    if inputs.parsed.is_none() {
+        // Nothing reads this run's role files again: `resources` can then drop each entry.
+        local.forget_roles();
+    }
 
     let mut vars = VarSet::from_repo(&fleet, &resolved, &mut diags);
     match inputs.mode {
@@ -133,16 +139,19 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
     let mut desired = Desired::default();
     let mut specs = Vec::new();
     let mut fingerprints = Vec::new();
-    let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
-    for role in &resolved.roles {
+    // Each resource's kind and id → where it is first declared: (role, item) in `desired`.
+    let mut seen: BTreeMap<(&'static str, String), (usize, usize)> = BTreeMap::new();
+    for (n, role) in resolved.roles.iter_mut().enumerate() {
         let env = parsed.role_env(&role.name, || RoleEnv::new(tree.clone(), &role.name));
         let path = role.path();
         let mut plan = RolePlan {
             name: role.name.clone(),
             depends: role.file.depends.iter().map(|d| d.value.clone()).collect(),
-            items: Vec::new(),
+            // At least one item an entry (more with `loop`): growing by doubling held up to twice.
+            items: Vec::with_capacity(role.file.resources.len()),
         };
-        for entry in &role.file.resources {
+        fingerprints.reserve_exact(role.file.resources.len());
+        for entry in resources(&mut role.file) {
             let built = expand(
                 Ctx {
                     tree: &tree,
@@ -154,7 +163,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                     budget: &budget,
                     keep_spec: inputs.keep_specs,
                 },
-                entry,
+                &entry,
                 &mut diags,
             );
             for b in built {
@@ -170,8 +179,9 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                         );
                     }
                 }
-                let key = (b.resource.kind().to_string(), b.resource.id());
-                if let Some(first) = seen.get(&key) {
+                let key = (b.resource.kind(), b.resource.id());
+                if let Some(&(r, i)) = seen.get(&key) {
+                    let first = &desired.roles.get(r).unwrap_or(&plan).items[i].origin;
                     diags.push(
                         Diagnostic::new(
                             &path,
@@ -181,7 +191,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
                         .fix("declare each resource once; two declarations would fight over it"),
                     );
                 } else {
-                    seen.insert(key, b.origin.clone());
+                    seen.insert(key, (n, plan.items.len()));
                 }
                 let notify: Vec<String> = b.notify.iter().map(|(n, _)| n.clone()).collect();
                 if inputs.keep_specs {
@@ -219,7 +229,7 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
             if built.len() > 1 {
                 diags.push(Diagnostic::new(
                     &path,
-                    entry.referenced.line(),
+                    entry.line,
                     "a handler is one resource; `loop` is not allowed here",
                 ));
                 continue;
@@ -275,6 +285,19 @@ pub fn validate(inputs: Inputs) -> Result<Validated, Diagnostics> {
         prune,
         rollout,
     })
+}
+
+/// `file`'s resource entries. When this run holds the only copy of the parsed file (`tend
+/// validate` shares it between devices), each entry is dropped once built, so that the parsed
+/// role and the desired state built from it are not both held whole.
+fn resources(file: &mut Arc<RoleFile>) -> impl Iterator<Item = Cow<'_, Entry>> {
+    let owned = Arc::get_mut(file).map(|f| std::mem::take(&mut f.resources));
+    let shared = match owned {
+        Some(_) => &[][..],
+        None => &file.resources[..],
+    };
+    let owned = owned.into_iter().flatten().map(Cow::Owned);
+    owned.chain(shared.iter().map(Cow::Borrowed))
 }
 
 /// A `prune:` value: true or false, nothing else (a typo must not silently delete or keep).
