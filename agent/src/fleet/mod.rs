@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod facts;
+pub mod fingerprints;
 mod keys;
 pub mod load;
 pub mod model;

@@ -11,8 +11,8 @@ use tend_roles::{spec::Content, Sources};
 
 use crate::diag::Diagnostic;
 use crate::fleet::budget::{Budget, Read, BUDGET_FIX};
+use crate::fleet::fingerprints::Fingerprint;
 use crate::fleet::render::RoleEnv;
-use crate::report::fingerprints::Fingerprint;
 use crate::source::tree::{check_relative, Tree, PATH_FIX};
 
 pub(super) struct Ctx<'a> {

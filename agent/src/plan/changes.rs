@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use similar::{ChangeTag, TextDiff};
 use tend_roles::spec::Content;
 
+use crate::fleet::fingerprints::Fingerprint;
 use crate::fleet::validate::Validated;
-use crate::report::fingerprints::Fingerprint;
 
 pub type Hash = [u8; 32];
 

@@ -17,7 +17,7 @@ use tend_roles::{Desired, Outcome, RunSummary};
 
 pub use tend_roles::engine::Cause;
 
-use super::fingerprints::{Fingerprint, Fingerprints};
+use crate::fleet::fingerprints::{Fingerprint, Fingerprints};
 
 /// What the last converge without failures applied.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

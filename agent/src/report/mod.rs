@@ -7,7 +7,6 @@
 //! Mender inventory script, fleet tooling) can evolve with it; fields are only ever added.
 
 pub mod cause;
-pub mod fingerprints;
 pub mod inventory;
 pub mod lastrun;
 pub mod mender;

@@ -24,7 +24,7 @@ pub(super) struct Built {
     pub(super) reboot: bool,
     pub(super) enforce: bool,
     /// See [`super::Validated::fingerprints`].
-    pub(super) fingerprint: crate::report::fingerprints::Fingerprint,
+    pub(super) fingerprint: crate::fleet::fingerprints::Fingerprint,
 }
 
 impl RenderedSpec {

@@ -72,7 +72,7 @@ pub struct Validated {
     pub specs: Vec<RenderedSpec>,
     /// What each resource of `desired` wants, as a hash (in the order of its roles and items):
     /// the same fingerprint on a later commit means the commit did not change that resource.
-    pub fingerprints: Vec<crate::report::fingerprints::Fingerprint>,
+    pub fingerprints: Vec<crate::fleet::fingerprints::Fingerprint>,
     pub redactor: Redactor,
     /// The roles' health checks, in role order.
     pub checks: Vec<crate::safety::health::Check>,
