@@ -192,11 +192,40 @@ fn run_guard(
             Err(e) => Err(e.to_string()),
         }
     };
+    // A device on its stage's pointer whose pointer lists bundles gets its next commit from
+    // them (the full bundle always fits), git only as a fallback: the guard asks the pointer.
+    let pointer = s
+        .config
+        .source
+        .pointer
+        .as_deref()
+        .filter(|_| followed == s.config.source.branch)
+        .filter(|_| {
+            s.run_state
+                .pointer
+                .accepted
+                .as_ref()
+                .is_some_and(|a| !a.bundles.is_empty())
+        });
+    let poll_pointer = |url: &str| -> Result<(), String> {
+        let client = crate::source::fetch::http_client(&quick).map_err(|e| e.to_string())?;
+        crate::source::pointer::poll(&client, url, &s.run_state.pointer)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let (via, ask): (guard::Via, Box<dyn Fn() -> Result<(), String>>) = match pointer {
+        Some(url) => (
+            guard::Via::Pointer(url),
+            Box::new(move || poll_pointer(url)),
+        ),
+        None => (guard::Via::Git, Box::new(list_refs)),
+    };
     let report = guard::check(&guard::Inputs {
         root: &s.root,
         src,
         config: &s.config.guard,
-        list_refs: &list_refs,
+        via,
+        ask: &*ask,
     });
     match report.failure() {
         None => {

@@ -16,9 +16,15 @@ use anyhow::{bail, ensure, Result};
 use tend_tests::cdn::Cdn;
 use tend_tests::gitserver::HttpsGitServer;
 
-/// A fleet of device roots made from one template.
+/// A fleet of device roots made from one template: device `dev<i>` at `roots[i]`.
 pub struct Fleet {
     pub roots: Vec<PathBuf>,
+}
+
+/// Which of a fleet's devices a round runs.
+pub enum Devices<'a> {
+    All,
+    Only(&'a [usize]),
 }
 
 impl Fleet {
@@ -59,23 +65,70 @@ pub struct Round {
     /// Devices whose run changed something (exit 2) and that converged without (exit 0).
     pub changed: usize,
     pub unchanged: usize,
-    /// Requests at the origin: to git, and to its static files (an edge's revalidations).
+    /// The devices whose run changed nothing.
+    pub unchanged_devices: Vec<usize>,
+    /// Requests at the origin: to git, and to its static files (an edge's revalidations of the
+    /// pointer and its first fetch of each bundle), of which bundles.
     pub origin_git_requests: usize,
     pub origin_file_requests: usize,
+    pub origin_bundle_requests: usize,
     /// HTTP bytes in and out at the origin, of its git requests and of its static files.
     pub origin_git_bytes: u64,
     pub origin_file_bytes: u64,
     pub origin_cpu: Duration,
     pub edge_requests: usize,
+    /// Of the edge's requests, the devices' bundle downloads.
+    pub edge_bundle_requests: usize,
     pub edge_bytes: u64,
     pub edge_cpu: Duration,
     pub wall: Duration,
 }
 
-/// Runs every device once, `workers` at a time, each run bounded by `timeout`.
+impl Round {
+    /// One line for the log: the outcomes and the servers' figures.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} devices ({} changed) in {:.1} s; origin: {} git + {} static requests \
+             ({} bundles), {:.2} CPU-s; edge: {} requests ({} bundles), {:.2} CPU-s",
+            self.devices,
+            self.changed,
+            self.wall.as_secs_f64(),
+            self.origin_git_requests,
+            self.origin_file_requests,
+            self.origin_bundle_requests,
+            self.origin_cpu.as_secs_f64(),
+            self.edge_requests,
+            self.edge_bundle_requests,
+            self.edge_cpu.as_secs_f64()
+        )
+    }
+
+    /// Adds a later round's server figures to this one (a catch-up poll of some devices within
+    /// the same interval); the devices' outcomes are this round's.
+    pub fn absorb(&mut self, later: &Round) {
+        self.origin_git_requests += later.origin_git_requests;
+        self.origin_file_requests += later.origin_file_requests;
+        self.origin_bundle_requests += later.origin_bundle_requests;
+        self.origin_git_bytes += later.origin_git_bytes;
+        self.origin_file_bytes += later.origin_file_bytes;
+        self.origin_cpu += later.origin_cpu;
+        self.edge_requests += later.edge_requests;
+        self.edge_bundle_requests += later.edge_bundle_requests;
+        self.edge_bytes += later.edge_bytes;
+        self.edge_cpu += later.edge_cpu;
+        self.wall += later.wall;
+    }
+}
+
+fn is_bundle(path: &str) -> bool {
+    path.ends_with(".bundle")
+}
+
+/// Runs the chosen devices once, `workers` at a time, each run bounded by `timeout`.
 pub fn round(
     tend: &Path,
     fleet: &Fleet,
+    devices: Devices,
     workers: usize,
     timeout: Duration,
     origin: &HttpsGitServer,
@@ -84,34 +137,45 @@ pub fn round(
     let origin_seen = origin.requests()?.len();
     let edge_seen = edge.map(|e| e.requests().map(|r| r.len())).transpose()?;
     let (origin_cpu, edge_cpu) = (origin.cpu(), edge.map(|e| e.cpu()));
+    let all: Vec<usize>;
+    let chosen = match devices {
+        Devices::All => {
+            all = (0..fleet.roots.len()).collect();
+            &all[..]
+        }
+        Devices::Only(d) => d,
+    };
     let next = AtomicUsize::new(0);
-    let codes = Mutex::new(Vec::with_capacity(fleet.roots.len()));
+    let codes = Mutex::new(Vec::with_capacity(chosen.len()));
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(root) = fleet.roots.get(i) else {
-                    break;
-                };
-                let code = run_device(tend, root, i, timeout);
-                codes.lock().unwrap().push((i, code));
+            s.spawn(|| {
+                while let Some(&i) = chosen.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let root = &fleet.roots[i];
+                    let code = run_device(tend, root, i, timeout);
+                    codes.lock().unwrap().push((i, code));
+                }
             });
         }
     });
     let wall = start.elapsed();
     let mut r = Round {
-        devices: fleet.roots.len(),
+        devices: chosen.len(),
         wall,
         ..Round::default()
     };
     for (i, code) in codes.into_inner().unwrap() {
         match code? {
-            0 => r.unchanged += 1,
+            0 => {
+                r.unchanged += 1;
+                r.unchanged_devices.push(i);
+            }
             2 => r.changed += 1,
             c => bail!("device dev{i} ({}) exited {c}", fleet.roots[i].display()),
         }
     }
+    r.unchanged_devices.sort_unstable();
     for e in &origin.requests()?[origin_seen..] {
         let bytes = e.bytes_in + e.bytes_out;
         if e.path.starts_with("/git/") {
@@ -119,6 +183,7 @@ pub fn round(
             r.origin_git_bytes += bytes;
         } else {
             r.origin_file_requests += 1;
+            r.origin_bundle_requests += usize::from(is_bundle(&e.path));
             r.origin_file_bytes += bytes;
         }
     }
@@ -126,6 +191,7 @@ pub fn round(
     if let (Some(edge), Some(seen), Some(cpu)) = (edge, edge_seen, edge_cpu) {
         for e in &edge.requests()?[seen..] {
             r.edge_requests += 1;
+            r.edge_bundle_requests += usize::from(is_bundle(&e.path));
             r.edge_bytes += e.bytes_in + e.bytes_out;
         }
         r.edge_cpu = edge.cpu().saturating_sub(cpu);

@@ -4,8 +4,9 @@
 //!
 //! - git only: every poll asks the origin's git;
 //! - pointer + CDN: every poll is a conditional GET of the signed stage pointer at a caching
-//!   proxy (nginx `proxy_cache`) in front of the origin's static files; git only when the pointer
-//!   names a new commit.
+//!   proxy (nginx `proxy_cache`) in front of the origin's static files, published with
+//!   `--bundles`, so that a device reaches a new commit through an incremental bundle from the
+//!   edge; git only when no bundle fits (and for the connectivity guard after a change).
 //!
 //! The figures are the origin's requests and CPU time, and the HTTP bytes a device moves, per
 //! poll and for the merge (docs/scale.md quotes them and extrapolates to 100,000 devices). They
@@ -21,7 +22,7 @@ use tend_tests::cdn::Cdn;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::publisher::{keygen, Publisher};
 
-use crate::rounds::{round, Fleet, Round};
+use crate::rounds::{round, Devices, Fleet, Round};
 
 const STAGE: &str = "production";
 const POINTER: &str = "production.pointer";
@@ -35,14 +36,38 @@ pub struct ScaleOpts {
     pub timeout: Duration,
 }
 
-/// The servers, the publisher and a scratch directory for device roots.
+/// The servers, the publisher and a tmpfs for device roots (deleting 1,000 roots of hard links
+/// on the host's disk took longer than polling them; unmounting empties it at once).
 struct Origin {
     ca: TestCa,
     server: HttpsGitServer,
     publisher: Publisher,
     _repo: FleetRepo,
     _keys: tempfile::TempDir,
-    scratch: tempfile::TempDir,
+    scratch: Scratch,
+}
+
+/// A tmpfs mounted on a temp dir for as long as it lives.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = tempfile::tempdir_in("/var/tmp")?;
+        tend_tests::mounts::mount_tmpfs(dir.path()).context("a tmpfs for the device roots")?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = tend_tests::mounts::unmount(self.0.path()) {
+            eprintln!("unmounting {}: {e:#}", self.0.path().display());
+        }
+    }
 }
 
 pub fn run(tend: &Path, o: &ScaleOpts, out: &Path) -> Result<()> {
@@ -63,7 +88,11 @@ pub fn run(tend: &Path, o: &ScaleOpts, out: &Path) -> Result<()> {
 /// A no-op interval and a merge interval of one set-up.
 struct Scenario {
     noop: Round,
+    /// Every device's poll after the merge, and the late devices' next poll.
     merge: Round,
+    /// Devices that still saw the old pointer on their first poll after the merge (an edge
+    /// serves its stale copy while it revalidates) and took the merge on their next poll.
+    late: usize,
 }
 
 impl Origin {
@@ -87,14 +116,22 @@ impl Origin {
             publisher,
             _repo: repo,
             _keys: keys,
-            scratch: tempfile::tempdir_in("/var/tmp")?,
+            scratch: Scratch::new()?,
         })
     }
 
-    /// `tend publish pointer` for the stage's head, into the origin's docroot.
+    /// `tend publish pointer --bundles` for the stage's head, into the origin's docroot.
     fn publish_pointer(&self, tend: &Path, sequence: u64) -> Result<()> {
         let out = Command::new(tend)
-            .args(["publish", "pointer", "--stage", STAGE, "--expires", "7d"])
+            .args([
+                "publish",
+                "pointer",
+                "--stage",
+                STAGE,
+                "--expires",
+                "7d",
+                "--bundles",
+            ])
             .arg("--sequence")
             .arg(sequence.to_string())
             .arg("--key")
@@ -138,9 +175,26 @@ fn scenario(
         "the template device's first run: {first:?}\n{}",
         edge.map(Cdn::error_log).unwrap_or_default()
     );
+    let copying = std::time::Instant::now();
     let fleet = Fleet::copies(&template, &base.join("devices"), o.devices)?;
-    let noop = round(tend, &fleet, o.workers, o.timeout, &origin.server, edge)?;
-    eprintln!("  no-op interval: {noop:?}");
+    eprintln!(
+        "  {} device roots copied in {:.1} s",
+        o.devices,
+        copying.elapsed().as_secs_f64()
+    );
+    let poll = |devices| {
+        round(
+            tend,
+            &fleet,
+            devices,
+            o.workers,
+            o.timeout,
+            &origin.server,
+            edge,
+        )
+    };
+    let noop = poll(Devices::All)?;
+    eprintln!("  no-op interval: {}", noop.summary());
     let generation = if edge.is_some() { 3 } else { 2 };
     origin
         .publisher
@@ -153,16 +207,31 @@ fn scenario(
         std::thread::sleep(o.max_age + Duration::from_secs(1));
         eprintln!("  {} requests at the edge so far", edge.requests()?.len());
     }
-    let merge = round(tend, &fleet, o.workers, o.timeout, &origin.server, edge)?;
-    eprintln!("  merge interval: {merge:?}");
+    let mut merge = poll(Devices::All)?;
+    let late = merge.unchanged_devices.clone();
+    if !late.is_empty() {
+        let next = poll(Devices::Only(&late))?;
+        ensure!(
+            next.changed == late.len(),
+            "{} of {} late devices took the merge on their next poll",
+            next.changed,
+            late.len()
+        );
+        merge.absorb(&next);
+    }
+    eprintln!("  merge interval: {}", merge.summary());
     ensure!(
-        merge.changed == o.devices,
+        merge.changed + late.len() == o.devices,
         "{} of {} devices took the merge",
-        merge.changed,
+        merge.changed + late.len(),
         o.devices
     );
     std::fs::remove_dir_all(&base).with_context(|| format!("removing {}", base.display()))?;
-    Ok(Scenario { noop, merge })
+    Ok(Scenario {
+        noop,
+        merge,
+        late: late.len(),
+    })
 }
 
 fn write_device_config(origin: &Origin, root: &Path, pointer: Option<&str>) -> Result<()> {
@@ -208,11 +277,17 @@ fn table(o: &ScaleOpts, git: &Scenario, cdn: &Scenario) -> String {
     let mut row = |name: &str, a: String, b: String| {
         let _ = writeln!(t, "| {name} | {a} | {b} |");
     };
-    let reqs = |r: &Round| (r.origin_git_requests + r.origin_file_requests) as f64;
+    let git_reqs = |r: &Round| r.origin_git_requests as f64;
+    let file_reqs = |r: &Round| r.origin_file_requests as f64;
     row(
-        "origin requests per 1,000 no-op polls",
-        format!("{:.0}", per_1000(reqs(&git.noop), n)),
-        format!("{:.1}", per_1000(reqs(&cdn.noop), n)),
+        "origin git requests per 1,000 no-op polls",
+        format!("{:.0}", per_1000(git_reqs(&git.noop), n)),
+        format!("{:.0}", per_1000(git_reqs(&cdn.noop), n)),
+    );
+    row(
+        "origin static-file requests per 1,000 no-op polls",
+        format!("{:.0}", per_1000(file_reqs(&git.noop), n)),
+        format!("{:.1}", per_1000(file_reqs(&cdn.noop), n)),
     );
     row(
         "origin CPU-seconds per 1,000 no-op polls",
@@ -230,9 +305,27 @@ fn table(o: &ScaleOpts, git: &Scenario, cdn: &Scenario) -> String {
         format!("{:.2}", per_1000(cdn.noop.edge_cpu.as_secs_f64(), n)),
     );
     row(
-        "origin requests for the merge (whole fleet)",
-        format!("{:.0}", reqs(&git.merge)),
-        format!("{:.0}", reqs(&cdn.merge)),
+        "origin git requests for the merge (whole fleet)",
+        format!("{:.0}", git_reqs(&git.merge)),
+        format!("{:.0}", git_reqs(&cdn.merge)),
+    );
+    row(
+        "origin static-file requests for the merge (of which bundles)",
+        format!(
+            "{:.0} ({})",
+            file_reqs(&git.merge),
+            git.merge.origin_bundle_requests
+        ),
+        format!(
+            "{:.0} ({})",
+            file_reqs(&cdn.merge),
+            cdn.merge.origin_bundle_requests
+        ),
+    );
+    row(
+        "bundle downloads at the edge for the merge",
+        "–".into(),
+        cdn.merge.edge_bundle_requests.to_string(),
     );
     row(
         "origin CPU-seconds for the merge",
@@ -245,6 +338,11 @@ fn table(o: &ScaleOpts, git: &Scenario, cdn: &Scenario) -> String {
         format!("{:.0}", device_bytes(&cdn.merge)),
     );
     row(
+        "devices one poll late for the merge (a stale edge copy)",
+        git.late.to_string(),
+        cdn.late.to_string(),
+    );
+    row(
         "wall time of the no-op interval, compressed",
         format!("{:.1} s", git.noop.wall.as_secs_f64()),
         format!("{:.1} s", cdn.noop.wall.as_secs_f64()),
@@ -254,22 +352,25 @@ fn table(o: &ScaleOpts, git: &Scenario, cdn: &Scenario) -> String {
 
 fn csv(rows: &[(&str, &Scenario)]) -> String {
     let mut t = String::from(
-        "setup,interval,devices,changed,origin_git_requests,origin_file_requests,origin_git_bytes,\
-         origin_file_bytes,origin_cpu_s,edge_requests,edge_bytes,edge_cpu_s,wall_s\n",
+        "setup,interval,devices,changed,late,origin_git_requests,origin_file_requests,\
+         origin_bundle_requests,origin_git_bytes,origin_file_bytes,origin_cpu_s,edge_requests,\
+         edge_bundle_requests,edge_bytes,edge_cpu_s,wall_s\n",
     );
     for (name, s) in rows {
-        for (interval, r) in [("noop", &s.noop), ("merge", &s.merge)] {
+        for (interval, r, late) in [("noop", &s.noop, 0), ("merge", &s.merge, s.late)] {
             let _ = writeln!(
                 t,
-                "{name},{interval},{},{},{},{},{},{},{:.3},{},{},{:.3},{:.3}",
+                "{name},{interval},{},{},{late},{},{},{},{},{},{:.3},{},{},{},{:.3},{:.3}",
                 r.devices,
-                r.changed,
+                r.changed + late,
                 r.origin_git_requests,
                 r.origin_file_requests,
+                r.origin_bundle_requests,
                 r.origin_git_bytes,
                 r.origin_file_bytes,
                 r.origin_cpu.as_secs_f64(),
                 r.edge_requests,
+                r.edge_bundle_requests,
                 r.edge_bytes,
                 r.edge_cpu.as_secs_f64(),
                 r.wall.as_secs_f64()

@@ -216,3 +216,58 @@ fn an_incremental_bundle_is_used_when_it_connects_the_full_one_otherwise_and_a_b
     );
     Ok(())
 }
+
+/// The names of the connectivity guard's steps in a report, with their targets.
+fn guard_steps(report: &serde_json::Value) -> Vec<String> {
+    report["guard"]["steps"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| format!("{} {}", s["step"].as_str().unwrap_or("?"), s["target"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_change_that_came_by_bundle_is_guarded_through_the_pointer_without_a_git_request() -> Result<()>
+{
+    if skip_chroot_tests(
+        "a_change_that_came_by_bundle_is_guarded_through_the_pointer_without_a_git_request",
+    ) {
+        return Ok(());
+    }
+    let bed = PullBed::new("run-fleet")?;
+    let url = bed.server.file_url(POINTER);
+    bed.configure(&bed.url(), &format!("  pointer: {url}\n"), "")?;
+    let mut seen = 0;
+
+    // From nothing to the first commit, then to a change of the device's files: both from
+    // bundles, both guarded (the device's files change), and the git server hears nothing.
+    for n in 0..2 {
+        let c = change(&bed, n)?;
+        publish(&bed, &["--bundles"])?;
+        let report = reaches(&bed, &c)?;
+        let steps = guard_steps(&report);
+        ensure!(
+            report["guard"]["ok"] == true && steps.iter().any(|s| s.starts_with("pointer ")),
+            "change {n}: the guard polled the pointer: {steps:?}\n{report}"
+        );
+        let heard = since(&bed, &mut seen)?;
+        ensure!(
+            git_requests(&heard) == 0 && !bundle_requests(&heard).is_empty(),
+            "change {n}: bundles and no git request: {heard:?}"
+        );
+    }
+
+    // A pointer without bundles: the next commit would come from git, so the guard asks git.
+    let c = change(&bed, 2)?;
+    publish(&bed, &[])?;
+    let report = reaches(&bed, &c)?;
+    let steps = guard_steps(&report);
+    ensure!(
+        report["guard"]["ok"] == true && steps.iter().any(|s| s.starts_with("refs ")),
+        "without bundles the guard lists the git server's refs: {steps:?}"
+    );
+    Ok(())
+}

@@ -1,13 +1,16 @@
-//! The connectivity guard: after a change, can the device still reach its git server?
+//! The connectivity guard: after a change, can the device still reach what brings it the next
+//! commit?
 //!
 //! A device that cannot fetch cannot be fixed by a new commit, so after every apply that changed
-//! something, tend walks the path a fetch takes, one step at a time, so that the report says
-//! which step broke: resolve the name (as the device resolves it: through its own NSS when tend
-//! manages `/`, through the root's /etc/hosts first otherwise), connect, complete a TLS handshake
-//! (https, verified as fetches verify), and list the followed refs through the fetch code. The
-//! same (minus the ref listing) for every extra endpoint the device config names, such as a
-//! Mender server. The whole guard is retried a few times before it counts as failed, so that a
-//! blip does not revert a good commit.
+//! something, tend walks the path its next update takes, one step at a time, so that the report
+//! says which step broke: resolve the name (as the device resolves it: through its own NSS when
+//! tend manages `/`, through the root's /etc/hosts first otherwise), connect, complete a TLS
+//! handshake (https, verified as fetches verify), and ask: list the followed refs through the
+//! fetch code, or, when the device follows a stage pointer that lists bundles (its next commit
+//! comes from them, git only as a fallback), poll the pointer as a run does, so that a fleet's
+//! merge costs the git server nothing per device. The same (minus the asking) for every extra
+//! endpoint the device config names, such as a Mender server. The whole guard is retried a few
+//! times before it counts as failed, so that a blip does not revert a good commit.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -58,12 +61,23 @@ impl GuardReport {
 }
 
 /// Where the guard looks: the device root, the source (for the git server and its CA and
-/// proxy), and how to list refs (the fetch code, as the run follows them).
+/// proxy), what brings the next commit, and how to ask it (the fetch code's ref listing, as the
+/// run follows refs, or the pointer's poll).
 pub struct Inputs<'a> {
     pub root: &'a Path,
     pub src: &'a SourceConfig,
     pub config: &'a Guard,
-    pub list_refs: &'a dyn Fn() -> Result<(), String>,
+    pub via: Via<'a>,
+    pub ask: &'a dyn Fn() -> Result<(), String>,
+}
+
+/// What brings the device its next commit.
+#[derive(Clone, Copy, Debug)]
+pub enum Via<'a> {
+    /// The git server of `source.url`.
+    Git,
+    /// The stage pointer at this URL, and the bundles beside it.
+    Pointer(&'a str),
 }
 
 pub fn check(i: &Inputs) -> GuardReport {
@@ -86,17 +100,26 @@ pub fn check(i: &Inputs) -> GuardReport {
 fn attempt(i: &Inputs) -> Vec<Step> {
     let mut steps = Vec::new();
     let timeout = i.config.timeout;
-    if let Some((target, hop)) = first_hop(i.src) {
-        if !reach(i.root, &target, &hop, i.src, timeout, &mut steps) {
+    let (url, server, target, step) = match i.via {
+        Via::Git => (
+            i.src.url.as_str(),
+            "git server",
+            format!("git server {}", i.src.url),
+            "refs",
+        ),
+        Via::Pointer(url) => (url, "pointer host", format!("pointer {url}"), "pointer"),
+    };
+    if let Some((hop_target, hop)) = first_hop(url, server, i.src) {
+        if !reach(i.root, &hop_target, &hop, i.src, timeout, &mut steps) {
             return steps;
         }
     }
-    let listed = (i.list_refs)();
+    let answered = (i.ask)();
     steps.push(Step {
-        target: format!("git server {}", i.src.url),
-        step: "refs".into(),
-        ok: listed.is_ok(),
-        error: listed.err(),
+        target,
+        step: step.into(),
+        ok: answered.is_ok(),
+        error: answered.err(),
     });
     for e in &i.config.endpoints {
         reach(
@@ -111,9 +134,10 @@ fn attempt(i: &Inputs) -> Vec<Step> {
     steps
 }
 
-/// The git server's host, or the proxy's when fetches go through one; None for file:// URLs.
-fn first_hop(src: &SourceConfig) -> Option<(String, Endpoint)> {
-    let url = gix::url::parse(gix::bstr::BStr::new(src.url.as_str())).ok()?;
+/// The host of `url` (named as `server`), or the proxy's when `src`'s requests go through one;
+/// None for file:// URLs.
+fn first_hop(url: &str, server: &str, src: &SourceConfig) -> Option<(String, Endpoint)> {
+    let url = gix::url::parse(gix::bstr::BStr::new(url)).ok()?;
     let host = url.host()?.trim_matches(['[', ']']).to_string();
     let (tls, default) = match url.scheme {
         gix::url::Scheme::Https => (true, 443),
@@ -152,7 +176,7 @@ fn first_hop(src: &SourceConfig) -> Option<(String, Endpoint)> {
         port,
         tls,
     };
-    Some((format!("git server {}", hop.shown), hop))
+    Some((format!("{server} {}", hop.shown), hop))
 }
 
 /// Resolve, connect and (for TLS endpoints) handshake; pushes a step for each one tried.
@@ -337,7 +361,8 @@ mod tests {
             root: d.path(),
             src: &s,
             config: &quick(),
-            list_refs: &|| panic!("no ref listing after a failed resolve"),
+            via: Via::Git,
+            ask: &|| panic!("no ref listing after a failed resolve"),
         });
         assert!(!r.ok);
         let f = r.failure().unwrap();
@@ -362,7 +387,8 @@ mod tests {
             root: d.path(),
             src: &s,
             config: &cfg,
-            list_refs: &|| {
+            via: Via::Git,
+            ask: &|| {
                 listed.set(listed.get() + 1);
                 Ok(())
             },
@@ -380,9 +406,62 @@ mod tests {
             root: d.path(),
             src: &s,
             config: &quick(),
-            list_refs: &|| Ok(()),
+            via: Via::Git,
+            ask: &|| Ok(()),
         });
         assert!(r.failure().unwrap().contains("connect failed"), "{r:?}");
+    }
+
+    #[test]
+    fn with_a_pointer_the_guard_walks_to_the_pointers_host_and_polls_it_not_git() {
+        let d = tempfile::tempdir().unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (_held, closed) = bound_not_listening();
+        // The git server is unreachable; the pointer's host answers.
+        let s = src(&format!("ssh://git@127.0.0.1:{closed}/fleet.git"));
+        let url = format!("http://127.0.0.1:{port}/main.pointer");
+        let polled = std::cell::Cell::new(0);
+        let r = check(&Inputs {
+            root: d.path(),
+            src: &s,
+            config: &quick(),
+            via: Via::Pointer(&url),
+            ask: &|| {
+                polled.set(polled.get() + 1);
+                Ok(())
+            },
+        });
+        assert!(r.ok, "{:?}", r.failure());
+        assert_eq!(polled.get(), 1);
+        let steps: Vec<String> = r
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.step, s.target))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                format!("resolve pointer host 127.0.0.1:{port}"),
+                format!("connect pointer host 127.0.0.1:{port}"),
+                format!("pointer pointer {url}"),
+            ]
+        );
+        drop(l);
+        let r = check(&Inputs {
+            root: d.path(),
+            src: &s,
+            config: &quick(),
+            via: Via::Pointer(&format!("http://127.0.0.1:{closed}/main.pointer")),
+            ask: &|| panic!("no poll after a failed connect"),
+        });
+        let f = r.failure().unwrap();
+        assert!(
+            f.starts_with(&format!(
+                "connectivity guard: pointer host 127.0.0.1:{closed}: connect failed"
+            )),
+            "{f}"
+        );
     }
 
     #[test]
@@ -396,7 +475,8 @@ mod tests {
             root: d.path(),
             src: &s,
             config: &cfg,
-            list_refs: &|| {
+            via: Via::Git,
+            ask: &|| {
                 calls.set(calls.get() + 1);
                 Err("branch main: server hung up".into())
             },
@@ -413,10 +493,19 @@ mod tests {
         let mut s = SourceConfig::new("https://10.1.2.3:8443/fleet.git");
         s.proxy = Some("http://proxy.lan:3128".into());
         s.no_proxy = Some("10.0.0.0/8".into());
-        assert_eq!(first_hop(&s).unwrap().0, "git server 10.1.2.3:8443");
+        assert_eq!(
+            first_hop(&s.url, "git server", &s).unwrap().0,
+            "git server 10.1.2.3:8443"
+        );
         s.no_proxy = Some("git.lan:443".into());
-        assert_eq!(first_hop(&s).unwrap().0, "proxy http://proxy.lan:3128");
+        assert_eq!(
+            first_hop(&s.url, "git server", &s).unwrap().0,
+            "proxy http://proxy.lan:3128"
+        );
         s.url = "https://git.lan/fleet.git".into();
-        assert_eq!(first_hop(&s).unwrap().0, "git server git.lan:443");
+        assert_eq!(
+            first_hop(&s.url, "git server", &s).unwrap().0,
+            "git server git.lan:443"
+        );
     }
 }
