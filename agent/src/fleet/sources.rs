@@ -3,6 +3,7 @@
 //! failure kept aside, and a hash of everything read, for the resource's fingerprint.
 
 use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -61,7 +62,13 @@ impl<'a> RoleSources<'a> {
         h.update([0]);
         h.update(self.contents.borrow().clone().finalize());
         let digest = h.finalize();
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        // One string, not one per byte: this runs for every resource of every run.
+        digest[..16]
+            .iter()
+            .fold(String::with_capacity(32), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
     }
 
     fn seen(&self, content: Content) -> Content {
@@ -148,6 +155,7 @@ pub(super) fn spec_digest(kind: &str, spec: &Value) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update([0]);
-    h.update(spec.to_string().as_bytes());
+    // Serialized straight into the hash (the same bytes as `spec.to_string()`), not into a copy.
+    serde_json::to_writer(&mut h, spec).expect("a JSON value serializes, and hashing cannot fail");
     h.finalize().to_vec()
 }
