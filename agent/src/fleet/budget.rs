@@ -20,8 +20,8 @@ pub struct Budget {
     max: u64,
     used: Cell<u64>,
     over: Cell<bool>,
-    /// Keyed by the bytes themselves: a 10,000-file desired state spent 4 % of its no-op on a
-    /// SHA-256 of every content only to find its shared copy.
+    /// Keyed by the bytes themselves: a SHA-256 of every content only to find its shared copy
+    /// was 3.6 % of a 10,000-file no-op's instructions.
     distinct: RefCell<HashSet<Content>>,
     by_path: RefCell<HashMap<String, Content>>,
 }
