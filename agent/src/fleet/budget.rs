@@ -8,9 +8,8 @@
 //! any other broken commit, so `tend run` falls back to the last good one.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use sha2::{Digest, Sha256};
 use tend_roles::spec::Content;
 
 /// What to do when a commit is over the budget.
@@ -21,7 +20,9 @@ pub struct Budget {
     max: u64,
     used: Cell<u64>,
     over: Cell<bool>,
-    by_hash: RefCell<HashMap<[u8; 32], Content>>,
+    /// Keyed by the bytes themselves: a SHA-256 of every content only to find its shared copy
+    /// was 3.6 % of a 10,000-file no-op's instructions.
+    distinct: RefCell<HashSet<Content>>,
     by_path: RefCell<HashMap<String, Content>>,
 }
 
@@ -31,7 +32,7 @@ impl Budget {
             max,
             used: Cell::new(0),
             over: Cell::new(false),
-            by_hash: RefCell::default(),
+            distinct: RefCell::default(),
             by_path: RefCell::default(),
         }
     }
@@ -63,13 +64,12 @@ impl Budget {
 
     /// The one shared copy of `bytes`: counted the first time these bytes are seen.
     pub fn intern(&self, bytes: Vec<u8>) -> Result<Content, String> {
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(known) = self.by_hash.borrow().get(&hash) {
+        if let Some(known) = self.distinct.borrow().get(&bytes[..]) {
             return Ok(known.clone());
         }
         self.charge(bytes.len() as u64)?;
         let content: Content = bytes.into();
-        self.by_hash.borrow_mut().insert(hash, content.clone());
+        self.distinct.borrow_mut().insert(content.clone());
         Ok(content)
     }
 

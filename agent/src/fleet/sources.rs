@@ -148,6 +148,7 @@ pub(super) fn spec_digest(kind: &str, spec: &Value) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
     h.update([0]);
-    h.update(spec.to_string().as_bytes());
+    // Serialized straight into the hash (the same bytes as `spec.to_string()`), not into a copy.
+    serde_json::to_writer(&mut h, spec).expect("a JSON value serializes, and hashing cannot fail");
     h.finalize().to_vec()
 }
