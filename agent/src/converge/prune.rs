@@ -147,8 +147,7 @@ pub fn prepare(
     let (mut previous, warning) = read_record(state_dir);
     // Read or built by growing, each list could hold room for twice its entries.
     previous.shrink_to_fit();
-    let items = desired.roles.iter().map(|r| r.items.len()).sum();
-    let mut current = Vec::with_capacity(items);
+    let mut current = Vec::with_capacity(desired.resource_count());
     for role in &desired.roles {
         let role_prune = settings.roles.get(&role.name).copied().flatten();
         for item in &role.items {

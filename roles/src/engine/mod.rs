@@ -197,8 +197,7 @@ pub fn converge_held(
 ) -> RunSummary {
     let mut summary = RunSummary::default();
     // One report per item (handlers that run add a few): growing by doubling held up to twice.
-    let items = desired.roles.iter().map(|r| r.items.len()).sum();
-    summary.resources.reserve_exact(items);
+    summary.resources.reserve_exact(desired.resource_count());
     let persist = if host.check { None } else { pending_path };
     let mut pending = PendingHandlers::load(pending_path);
     // In check mode, notifications are collected here and never written.
