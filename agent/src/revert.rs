@@ -207,25 +207,22 @@ fn run_guard(
                 .as_ref()
                 .is_some_and(|a| !a.bundles.is_empty())
         });
-    let poll_pointer = |url: &str| -> Result<(), String> {
-        let client = crate::source::fetch::http_client(&quick).map_err(|e| e.to_string())?;
-        crate::source::pointer::poll(&client, url, &s.run_state.pointer)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    let (via, ask): (guard::Via, Box<dyn Fn() -> Result<(), String>>) = match pointer {
-        Some(url) => (
-            guard::Via::Pointer(url),
-            Box::new(move || poll_pointer(url)),
-        ),
-        None => (guard::Via::Git, Box::new(list_refs)),
+    let via = pointer.map_or(guard::Via::Git, guard::Via::Pointer);
+    let ask = || match via {
+        guard::Via::Git => list_refs(),
+        guard::Via::Pointer(url) => {
+            let client = crate::source::fetch::http_client(&quick).map_err(|e| e.to_string())?;
+            crate::source::pointer::poll(&client, url, &s.run_state.pointer)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
     };
     let report = guard::check(&guard::Inputs {
         root: &s.root,
         src,
         config: &s.config.guard,
         via,
-        ask: &*ask,
+        ask: &ask,
     });
     match report.failure() {
         None => {
