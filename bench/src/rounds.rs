@@ -21,13 +21,12 @@ pub struct Fleet {
     pub roots: Vec<PathBuf>,
 }
 
-/// Which of a fleet's devices a round runs.
-pub enum Devices<'a> {
-    All,
-    Only(&'a [usize]),
-}
-
 impl Fleet {
+    /// Every device's index, for a round of the whole fleet.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.roots.len()).collect()
+    }
+
     /// `n` copies of `template` under `dir` (which must not hold them yet), as devices
     /// `dev0`…: the template must have converged as `dev0` on a fleet where every device's
     /// desired state is the same, so that every copy is converged too.
@@ -62,10 +61,9 @@ impl Fleet {
 #[derive(Debug, Default)]
 pub struct Round {
     pub devices: usize,
-    /// Devices whose run changed something (exit 2) and that converged without (exit 0).
+    /// Devices whose run changed something (exit 2).
     pub changed: usize,
-    pub unchanged: usize,
-    /// The devices whose run changed nothing.
+    /// The devices that converged without a change (exit 0).
     pub unchanged_devices: Vec<usize>,
     /// Requests at the origin: to git, and to its static files (an edge's revalidations of the
     /// pointer and its first fetch of each bundle), of which bundles.
@@ -124,11 +122,11 @@ fn is_bundle(path: &str) -> bool {
     path.ends_with(".bundle")
 }
 
-/// Runs the chosen devices once, `workers` at a time, each run bounded by `timeout`.
+/// Runs the fleet's devices `chosen` once, `workers` at a time, each run bounded by `timeout`.
 pub fn round(
     tend: &Path,
     fleet: &Fleet,
-    devices: Devices,
+    chosen: &[usize],
     workers: usize,
     timeout: Duration,
     origin: &HttpsGitServer,
@@ -137,14 +135,6 @@ pub fn round(
     let origin_seen = origin.requests()?.len();
     let edge_seen = edge.map(|e| e.requests().map(|r| r.len())).transpose()?;
     let (origin_cpu, edge_cpu) = (origin.cpu(), edge.map(|e| e.cpu()));
-    let all: Vec<usize>;
-    let chosen = match devices {
-        Devices::All => {
-            all = (0..fleet.roots.len()).collect();
-            &all[..]
-        }
-        Devices::Only(d) => d,
-    };
     let next = AtomicUsize::new(0);
     let codes = Mutex::new(Vec::with_capacity(chosen.len()));
     let start = Instant::now();
@@ -167,10 +157,7 @@ pub fn round(
     };
     for (i, code) in codes.into_inner().unwrap() {
         match code? {
-            0 => {
-                r.unchanged += 1;
-                r.unchanged_devices.push(i);
-            }
+            0 => r.unchanged_devices.push(i),
             2 => r.changed += 1,
             c => bail!("device dev{i} ({}) exited {c}", fleet.roots[i].display()),
         }

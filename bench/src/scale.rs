@@ -22,7 +22,7 @@ use tend_tests::cdn::Cdn;
 use tend_tests::gitserver::{FleetRepo, HttpsGitServer, TestCa};
 use tend_tests::publisher::{keygen, Publisher};
 
-use crate::rounds::{round, Devices, Fleet, Round};
+use crate::rounds::{round, Fleet, Round};
 
 const STAGE: &str = "production";
 const POINTER: &str = "production.pointer";
@@ -182,7 +182,7 @@ fn scenario(
         o.devices,
         copying.elapsed().as_secs_f64()
     );
-    let poll = |devices| {
+    let poll = |devices: &[usize]| {
         round(
             tend,
             &fleet,
@@ -193,7 +193,8 @@ fn scenario(
             edge,
         )
     };
-    let noop = poll(Devices::All)?;
+    let everyone = fleet.all();
+    let noop = poll(&everyone)?;
     eprintln!("  no-op interval: {}", noop.summary());
     let generation = if edge.is_some() { 3 } else { 2 };
     origin
@@ -207,10 +208,10 @@ fn scenario(
         std::thread::sleep(o.max_age + Duration::from_secs(1));
         eprintln!("  {} requests at the edge so far", edge.requests()?.len());
     }
-    let mut merge = poll(Devices::All)?;
+    let mut merge = poll(&everyone)?;
     let late = merge.unchanged_devices.clone();
     if !late.is_empty() {
-        let next = poll(Devices::Only(&late))?;
+        let next = poll(&late)?;
         ensure!(
             next.changed == late.len(),
             "{} of {} late devices took the merge on their next poll",
