@@ -16,15 +16,19 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::bed::{Bed, Tool};
 use crate::refstate::RefState;
 use crate::results::Results;
+use crate::scenarios::{static_binary, CROSS};
 
 const SOURCE: &str = include_str!("../qemu/insn.c");
 
-/// Debian architecture, the triple scripts/cross-build builds it as, and its qemu-user.
-const ARCHES: [(&str, &str, &str); 3] = [
-    ("amd64", "x86_64-unknown-linux-musl", "qemu-x86_64"),
-    ("arm64", "aarch64-unknown-linux-musl", "qemu-aarch64"),
-    ("armhf", "armv7-unknown-linux-gnueabihf", "qemu-arm"),
-];
+/// The qemu-user that runs each Debian architecture's binary.
+fn qemu(arch: &str) -> &'static str {
+    match arch {
+        "arm64" => "qemu-aarch64",
+        "armhf" => "qemu-arm",
+        "amd64" => "qemu-x86_64",
+        other => unreachable!("CROSS has no architecture {other}"),
+    }
+}
 
 /// The compiled plugin, in a directory of its own.
 struct Plugin {
@@ -98,14 +102,14 @@ fn parse(text: &str) -> Result<u64> {
 /// fresh device.
 pub fn instructions(bed: &Bed, target_dir: &Path, runs: usize, res: &mut Results) -> Result<()> {
     let mut bins = Vec::new();
-    for (arch, triple, qemu) in ARCHES {
-        let bin = target_dir.join(format!("cross/{triple}/release/tend"));
+    for (arch, triple) in CROSS {
+        let bin = static_binary(target_dir, triple);
         ensure!(
             bin.is_file(),
             "{} missing (scripts/cross-build {arch})",
             bin.display()
         );
-        bins.push((arch, qemu, bin.display().to_string()));
+        bins.push((arch, qemu(arch), bin.display().to_string()));
     }
     let plugin = Plugin::build()?;
     let state = RefState::new(30)?;

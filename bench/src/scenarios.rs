@@ -3,7 +3,7 @@
 //! or half-done run would compare nothing.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
@@ -370,15 +370,23 @@ pub fn validate(tend: &Path, bed: &Bed, opts: &Opts, res: &mut Results) -> Resul
     profile_at(opts, "validate", &param, dir.path())
 }
 
+/// The Debian architectures the .debs ship, and the Rust targets scripts/cross-build builds them as.
+pub const CROSS: [(&str, &str); 3] = [
+    ("amd64", "x86_64-unknown-linux-musl"),
+    ("arm64", "aarch64-unknown-linux-musl"),
+    ("armhf", "armv7-unknown-linux-gnueabihf"),
+];
+
+/// Where scripts/cross-build leaves the static binary of `triple` under `target_dir`.
+pub fn static_binary(target_dir: &Path, triple: &str) -> PathBuf {
+    target_dir.join(format!("cross/{triple}/release/tend"))
+}
+
 /// The static binary per architecture (what the .debs ship), rash's binary, and what
 /// ansible-core adds to the image.
 pub fn sizes(target_dir: &Path, rash: &Path, res: &mut Results) -> Result<()> {
-    for (arch, triple) in [
-        ("amd64", "x86_64-unknown-linux-musl"),
-        ("arm64", "aarch64-unknown-linux-musl"),
-        ("armhf", "armv7-unknown-linux-gnueabihf"),
-    ] {
-        let bin = target_dir.join(format!("cross/{triple}/release/tend"));
+    for (arch, triple) in CROSS {
+        let bin = static_binary(target_dir, triple);
         match fs::metadata(&bin) {
             Ok(m) => res.add("binary-size", "tend", arch, "bytes", "B", &[m.len() as f64]),
             Err(_) => eprintln!(
